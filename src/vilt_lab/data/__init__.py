@@ -1,0 +1,1 @@
+"""Data: shard writing and reading, the streaming pipeline, transforms and dataset sources."""

@@ -1,0 +1,1 @@
+"""Dataset sources: one converter per raw dataset, plus the procedural shapes world."""

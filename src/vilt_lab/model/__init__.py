@@ -1,0 +1,23 @@
+"""ViLT backbone, heads, sizes and weight conversion."""
+
+from .backbone import BackboneOutput, ViltBackbone
+from .config import SIZES, ViltConfig, get_config
+from .heads import ITMHead, MLMHead, MPPHead
+
+
+def create_backbone(name: str, **overrides) -> ViltBackbone:
+    """A freshly initialised backbone of preset size `name` (see `SIZES`)."""
+    return ViltBackbone(get_config(name, **overrides))
+
+
+__all__ = [
+    "SIZES",
+    "BackboneOutput",
+    "ITMHead",
+    "MLMHead",
+    "MPPHead",
+    "ViltBackbone",
+    "ViltConfig",
+    "create_backbone",
+    "get_config",
+]

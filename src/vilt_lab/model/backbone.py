@@ -1,0 +1,219 @@
+"""The ViLT backbone: one transformer over word embeddings and linear patch projections."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import ViltConfig
+from .embeddings import (
+    PatchEmbed,
+    PatchSelection,
+    TextEmbeddings,
+    interpolate_pos_embed,
+    patch_validity,
+    select_patches,
+)
+from .init import init_weights
+from .transformer import Block
+
+
+@dataclass
+class BackboneOutput:
+    """What one backbone pass returns.
+
+    text_feats: (B, T, D) final-norm features of the text positions.
+    image_feats: (B, 1 + L, D) final-norm features of the image [CLS] and the L chosen patches.
+    pooled: (B, D) tanh(Linear(text [CLS] feature)), the paper's eq. (6).
+    text_mask: (B, T) bool; image_mask: (B, 1 + L) bool (the image [CLS] is always valid).
+    patches: which grid patch each image position holds (for MPP targets and visualisation).
+    """
+
+    text_feats: torch.Tensor
+    image_feats: torch.Tensor
+    pooled: torch.Tensor
+    text_mask: torch.Tensor
+    image_mask: torch.Tensor
+    patches: PatchSelection
+
+
+class Pooler(nn.Module):
+    """Linear + tanh on the first token of the joint sequence (the text [CLS])."""
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(x[:, 0]))
+
+
+class ViltBackbone(nn.Module):
+    """ViLT (Kim et al., ICML 2021) without heads.
+
+    Parameter names follow timm's VisionTransformer (`patch_embed.proj`, `cls_token`, `pos_embed`,
+    `blocks.{i}.attn.qkv`, `norm`) so ViT weights load by name, and BERT's inside
+    `text_embeddings`.
+    """
+
+    def __init__(self, config: ViltConfig) -> None:
+        super().__init__()
+        self.config = config
+        D = config.hidden_size
+        self.text_embeddings = TextEmbeddings(
+            config.vocab_size,
+            D,
+            config.max_text_len,
+            type_vocab_size=config.type_vocab_size,
+            eps=config.text_ln_eps,
+            drop=config.drop_rate,
+        )
+        self.patch_embed = PatchEmbed(config.patch_size, D)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + config.grid_size**2, D))
+        self.pos_drop = nn.Dropout(config.drop_rate)
+        self.token_type_embeddings = nn.Embedding(config.num_modality_types, D)
+        self.blocks = nn.ModuleList(
+            Block(
+                D,
+                config.num_heads,
+                config.mlp_dim,
+                drop=config.drop_rate,
+                attn_drop=config.attn_drop_rate,
+                eps=config.ln_eps,
+            )
+            for _ in range(config.num_layers)
+        )
+        self.norm = nn.LayerNorm(D, eps=config.ln_eps)
+        self.pooler = Pooler(D)
+        self.grad_checkpointing = False
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.apply(lambda m: init_weights(m, self.config.init_std))
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self.grad_checkpointing = enable
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names to exempt from weight decay besides biases and norm weights.
+
+        Empty on purpose: the official code decays `pos_embed`, `cls_token` and all embeddings,
+        and the paper's numbers were obtained that way (timm exempts the first two).
+        """
+        return set()
+
+    def embed_image(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        max_image_len: int = -1,
+        generator: torch.Generator | None = None,
+        masked_patches: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
+        """Patch tokens with the image [CLS] in front: (B, 1 + L, D), mask (B, 1 + L), selection.
+
+        masked_patches: optional (B, Hp, Wp) bool; those patches are replaced by `mask_token`
+        before position embeddings are added (masked patch prediction).
+        """
+        x = self.patch_embed(pixel_values)  # (B, D, Hp, Wp)
+        B, D, Hp, Wp = x.shape
+        x = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, D)
+        if masked_patches is not None:
+            if mask_token is None:
+                raise ValueError("masked_patches needs a mask_token")
+            x = torch.where(masked_patches.reshape(B, -1, 1), mask_token.to(x.dtype), x)
+        selection = select_patches(patch_validity(pixel_mask, (Hp, Wp)), max_image_len, generator)
+        x = x.gather(1, selection.index.unsqueeze(-1).expand(-1, -1, D))
+        x = x + interpolate_pos_embed(self.pos_embed[0, 1:], selection)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
+        x = self.pos_drop(torch.cat([cls, x], dim=1))
+        mask = torch.cat([selection.valid.new_ones(B, 1), selection.valid], dim=1)
+        return x, mask, selection
+
+    def forward_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        max_image_len: int = -1,
+        image_token_type_idx: int = 1,
+        generator: torch.Generator | None = None,
+        masked_patches: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PatchSelection]:
+        """Joint sequence after the final norm: (B, T + 1 + L, D), its mask, T, the patch selection."""
+        if not 0 < image_token_type_idx < self.config.num_modality_types:
+            raise ValueError(
+                f"image_token_type_idx={image_token_type_idx} needs model.num_modality_types > "
+                f"{image_token_type_idx} (it is {self.config.num_modality_types})"
+            )
+        text = self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+        image, image_mask, selection = self.embed_image(
+            pixel_values, pixel_mask, max_image_len, generator, masked_patches, mask_token
+        )
+        image = image + self.token_type_embeddings.weight[image_token_type_idx]
+        x = torch.cat([text, image], dim=1)
+        mask = torch.cat([attention_mask.bool(), image_mask], dim=1)
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
+        return self.norm(x), mask, input_ids.shape[1], selection
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """The pooled vector from the joint features."""
+        return self.pooler(features)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        max_image_len: int = -1,
+        image_token_type_idx: int = 1,
+        generator: torch.Generator | None = None,
+        masked_patches: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> BackboneOutput:
+        """One pass over a batch of (text, image) pairs.
+
+        Args:
+            input_ids: (B, T) word-piece ids, [CLS] first.
+            attention_mask: (B, T), 1 for real tokens.
+            pixel_values: (B, 3, H, W) normalised images, zero-padded to the batch size.
+            pixel_mask: (B, H, W), 1 on real pixels.
+            max_image_len: patches kept per image (-1: all valid patches).
+            image_token_type_idx: modality-type row for the image (2 for NLVR2's second image).
+            generator: makes patch sampling reproducible.
+            masked_patches, mask_token: see `embed_image`.
+        """
+        x, mask, T, selection = self.forward_features(
+            input_ids,
+            attention_mask,
+            pixel_values,
+            pixel_mask,
+            max_image_len,
+            image_token_type_idx,
+            generator,
+            masked_patches,
+            mask_token,
+        )
+        return BackboneOutput(
+            text_feats=x[:, :T],
+            image_feats=x[:, T:],
+            pooled=self.forward_head(x),
+            text_mask=mask[:, :T],
+            image_mask=mask[:, T:],
+            patches=selection,
+        )

@@ -1,0 +1,148 @@
+"""Text and visual embeddings of ViLT.
+
+The visual embedding is the part the official and HF code run as per-image Python loops
+(position-table interpolation, `unique` + `multinomial` patch sampling). Here it is vectorised:
+patches are chosen with one batched argsort over random keys, and the position table is
+interpolated only at the chosen patches, with one gather per bilinear corner.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class TextEmbeddings(nn.Module):
+    """BERT's embedding: word + absolute position + token type (always 0), LayerNorm, dropout.
+
+    Parameter names follow BERT (`word_embeddings`, `LayerNorm`, ...), as the official checkpoint does.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        hidden_size: int,
+        max_len: int,
+        type_vocab_size: int = 2,
+        eps: float = 1e-12,
+        drop: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab_size, hidden_size)
+        self.position_embeddings = nn.Embedding(max_len, hidden_size)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(drop)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        T = input_ids.shape[1]
+        if T > self.position_embeddings.num_embeddings:
+            raise ValueError(
+                f"text length {T} exceeds model.max_text_len={self.position_embeddings.num_embeddings}"
+            )
+        # Index 0 of both tables broadcast over the batch: no (B, T) index tensors are built.
+        x = self.word_embeddings(input_ids)
+        x = x + self.position_embeddings.weight[:T] + self.token_type_embeddings.weight[0]
+        return self.dropout(self.LayerNorm(x))
+
+
+class PatchEmbed(nn.Module):
+    """Linear projection of non-overlapping patches, as a conv with kernel = stride = patch."""
+
+    def __init__(self, patch_size: int, hidden_size: int, in_chans: int = 3) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.proj(pixel_values)
+
+
+@dataclass
+class PatchSelection:
+    """Which grid patches each image keeps.
+
+    index: (B, L) flat indices into the (Hp, Wp) patch grid; valid: (B, L) bool, False for fill
+    positions; grid_hw: (B, 2) each image's valid grid (h, w); grid: the batch grid (Hp, Wp).
+    """
+
+    index: torch.Tensor
+    valid: torch.Tensor
+    grid_hw: torch.Tensor
+    grid: tuple[int, int]
+
+
+def patch_validity(pixel_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W) pixel mask -> (B, Hp, Wp) bool patch mask by nearest interpolation (as HF)."""
+    return F.interpolate(pixel_mask[:, None].float(), size=grid, mode="nearest")[:, 0] > 0.5
+
+
+def select_patches(
+    patch_valid: torch.Tensor, max_image_len: int = -1, generator: torch.Generator | None = None
+) -> PatchSelection:
+    """Choose L = min(max_image_len, most valid patches in the batch) patches per image.
+
+    An image with at least L valid patches keeps L of them drawn uniformly without replacement; an
+    image with fewer keeps all of them and fills up to L with (masked) padding positions. With
+    `max_image_len=-1`, or whenever no image has more than `max_image_len` valid patches, nothing
+    is random: valid patches come in raster order, so evaluation is deterministic (the official
+    and HF code permute the largest image even then, HF issue dandelin/ViLT#36).
+    """
+    B, Hp, Wp = patch_valid.shape
+    N = Hp * Wp
+    valid = patch_valid.reshape(B, N)
+    grid_hw = torch.stack([patch_valid[:, :, 0].sum(1), patch_valid[:, 0, :].sum(1)], dim=1)
+    # One host sync: L decides the sequence length, so it has to be a Python int.
+    most = int(valid.sum(1).max().item())
+    if most == 0:
+        raise ValueError("pixel_mask has no valid patch in any image of the batch")
+    sample = 0 < max_image_len < most
+    L = max_image_len if sample else most
+    if sample:
+        # Uniform keys in [0, 1) for valid patches and [2, 3) for padding: the L smallest keys are a
+        # uniform draw without replacement among valid patches, then padding if an image runs short.
+        device = generator.device if generator is not None else valid.device
+        keys = torch.rand(B, N, generator=generator, device=device).to(valid.device)
+        keys = keys + (~valid).to(keys.dtype) * 2.0
+    else:
+        # Distinct integer keys: valid patches first in raster order, then padding.
+        keys = torch.arange(N, device=valid.device).expand(B, N) + (~valid).long() * N
+    index = keys.argsort(dim=1)[:, :L]
+    return PatchSelection(index=index, valid=valid.gather(1, index), grid_hw=grid_hw, grid=(Hp, Wp))
+
+
+def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> torch.Tensor:
+    """Position embeddings of the selected patches, (B, L, D).
+
+    Equivalent to resizing the (G, G) table to each image's own valid grid (h, w) with
+    `F.interpolate(mode="bilinear", align_corners=True)`, zero-padding to the batch grid and
+    gathering the selected patches, but computed only at the L selected patches. At h = w = G the
+    source coordinates are exact integers, so the table comes back unchanged bit for bit.
+
+    table: (G*G, D) spatial part of the position table, row-major.
+    """
+    G = int(round(table.shape[0] ** 0.5))
+    Wp = selection.grid[1]
+    rows = torch.div(selection.index, Wp, rounding_mode="floor")
+    cols = selection.index % Wp
+    h = selection.grid_hw[:, :1].to(table.dtype)
+    w = selection.grid_hw[:, 1:].to(table.dtype)
+
+    def source(coord: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # align_corners=True: output index i maps to i * (G - 1) / (size - 1); a size of 1 maps to 0.
+        src = coord.to(table.dtype) * (G - 1) / (size - 1).clamp(min=1)
+        lo = src.floor().clamp(0, G - 1)
+        frac = src - lo
+        return lo.long(), (lo + 1).clamp(max=G - 1).long(), frac.unsqueeze(-1)
+
+    r0, r1, fr = source(rows, h)
+    c0, c1, fc = source(cols, w)
+    pos = (
+        (1 - fr) * ((1 - fc) * table[r0 * G + c0] + fc * table[r0 * G + c1])
+        + fr * ((1 - fc) * table[r1 * G + c0] + fc * table[r1 * G + c1])
+    )
+    # Padding positions get no position embedding (HF zero-pads the resized table).
+    return pos * selection.valid.unsqueeze(-1).to(pos.dtype)
