@@ -90,7 +90,9 @@ class ViltConfig:
 
 SIZES: dict[str, ViltConfig] = {
     # Small enough to train on two CPU cores in minutes (tests and `make demo`).
-    "tiny": ViltConfig(hidden_size=64, num_layers=2, num_heads=2, patch_size=16, image_size=128, vocab_size=1000),
+    "tiny": ViltConfig(
+        hidden_size=64, num_layers=2, num_heads=2, patch_size=16, image_size=128, vocab_size=1000
+    ),
     "small32": ViltConfig(hidden_size=384, num_layers=12, num_heads=6),
     # The paper's ViLT-B/32.
     "base32": ViltConfig(),

@@ -140,9 +140,8 @@ def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> tor
 
     r0, r1, fr = source(rows, h)
     c0, c1, fc = source(cols, w)
-    pos = (
-        (1 - fr) * ((1 - fc) * table[r0 * G + c0] + fc * table[r0 * G + c1])
-        + fr * ((1 - fc) * table[r1 * G + c0] + fc * table[r1 * G + c1])
+    pos = (1 - fr) * ((1 - fc) * table[r0 * G + c0] + fc * table[r0 * G + c1]) + fr * (
+        (1 - fc) * table[r1 * G + c0] + fc * table[r1 * G + c1]
     )
     # Padding positions get no position embedding (HF zero-pads the resized table).
     return pos * selection.valid.unsqueeze(-1).to(pos.dtype)
