@@ -1,0 +1,71 @@
+"""A per-step cache of backbone passes, so objectives that read the same pass share it.
+
+ITM and WPA both read the pass on unmasked text and mixed images; whichever runs first computes
+it, the other reuses it, and WPA still works when ITM is not selected. Build one `Passes` per
+training step: the cache assumes every call sees the same batch and backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+
+from vilt_lab.data.normalize import normalize_images
+from vilt_lab.model import BackboneOutput, ViltBackbone
+
+T = TypeVar("T")
+
+
+class Passes:
+    """Cache of one step's backbone passes, with the step's `max_image_len` and generator.
+
+    Args:
+        max_image_len: patches kept per image in every pass (-1: all valid patches).
+        generator: drives every random draw of the step (ITM negatives, patch sampling, MPP
+            masks), so a seeded generator makes the step reproducible.
+    """
+
+    def __init__(self, max_image_len: int = -1, generator: torch.Generator | None = None) -> None:
+        self.max_image_len = max_image_len
+        self.generator = generator
+        self._cache: dict[str, object] = {}
+
+    def get(self, key: str, compute: Callable[[], T]) -> T:
+        """The value cached under `key`, computed by `compute()` on first use."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]  # type: ignore[return-value]
+
+    def pixel_values(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's normalised images, computed once per step."""
+        return self.get("pixel_values", lambda: normalize_images(batch["image"], batch["pixel_mask"]))
+
+    def run(
+        self,
+        backbone: ViltBackbone,
+        batch: dict[str, torch.Tensor],
+        input_ids: torch.Tensor,
+        image_index: torch.Tensor | None = None,
+        masked_patches: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> BackboneOutput:
+        """One backbone pass on `input_ids` (with the batch's attention mask) and the batch's images.
+
+        image_index: optional (B,) long; pair i then sees the image of pair image_index[i].
+        masked_patches, mask_token: see `ViltBackbone.embed_image`.
+        """
+        pixel_values, pixel_mask = self.pixel_values(batch), batch["pixel_mask"]
+        if image_index is not None:
+            pixel_values, pixel_mask = pixel_values[image_index], pixel_mask[image_index]
+        return backbone(
+            input_ids,
+            batch["attention_mask"],
+            pixel_values,
+            pixel_mask,
+            max_image_len=self.max_image_len,
+            generator=self.generator,
+            masked_patches=masked_patches,
+            mask_token=mask_token,
+        )
