@@ -12,7 +12,9 @@ MEAN = 0.5
 STD = 0.5
 
 
-def normalize_images(images: torch.Tensor, pixel_mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def normalize_images(
+    images: torch.Tensor, pixel_mask: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """uint8 (B, 3, H, W) -> (x / 255 - 0.5) / 0.5 in [-1, 1], exactly 0 on padding.
 
     Zero padding in normalised space is what the official collate produces; padded patches are
