@@ -3,7 +3,9 @@ PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint params
+DEMO_RUNS ?= runs
+
+.PHONY: help install test lint params demo shapes
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -13,6 +15,12 @@ install: ## install vilt_lab with its dev extras into $(PYTHON) (idempotent)
 
 test: install ## install what is needed, then run the whole test suite
 	$(PYTHON) -m pytest -q
+
+demo: install ## write the shapes world, pre-train the tiny model on CPU, evaluate: $(DEMO_RUNS)/demo/summary.json
+	$(PYTHON) -m vilt_lab.train experiment=demo paths.runs_dir=$(DEMO_RUNS)
+
+shapes: install ## (re)write the shapes world alone into data/shapes
+	vilt-shards shapes --out data/shapes --n 2000 --overwrite
 
 lint: install ## ruff over the sources and tests
 	$(PYTHON) -m ruff check src tests

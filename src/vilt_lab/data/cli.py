@@ -1,0 +1,53 @@
+"""``vilt-shards``: convert a raw dataset (or generate the shapes world) into WebDataset shards.
+
+    vilt-shards coco --root /data/coco --out /shards/coco [--split train]
+    vilt-shards shapes --out /shards/shapes --n 2000
+
+Each source is a module registered in :data:`SOURCES` that defines
+``add_arguments(parser)`` (its own options; real datasets add ``--root`` and ``--split``) and
+``convert(args)``; every source also gets ``--out``, ``--overwrite``, ``--maxcount`` and
+``--maxsize``, and writes through :class:`vilt_lab.data.shards.ShardWriter`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+# source name -> module path; modules are imported only when the parser is built.
+SOURCES: dict[str, str] = {
+    "shapes": "vilt_lab.data.sources.shapes",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vilt-shards`` parser, one sub-command per registered source."""
+    parser = argparse.ArgumentParser(prog="vilt-shards", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    for name, module_path in SOURCES.items():
+        module = importlib.import_module(module_path)
+        summary = (module.__doc__ or name).strip().split("\n")[0]
+        source_parser = sub.add_parser(name, help=summary, description=summary)
+        source_parser.add_argument("--out", type=Path, required=True, help="output directory")
+        source_parser.add_argument(
+            "--overwrite", action="store_true", help="replace an earlier conversion in --out"
+        )
+        source_parser.add_argument("--maxcount", type=int, default=5000, help="samples per shard")
+        source_parser.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard")
+        module.add_arguments(source_parser)
+        source_parser.set_defaults(convert=module.convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``vilt-shards``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    args.convert(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""WebDataset shards: the one writer every converter uses, and the helpers that read them back.
+
+Layout of one converted split (``OUT/<task>/<split>/``)::
+
+    shard-000000.tar  shard-000001.tar  ...   complete shards only (see "Atomicity")
+    sizes.json        {"shard-000000.tar": 5000, ...}  samples per shard (open_clip convention)
+    manifest.json     source, split, counts, writer caps, skipped items with reasons, extras
+
+Sample schema. One tar key per sample (the key has no ``.`` or ``/``: WebDataset splits a member
+name at the first dot of its base name):
+
+* images, stored as the bytes the converter hands over, named by their *actual* format
+  (sniffed from the magic bytes, never trusted from a file name; NLVR2's ``.png`` files are not
+  all PNGs): ``KEY.jpg`` / ``KEY.png`` / ``KEY.webp`` for one image; ``KEY.0.png``, ``KEY.1.png``
+  for several, in order (NLVR2: 0 = left, 1 = right).
+* ``KEY.json``, a UTF-8 object with ``"id"`` (the item's id in its source, a string) and the
+  text of exactly one kind:
+
+  - ``"captions": [str, ...]``: every caption of the image (pre-training, retrieval);
+  - ``"questions": [{"id": str, "text": str, "answers": [str, ...], "labels": [int, ...],
+    "scores": [float, ...]}, ...]``: VQA, labels index the ``answers.json`` beside the
+    split directories, scores are the VQA soft scores;
+  - ``"statements": [{"id": str, "text": str, "label": bool}, ...]``: NLVR2, about all the
+    sample's images together.
+
+  Sources may add fields (the shapes world adds ``"scene"``); readers ignore what they do not use.
+
+Atomicity: a shard is written as ``shard-NNNNNN.tar.partial`` and renamed when it is closed, and
+``sizes.json`` / ``manifest.json`` are written (also via a rename) only when the whole split
+finished, so a killed conversion leaves no half shard that looks complete and no manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import webdataset as wds
+from webdataset.shardlists import expand_urls
+from webdataset.tariterators import tarfile_samples
+
+SHARD_PATTERN = "shard-%06d.tar"
+PARTIAL_SUFFIX = ".partial"
+SIZES_FILE = "sizes.json"
+MANIFEST_FILE = "manifest.json"
+IMAGE_EXTENSIONS = ("jpg", "png", "webp")
+
+_MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
+_OWN_FILES = re.compile(r"^(shard-\d{6}\.tar|sizes\.json|manifest\.json)(\.partial)?$")
+
+
+def image_extension(data: bytes) -> str:
+    """The extension that names ``data`` by its magic bytes: ``jpg``, ``png`` or ``webp``.
+
+    Raises:
+        ValueError: for any other payload (re-encode it, or ``skip`` the item).
+    """
+    for magic, ext in _MAGIC:
+        if data.startswith(magic):
+            return ext
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    raise ValueError(f"not a JPEG, PNG or WebP image (starts with {bytes(data[:8])!r})")
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Write one split of one source as size-capped WebDataset shards, plus sizes and manifest.
+
+    Use it as a context manager::
+
+        with ShardWriter(out / "pretrain" / "train", source="coco", split="train") as w:
+            for item in items:
+                try:
+                    w.write(item.key, [item.jpeg_bytes], {"id": item.id, "captions": item.captions})
+                except ValueError as err:           # e.g. a payload that is not an image
+                    w.skip(item.id, str(err))
+
+    A shard is closed when it holds ``maxcount`` samples or ``maxsize`` bytes (a shard may pass
+    ``maxsize`` by one sample). ``sizes.json`` and ``manifest.json`` are written on a clean exit
+    only; on an exception the open shard is deleted and the error propagates.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike[str],
+        *,
+        source: str,
+        split: str,
+        maxcount: int = 5000,
+        maxsize: float = 1e9,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        """Open a writer for one split.
+
+        Args:
+            out_dir: the split's directory; created if missing.
+            source, split: recorded in the manifest.
+            maxcount, maxsize: caps per shard (samples, bytes). WebDataset's own default of 100k
+                samples / 3 GB is far too coarse to give every worker several shards.
+            overwrite: replace shards, sizes and manifest of an earlier conversion in ``out_dir``;
+                without it an existing conversion is an error, never silently mixed with the new one.
+            extra: JSON-able facts for the manifest (e.g. the seed, the raw root).
+        """
+        if maxcount < 1 or maxsize <= 0:
+            raise ValueError(f"maxcount and maxsize must be positive, got {maxcount}, {maxsize}")
+        self.out_dir = Path(out_dir)
+        self.source, self.split = source, split
+        self.maxcount, self.maxsize = maxcount, maxsize
+        self.extra = dict(extra or {})
+        self._prepare_dir(overwrite)
+        self._sizes: dict[str, int] = {}
+        self._skipped: list[dict[str, str]] = []
+        self._keys: set[str] = set()
+        self._tar: wds.TarWriter | None = None
+        self._count = 0
+        self._bytes = 0
+
+    def _prepare_dir(self, overwrite: bool) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        own = [p for p in self.out_dir.iterdir() if _OWN_FILES.match(p.name)]
+        if own and not overwrite:
+            raise FileExistsError(
+                f"{self.out_dir} already holds a conversion ({own[0].name}); pass overwrite=True"
+            )
+        for path in own:
+            path.unlink()
+
+    @property
+    def num_samples(self) -> int:
+        """Samples written so far, over all shards."""
+        return sum(self._sizes.values()) + self._count
+
+    def write(self, key: str, images: list[bytes], meta: dict[str, Any]) -> None:
+        """Add one sample: its images (encoded bytes, in order) and its JSON metadata.
+
+        Raises:
+            ValueError: for a key with ``.`` or ``/``, a repeated key, no images, an image that
+                is not JPEG/PNG/WebP, or metadata that is not a JSON object.
+        """
+        if not key or "." in key or "/" in key:
+            raise ValueError(f"sample key {key!r} must be non-empty without '.' or '/'")
+        if key in self._keys:
+            raise ValueError(f"duplicate sample key {key!r}")
+        if not images:
+            raise ValueError(f"sample {key!r} has no image")
+        if not isinstance(meta, dict):
+            raise ValueError(f"sample {key!r}: meta must be a dict, got {type(meta).__name__}")
+        sample: dict[str, Any] = {"__key__": key}
+        for i, data in enumerate(images):
+            ext = image_extension(data)
+            sample[ext if len(images) == 1 else f"{i}.{ext}"] = bytes(data)
+        sample["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+
+        if self._tar is None or self._count >= self.maxcount or self._bytes >= self.maxsize:
+            self._next_shard()
+        assert self._tar is not None
+        self._bytes += self._tar.write(sample)
+        self._count += 1
+        self._keys.add(key)
+
+    def skip(self, item_id: str, reason: str) -> None:
+        """Record that the source item ``item_id`` was not written, and why (kept in the manifest)."""
+        self._skipped.append({"id": str(item_id), "reason": reason})
+
+    def _shard_name(self) -> str:
+        return SHARD_PATTERN % len(self._sizes)
+
+    def _next_shard(self) -> None:
+        self._close_shard()
+        partial = self.out_dir / (self._shard_name() + PARTIAL_SUFFIX)
+        # Fixed mtime and owner: the same input gives byte-identical shards (reproducible builds).
+        self._tar = wds.TarWriter(str(partial), encoder=False, mtime=0.0, user="vilt", group="vilt")
+        self._count, self._bytes = 0, 0
+
+    def _close_shard(self) -> None:
+        if self._tar is None:
+            return
+        self._tar.close()
+        self._tar = None
+        name = self._shard_name()
+        os.replace(self.out_dir / (name + PARTIAL_SUFFIX), self.out_dir / name)
+        self._sizes[name] = self._count
+        self._count, self._bytes = 0, 0
+
+    def manifest(self) -> dict[str, Any]:
+        """The manifest as it would be written now."""
+        return {
+            "source": self.source,
+            "split": self.split,
+            "num_samples": self.num_samples,
+            "num_shards": len(self._sizes) + (self._tar is not None),
+            "maxcount": self.maxcount,
+            "maxsize": self.maxsize,
+            "num_skipped": len(self._skipped),
+            "skipped_by_reason": dict(Counter(s["reason"] for s in self._skipped)),
+            "skipped": self._skipped,
+            **self.extra,
+        }
+
+    def close(self) -> None:
+        """Finish the open shard, then write ``sizes.json`` and ``manifest.json``."""
+        self._close_shard()
+        _write_json_atomic(self.out_dir / SIZES_FILE, self._sizes)
+        _write_json_atomic(self.out_dir / MANIFEST_FILE, self.manifest())
+
+    def abort(self) -> None:
+        """Drop the open (incomplete) shard and write nothing else."""
+        if self._tar is not None:
+            self._tar.close()
+            self._tar = None
+            (self.out_dir / (self._shard_name() + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+def expand_shards(spec: str | os.PathLike[str] | Iterable[str]) -> list[str]:
+    """Shard URLs from a split directory, a brace pattern, ``::``-joined patterns, or a list.
+
+    A directory means every shard listed in its ``sizes.json`` (so partial shards of a killed
+    conversion are never read), in name order. Patterns and URLs (``http://``, ``pipe:``...) go
+    through WebDataset's brace expansion unchanged.
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        spec = os.fspath(spec)
+        if os.path.isdir(spec):
+            return [os.path.join(spec, name) for name in sorted(read_sizes(spec))]
+        return expand_urls(spec)
+    return [url for item in spec for url in expand_shards(item)]
+
+
+def _parent(url: str) -> str:
+    return url.rsplit("/", 1)[0] if "/" in url else "."
+
+
+def read_sizes(directory: str | os.PathLike[str]) -> dict[str, int]:
+    """``sizes.json`` of a split directory (local path or any URL ``webdataset.gopen`` opens)."""
+    with wds.gopen(os.fspath(directory).rstrip("/") + "/" + SIZES_FILE, "rb") as stream:
+        return {str(name): int(count) for name, count in json.load(stream).items()}
+
+
+def count_samples(shards: Iterable[str]) -> int:
+    """Total samples in ``shards``, from the ``sizes.json`` beside each.
+
+    Raises:
+        FileNotFoundError: when a shard's directory has no ``sizes.json``.
+        KeyError: when it does not list the shard.
+    """
+    sizes: dict[str, dict[str, int]] = {}
+    total = 0
+    for url in shards:
+        parent = _parent(url)
+        if parent not in sizes:
+            sizes[parent] = read_sizes(parent)
+        total += sizes[parent][url.rsplit("/", 1)[-1]]
+    return total
+
+
+def sample_images(sample: dict[str, Any]) -> list[bytes]:
+    """The image payloads of a raw WebDataset sample, in order (``jpg`` or ``0.jpg``, ``1.jpg``...)."""
+    keys = [k for k in sample if not k.startswith("__") and k.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS]
+    return [sample[k] for k in sorted(keys, key=lambda k: int(k.split(".")[0]) if "." in k else -1)]
+
+
+def sample_meta(sample: dict[str, Any]) -> dict[str, Any]:
+    """The decoded ``json`` member of a raw sample.
+
+    Raises:
+        ValueError: when it is missing, not JSON, or not an object.
+    """
+    if "json" not in sample:
+        raise ValueError("no json member")
+    meta = json.loads(sample["json"])
+    if not isinstance(meta, dict):
+        raise ValueError(f"json member is a {type(meta).__name__}, not an object")
+    return meta
+
+
+def iter_samples(
+    shards: str | os.PathLike[str] | Iterable[str],
+) -> Iterator[tuple[str, list[bytes], dict[str, Any]]]:
+    """Every sample of ``shards`` in order, as ``(key, images, meta)``; errors propagate.
+
+    A simple sequential reader for tools, tests and evaluation code that needs whole splits
+    (e.g. all retrieval captions); training reads through :mod:`vilt_lab.data.pipeline`.
+    """
+    urls = expand_shards(shards)
+    for sample in tarfile_samples(iter([{"url": url} for url in urls])):
+        yield sample["__key__"], sample_images(sample), sample_meta(sample)

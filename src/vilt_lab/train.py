@@ -1,0 +1,132 @@
+"""Hydra entry point: compose -> build -> Trainer.fit -> evaluate -> summary.
+
+    python -m vilt_lab.train experiment=demo
+    accelerate launch --num_processes 8 -m vilt_lab.train experiment=demo trainer.precision=bf16
+
+Every process runs this file; only the main process creates directories and writes run files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from omegaconf import DictConfig, OmegaConf
+
+from .build import build_streams, build_task, build_tokenizer, ensure_data, trainer_settings
+from .run_dir import git_info, resolve_run_dir, run_name, write_run_files
+from .trainer import Trainer
+from .training.tracking import init_tracking, reset_accelerate_state
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+log = logging.getLogger("vilt_lab.train")
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A two-column table of the run's headline numbers."""
+    rows = [
+        ("run dir", summary["run_dir"]),
+        ("steps", summary["steps"]),
+        ("train time (s)", f"{summary['train_seconds']:.1f}"),
+    ]
+    rows += [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in summary["eval"].items()]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(str(v)) for _, v in rows))
+    return "\n".join([line, *(f"{k:<{width}}   {v}" for k, v in rows), line])
+
+
+def export_slurm_environment() -> None:
+    """Inside a SLURM task started by the submitit launcher: RANK, WORLD_SIZE, MASTER_ADDR... from
+    SLURM's own variables, so Accelerate sees one rank per task. CUDA_VISIBLE_DEVICES is left
+    alone: Accelerate picks the GPU from LOCAL_RANK."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train (and evaluate) as `cfg` says; returns the summary written to the run dir."""
+    if cfg.launcher.name == "slurm" and "RANK" not in os.environ:
+        export_slurm_environment()
+    # Accelerate logs every file it saves at INFO; the progress bar and our own lines suffice.
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    accelerator = Accelerator(
+        # Without a GPU, Accelerate joins a torchrun/`accelerate launch` job only when told it
+        # runs on CPU; otherwise every process would silently train alone.
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=cfg.trainer.precision,
+        log_with="wandb" if cfg.logger.mode != "disabled" else None,
+        project_dir=str(resolve_run_dir(cfg)),
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes but Accelerate sees {accelerator.num_processes}: "
+            "check the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR)"
+        )
+    try:
+        return _run(cfg, accelerator, overrides or [])
+    finally:
+        accelerator.end_training()
+        # Hydra's sequential sweeps run every job in this process; Accelerate's state is a
+        # process-wide singleton, so the next job must start from a clean one.
+        reset_accelerate_state()
+
+
+def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dict[str, Any]:
+    run_dir = resolve_run_dir(cfg)
+    set_seed(cfg.seed)
+    # One writer per machine for data (nodes may not share a disk), one per job for run files.
+    if accelerator.is_local_main_process:
+        ensure_data(cfg)
+    if accelerator.is_main_process:
+        write_run_files(run_dir, cfg, overrides, git_info())
+    accelerator.wait_for_everyone()
+
+    tokenizer = build_tokenizer(cfg)
+    task = build_task(cfg, vocab_size=len(tokenizer))
+    train_stream, eval_stream = build_streams(cfg, tokenizer, accelerator, task.backbone.config.patch_size)
+    trainer = Trainer(accelerator, task, trainer_settings(cfg), run_dir, train_stream, eval_stream)
+    state = trainer.resume(cfg.resume)
+    trainer.extra_state["wandb_run_id"] = init_tracking(
+        accelerator, cfg, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
+    )
+
+    t0 = time.perf_counter()
+    trainer.fit()
+    train_seconds = time.perf_counter() - t0
+    eval_values = trainer.evaluate() if cfg.evaluate else {}
+    summary = {
+        "run_dir": str(run_dir),
+        "steps": trainer.step,
+        "train_seconds": train_seconds,
+        "samples_skipped": trainer.samples_skipped,
+        "eval": eval_values,
+    }
+    if accelerator.is_main_process:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(format_summary(summary), flush=True)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    overrides = list(HydraConfig.get().overrides.task)
+    OmegaConf.resolve(cfg)
+    summary = run(cfg, overrides)
+    # The return value is what Hydra sweepers optimise; the headline held-out metric.
+    return summary["eval"].get("eval/loss")
+
+
+if __name__ == "__main__":
+    main()

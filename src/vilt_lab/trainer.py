@@ -1,0 +1,309 @@
+"""The one Accelerate training loop, for every task.
+
+The loop counts optimizer steps. One optimizer step is `accumulation` micro-batches on each of
+`num_processes` processes, so global batch = micro batch x accumulation x processes. The data
+stream, the per-step random generator (ITM negatives, patch sampling) and the checkpoints are all
+functions of (seed, rank, step), which is what makes `resume=latest` continue exactly where a
+straight run would have been.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from tqdm.auto import tqdm
+
+from .training.checkpoint import CheckpointManager, latest_checkpoint
+from .training.metrics_log import MetricsLog
+from .training.optim import build_optimizer
+from .training.schedule import build_scheduler
+
+log = logging.getLogger(__name__)
+
+# A stream of batches starting at a given optimizer step (data position is a function of it).
+BatchStream = Callable[[int], Iterable[dict[str, Any]]]
+
+
+def accumulation_steps(global_batch: int, micro_batch: int, num_processes: int) -> int:
+    """Micro-batches per optimizer step; the global batch must split evenly."""
+    per_step = micro_batch * num_processes
+    if global_batch % per_step:
+        raise ValueError(
+            f"trainer.global_batch_size={global_batch} is not a multiple of trainer.micro_batch_size="
+            f"{micro_batch} x {num_processes} processes = {per_step}"
+        )
+    return global_batch // per_step
+
+
+def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
+    """A seed for the random draws of one micro-batch (Python's int-tuple hash is not salted)."""
+    return hash((seed, rank, step, micro)) & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    # ru_maxrss is in KiB on Linux: the host process's peak resident memory.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+@dataclass
+class RunningMeans:
+    """Sums of per-micro-batch metrics between two log lines."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
+        self.count += 1
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(1, self.count) for k, v in self.sums.items()}
+
+
+@dataclass
+class TrainerSettings:
+    """Everything the loop needs besides the model and the data (see conf/trainer, optim, schedule)."""
+
+    max_steps: int
+    warmup: float | int
+    global_batch_size: int
+    micro_batch_size: int
+    lr: float = 1e-4
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    lr_mult: dict[str, float] = field(default_factory=dict)
+    grad_clip: float | None = None
+    log_every: int = 10
+    ckpt_every: int = 1000
+    keep_last: int = 3
+    eval_batches: int | None = None
+    progress: bool = True
+    seed: int = 0
+
+
+class Trainer:
+    """Trains `task` (a module whose forward(batch, generator) returns a dict with "loss")."""
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        task: nn.Module,
+        settings: TrainerSettings,
+        run_dir: Path,
+        train_stream: BatchStream,
+        eval_stream: Callable[[], Iterable[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.acc = accelerator
+        self.settings = settings
+        self.run_dir = Path(run_dir)
+        self.train_stream = train_stream
+        self.eval_stream = eval_stream
+        self.accumulation = accumulation_steps(
+            settings.global_batch_size, settings.micro_batch_size, accelerator.num_processes
+        )
+        optimizer = build_optimizer(
+            task, settings.lr, settings.weight_decay, settings.betas, settings.eps, settings.lr_mult
+        )
+        # The scheduler is deliberately not prepared (see training/schedule.py).
+        self.scheduler = build_scheduler(optimizer, settings.warmup, settings.max_steps)
+        self.model, self.optimizer = accelerator.prepare(task, optimizer)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", accelerator, settings.keep_last)
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
+        self.step = 0
+        self.samples_skipped = 0
+        self.extra_state: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------- resume
+    def resume(self, mode: str | None) -> dict[str, Any]:
+        """Apply `resume` (null | latest | auto | a checkpoint path); return the restored trainer state."""
+        root = self.run_dir / "checkpoints"
+        found = latest_checkpoint(root)
+        if mode is None:
+            if found is not None:
+                raise FileExistsError(
+                    f"run dir {self.run_dir} already holds checkpoint {found.name}; pass resume=latest to "
+                    "continue it, or name=<new name> for a new run"
+                )
+            return {}
+        if mode in ("latest", "auto"):
+            if found is None:
+                if mode == "latest":
+                    raise FileNotFoundError(f"resume=latest: no complete checkpoint under {root}")
+                return {}
+            path = found
+        else:
+            path = Path(mode)
+        state = self.checkpoints.load(path)
+        self.step = int(state["step"])
+        self.samples_skipped = int(state.get("samples_skipped", 0))
+        self.metrics.truncate_after(self.step)
+        log.info("resumed from %s at step %d", path, self.step)
+        return state
+
+    def trainer_state(self) -> dict[str, Any]:
+        return {"samples_skipped": self.samples_skipped, **self.extra_state}
+
+    # ----------------------------------------------------------------------------- training
+    def _micro_step(self, batch: dict[str, Any], micro: int) -> dict[str, torch.Tensor]:
+        s, acc = self.settings, self.acc
+        generator = torch.Generator(device=acc.device).manual_seed(
+            step_seed(s.seed, acc.process_index, self.step, micro)
+        )
+        last = micro == self.accumulation - 1
+        # Gradients are all-reduced only on the last micro-batch of an optimizer step.
+        with nullcontext() if last else acc.no_sync(self.model):
+            with acc.autocast():
+                out = self.model(batch, generator=generator)
+            acc.backward(out["loss"] / self.accumulation)
+        return out
+
+    def _optimizer_step(self) -> float | None:
+        grad_norm = None
+        if self.settings.grad_clip:
+            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip))
+        self.optimizer.step()
+        # An fp16 step skipped for inf gradients must not advance the learning-rate curve.
+        if not self.acc.optimizer_step_was_skipped:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        return iter(self.train_stream(self.step))
+
+    def fit(self) -> None:
+        s, acc = self.settings, self.acc
+        self.model.train()
+        batches = self._batches()
+        running = RunningMeans()
+        wait = busy = 0.0
+        bar = tqdm(
+            total=s.max_steps,
+            initial=self.step,
+            desc="train",
+            disable=not (s.progress and acc.is_main_process),
+            dynamic_ncols=True,
+            file=sys.stdout,
+        )
+        while self.step < s.max_steps:
+            t0 = time.perf_counter()
+            for micro in range(self.accumulation):
+                tw = time.perf_counter()
+                batch = next(batches)
+                wait += time.perf_counter() - tw
+                self.samples_skipped += int(batch.pop("skipped", 0))
+                out = self._micro_step(to_device(batch, acc.device), micro)
+                running.add({k: v for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1})
+            grad_norm = self._optimizer_step()
+            self.step += 1
+            busy += time.perf_counter() - t0
+            bar.update(1)
+            if self.step % s.log_every == 0 or self.step == s.max_steps:
+                self._log_train(running, grad_norm, wait, busy, bar)
+                running, wait, busy = RunningMeans(), 0.0, 0.0
+            if self.step % s.ckpt_every == 0 or self.step == s.max_steps:
+                self.checkpoints.save(self.step, self.trainer_state())
+                # The stream restarts from the checkpoint's step so that a resumed run and this
+                # one read the same batches from here on.
+                if self.step < s.max_steps:
+                    batches = self._batches()
+        bar.close()
+
+    def _log_train(
+        self, running: RunningMeans, grad_norm: float | None, wait: float, busy: float, bar
+    ) -> None:
+        acc = self.acc
+        means = running.means()
+        keys = sorted(means)
+        # Collective: every process reaches this at the same step.
+        reduced = acc.reduce(torch.tensor([means[k] for k in keys], device=acc.device), reduction="mean")
+        skipped = acc.reduce(torch.tensor([float(self.samples_skipped)], device=acc.device), reduction="sum")
+        values = {f"train/{k}": v for k, v in zip(keys, reduced.tolist(), strict=True)}
+        values.update(
+            {
+                "train/lr": self.scheduler.get_last_lr()[0],
+                "train/samples_per_s": self.settings.global_batch_size
+                * running.count
+                / self.accumulation
+                / max(busy, 1e-9),
+                "train/data_wait_fraction": wait / max(busy, 1e-9),
+                "train/samples_skipped": int(skipped.item()),
+                "train/peak_memory_gib": peak_memory_gib(acc.device),
+            }
+        )
+        if grad_norm is not None:
+            values["train/grad_norm"] = grad_norm
+        if not math.isfinite(values.get("train/loss", 0.0)):
+            log.warning("non-finite loss at step %d: %s", self.step, values["train/loss"])
+        self.metrics.write(self.step, values)
+        acc.log(values, step=self.step)
+        bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.3f}", lr=f"{values['train/lr']:.2e}")
+
+    # ----------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean of every scalar output over the held-out stream, weighted by batch size.
+
+        Each process evaluates its own share of the held-out shards on the unwrapped model (no
+        collective inside the loop, so uneven shares cannot hang); sums meet once at the end.
+        """
+        if self.eval_stream is None:
+            return {}
+        acc, s = self.acc, self.settings
+        model = acc.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        sums: dict[str, float] = {}
+        total = 0.0
+        batches = self.eval_stream()
+        for i, batch in enumerate(
+            tqdm(batches, desc="eval", disable=not (s.progress and acc.is_main_process), file=sys.stdout)
+        ):
+            if s.eval_batches is not None and i >= s.eval_batches:
+                break
+            batch.pop("skipped", None)
+            n = float(batch["input_ids"].shape[0])
+            generator = torch.Generator(device=acc.device).manual_seed(
+                step_seed(s.seed, acc.process_index, -1, i)
+            )
+            with acc.autocast():
+                out = model(to_device(batch, acc.device), generator=generator)
+            for k, v in out.items():
+                if torch.is_tensor(v) and v.numel() == 1:
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+            total += n
+        model.train(was_training)
+        keys = sorted(sums)
+        keys_all = acc.gather_for_metrics([keys], use_gather_object=True) if acc.num_processes > 1 else [keys]
+        keys = sorted({k for ks in keys_all for k in ks})
+        vec = torch.tensor([sums.get(k, 0.0) for k in keys] + [total], device=acc.device, dtype=torch.float64)
+        vec = acc.reduce(vec, reduction="sum")
+        count = float(vec[-1])
+        if count == 0:
+            raise RuntimeError("evaluation saw no batch: check data.val_urls")
+        values = {f"eval/{k}": float(v) / count for k, v in zip(keys, vec[:-1].tolist(), strict=True)}
+        values["eval/samples"] = int(count)
+        self.metrics.write(self.step, values)
+        acc.log(values, step=self.step)
+        return values

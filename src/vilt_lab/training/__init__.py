@@ -1,0 +1,1 @@
+"""Training machinery: optimizer, schedule, checkpoints, metrics and the Accelerate loop."""

@@ -1,0 +1,66 @@
+"""W&B through Accelerate's tracker, and the Accelerate state reset between sweep jobs."""
+
+from __future__ import annotations
+
+import secrets
+import string
+from pathlib import Path
+
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+
+from ..run_dir import git_info
+
+
+def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
+    """The resolved config as plain containers (trackers reject DictConfig), plus overrides and git."""
+    values = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    values["overrides"] = list(overrides)
+    values["git"] = git_info()
+    return values
+
+
+def new_run_id() -> str:
+    """8 characters of [a-z0-9], the form W&B gives its own run ids."""
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def init_tracking(
+    accelerator: Accelerator,
+    cfg: DictConfig,
+    run_dir: Path,
+    name: str,
+    overrides: list[str],
+    run_id: str | None,
+) -> str | None:
+    """Start the W&B run (resuming `run_id` when given); returns the run id to checkpoint."""
+    if cfg.logger.mode == "disabled":
+        return None
+    # The id is chosen here and stored in every checkpoint, so resume=latest continues the same
+    # W&B run (resume="allow"; offline runs ignore resume and are merged by `wandb sync`).
+    run_id = run_id or new_run_id()
+    init_kwargs = {
+        "wandb": {
+            "mode": cfg.logger.mode,
+            "dir": str(run_dir),
+            "id": run_id,
+            "resume": "allow",
+            "name": name,
+            "group": cfg.logger.group,
+            "tags": list(cfg.logger.tags),
+            "entity": cfg.logger.entity,
+        }
+    }
+    accelerator.init_trackers(
+        cfg.logger.project, config=tracker_config(cfg, overrides), init_kwargs=init_kwargs
+    )
+    return run_id
+
+
+def reset_accelerate_state() -> None:
+    """Forget the process-wide Accelerate singletons (accelerate's own tests do the same)."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -1,0 +1,90 @@
+"""Read an offline W&B run back: its config and logged history, without syncing it.
+
+An offline run keeps everything in `offline-run-*/run-<id>.wandb`: a 7-byte header (":W&B",
+magic 0xBEE1, version 0), then LevelDB-log framing (32 KiB blocks; each fragment has a CRC32,
+a 2-byte length and a type FULL/FIRST/MIDDLE/LAST) around protobuf `Record`s. The W&B Python
+package no longer ships a reader (it moved to its Go core), so this is one, for checking what a
+compute node recorded before `wandb sync` uploads it.
+
+    python -m vilt_lab.training.wandb_offline runs/demo/wandb/offline-run-*/
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+_HEADER = b":W&B"
+_HEADER_LEN = 7
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _payloads(data: bytes, path: Path) -> Iterator[bytes]:
+    if not data.startswith(_HEADER):
+        raise ValueError(f"{path} is not a W&B run file (no ':W&B' header)")
+    pos, pending = _HEADER_LEN, b""
+    while pos + 7 <= len(data):
+        room = _BLOCK - pos % _BLOCK
+        if room < 7:  # a block's tail too short for a fragment header is padding
+            pos += room
+            continue
+        length, kind = struct.unpack_from("<HB", data, pos + 4)
+        if length == 0 and kind == 0:  # zero padding: the writer's file is pre-allocated
+            pos += room
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == _FULL:
+            yield chunk
+        elif kind == _FIRST:
+            pending = chunk
+        elif kind == _MIDDLE:
+            pending += chunk
+        elif kind == _LAST:
+            yield pending + chunk
+            pending = b""
+        else:
+            raise ValueError(f"{path}: unknown record type {kind} at byte {pos}")
+
+
+def read_offline_run(run_path: str | Path) -> dict[str, Any]:
+    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...]} of one offline run.
+
+    run_path: the `offline-run-*` directory or its `.wandb` file.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    path = Path(run_path)
+    if path.is_dir():
+        files = sorted(path.glob("*.wandb"))
+        if not files:
+            raise FileNotFoundError(f"no .wandb file in {path}")
+        path = files[0]
+    config: dict[str, Any] = {}
+    history: list[dict[str, Any]] = []
+    for payload in _payloads(path.read_bytes(), path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind == "config":
+            for item in record.config.update:
+                config[item.key] = json.loads(item.value_json)
+        elif kind == "history":
+            row = {}
+            for item in record.history.item:
+                key = item.key or "/".join(item.nested_key)
+                row[key] = json.loads(item.value_json)
+            history.append(row)
+    return {"config": config, "history": history}
+
+
+if __name__ == "__main__":
+    run = read_offline_run(sys.argv[1])
+    print(json.dumps({"config_keys": sorted(run["config"]), "history_rows": len(run["history"])}, indent=1))
+    for row in run["history"][-3:]:
+        print(json.dumps(row))

@@ -1,0 +1,206 @@
+"""The trainer end to end, in-process: configs, schedule, resume, corrupt data, W&B offline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from safetensors.torch import load_file
+
+import vilt_lab.train as train_module
+from train_helpers import compose_config, fast_config
+from vilt_lab.build import build_streams, build_task, build_tokenizer
+from vilt_lab.train import CONF_DIR, run
+from vilt_lab.training.metrics_log import read_metrics
+from vilt_lab.training.schedule import lr_factor, warmup_steps_from
+from vilt_lab.training.wandb_offline import read_offline_run
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+CPU_PROCESS = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path):
+    cfg = compose_config(
+        [
+            f"experiment={experiment}",
+            f"data.root={shapes_world}",
+            f"paths.runs_dir={tmp_path}",
+            "data.num_workers=0",
+        ]
+    )
+    tokenizer = build_tokenizer(cfg)
+    task = build_task(cfg, vocab_size=len(tokenizer))
+    train_stream, eval_stream = build_streams(cfg, tokenizer, CPU_PROCESS, task.backbone.config.patch_size)
+    batch = next(iter(train_stream(0)))
+    batch.pop("skipped")
+    out = task(batch, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out["loss"])
+    assert eval_stream is not None
+
+
+def test_bad_batch_split_names_the_keys(shapes_world, tmp_path):
+    cfg = fast_config(shapes_world, tmp_path, "trainer.global_batch_size=6", "trainer.micro_batch_size=4")
+    with pytest.raises(ValueError, match="trainer.global_batch_size=6 .* trainer.micro_batch_size=4"):
+        run(cfg)
+
+
+@pytest.mark.parametrize("accumulation", [1, 3])
+def test_lr_follows_the_curve_per_optimizer_step(accumulation, shapes_world, tmp_path):
+    micro = 2
+    cfg = fast_config(
+        shapes_world,
+        tmp_path,
+        "schedule.max_steps=6",
+        "schedule.warmup=2",
+        f"trainer.global_batch_size={micro * accumulation}",
+        f"trainer.micro_batch_size={micro}",
+        "trainer.ckpt_every=100",
+        "evaluate=false",
+    )
+    run(cfg)
+    lines = [m for m in read_metrics(tmp_path / "demo" / "metrics.jsonl") if "train/lr" in m]
+    warmup = warmup_steps_from(2, 6)
+    assert [m["step"] for m in lines] == list(range(1, 7))
+    for m in lines:
+        assert m["train/lr"] == pytest.approx(
+            cfg.optim.lr * lr_factor(m["step"], warmup, 6), rel=1e-9, abs=1e-15
+        )
+
+
+class Killed(Exception):
+    """Stands for the job being killed."""
+
+
+def kill_after(monkeypatch, batches: int) -> None:
+    """Make the run's train stream die after `batches` batches in total."""
+    real = train_module.build_streams
+    seen = [0]
+
+    def build_streams_then_die(*args, **kwargs):
+        train_stream, eval_stream = real(*args, **kwargs)
+
+        def dying(start_step):
+            for batch in train_stream(start_step):
+                if seen[0] == batches:
+                    raise Killed
+                seen[0] += 1
+                yield batch
+
+        return dying, eval_stream
+
+    monkeypatch.setattr(train_module, "build_streams", build_streams_then_die)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    last = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    return load_file(last / "model.safetensors")
+
+
+def test_resume_continues_exactly(shapes_world, tmp_path, monkeypatch):
+    n = 3
+    common = [
+        f"schedule.max_steps={2 * n}",
+        "schedule.warmup=2",
+        f"trainer.ckpt_every={n}",
+        "trainer.log_every=1",
+        "evaluate=false",
+    ]
+    run(fast_config(shapes_world, tmp_path, "name=straight", *common))
+
+    # Killed two steps after the checkpoint at step n: steps n+1 and n+2 were already logged.
+    kill_after(monkeypatch, batches=n + 2)
+    with pytest.raises(Killed):
+        run(fast_config(shapes_world, tmp_path, "name=resumed", *common))
+    monkeypatch.undo()
+    assert [m["step"] for m in read_metrics(tmp_path / "resumed" / "metrics.jsonl")] == list(range(1, n + 3))
+    run(fast_config(shapes_world, tmp_path, "name=resumed", "resume=latest", *common))
+
+    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], atol=1e-6, rtol=0, msg=key)
+    steps = [m["step"] for m in read_metrics(tmp_path / "resumed" / "metrics.jsonl")]
+    assert steps == list(range(1, 2 * n + 1)), "no duplicated or missing step"
+
+
+def test_fresh_run_refuses_a_run_dir_with_checkpoints(shapes_world, tmp_path):
+    cfg = fast_config(shapes_world, tmp_path, "evaluate=false")
+    run(cfg)
+    with pytest.raises(FileExistsError, match="resume=latest"):
+        run(cfg)
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        run(fast_config(shapes_world, tmp_path, "name=other", "resume=latest"))
+
+
+def test_run_dir_holds_config_overrides_git_summary(shapes_world, tmp_path):
+    summary = run(fast_config(shapes_world, tmp_path), overrides=["debug=fast"])
+    run_dir = tmp_path / "demo"
+    assert "size: tiny" in (run_dir / "config.yaml").read_text()
+    assert "debug=fast" in (run_dir / "overrides.yaml").read_text()
+    assert "commit" in json.loads((run_dir / "git.json").read_text())
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk["eval"] == summary["eval"] and "eval/itm/accuracy" in on_disk["eval"]
+    assert not list((run_dir / "checkpoints").glob(".tmp-*")), "no temporary checkpoint is left"
+
+
+def corrupt_samples(world: Path) -> list[dict]:
+    """Four defective samples: truncated JPEG, non-image payload, missing and empty caption."""
+    jpeg = next((world / "pretrain" / "train").glob("*.tar"))
+    import webdataset as wds
+
+    good = next(iter(wds.WebDataset(str(jpeg), shardshuffle=False)))
+    image = good["jpg"]
+    caption = json.dumps({"id": "x", "captions": ["a red circle"]})
+    return [
+        {"__key__": "truncated", "jpg": image[: len(image) // 3], "json": caption},
+        {"__key__": "notimage", "jpg": b"this is not an image", "json": caption},
+        {"__key__": "nocaption", "jpg": image, "json": json.dumps({"id": "y"})},
+        {"__key__": "emptycaption", "jpg": image, "json": json.dumps({"id": "z", "captions": [""]})},
+    ]
+
+
+def test_corrupt_samples_train_through_and_are_counted(shapes_world, tmp_path, write_raw_shard):
+    import webdataset as wds
+
+    good = list(
+        wds.WebDataset(str(next((shapes_world / "pretrain" / "train").glob("*.tar"))), shardshuffle=False)
+    )
+    samples = [{k: v for k, v in s.items() if k in ("__key__", "jpg", "json")} for s in good[:8]]
+    bad_dir = write_raw_shard("corrupt", corrupt_samples(shapes_world) + samples)
+    summary = run(
+        fast_config(shapes_world, tmp_path, f"data.sources.shapes.urls={bad_dir}", "evaluate=false")
+    )
+    assert summary["samples_skipped"] >= 4
+    logged = [m["train/samples_skipped"] for m in read_metrics(tmp_path / "demo" / "metrics.jsonl")]
+    assert logged[-1] == summary["samples_skipped"]
+
+
+def test_offline_wandb_run_holds_config_and_metrics(shapes_world, tmp_path):
+    run(fast_config(shapes_world, tmp_path, "logger.mode=offline"), overrides=["logger.mode=offline"])
+    run_dir = tmp_path / "demo"
+    offline = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1
+    recorded = read_offline_run(offline[0])
+    assert recorded["config"]["model"]["size"] == "tiny"
+    assert recorded["config"]["overrides"] == ["logger.mode=offline"]
+    assert recorded["config"]["objective"]["wpa"]["weight"] == 0.1
+    logged = {m["step"]: m for m in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in m}
+    history = {row["_step"]: row for row in recorded["history"] if "train/loss" in row}
+    assert history.keys() == logged.keys()
+    for step, row in history.items():
+        assert row["train/loss"] == pytest.approx(logged[step]["train/loss"])
+    assert any("eval/itm/accuracy" in row for row in recorded["history"])
+
+
+def test_slurm_launcher_composes(tmp_path):
+    cfg = compose_config(["experiment=demo", "launcher=slurm", f"paths.runs_dir={tmp_path}"])
+    assert cfg.launcher.name == "slurm"
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        hydra_cfg = compose("train", overrides=["launcher=slurm"], return_hydra_config=True)
+    assert hydra_cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert hydra_cfg.hydra.launcher.tasks_per_node == hydra_cfg.hydra.launcher.gpus_per_node
