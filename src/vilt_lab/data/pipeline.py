@@ -216,7 +216,9 @@ class RankEpochs:
             # taking its own slice of it: the workers of a rank stay disjoint too.
             order = list(mine)
             random.Random(f"{self.order_seed}/{self.rank}/{epoch}").shuffle(order)
-            yield from tarfile_samples(iter([{"url": url} for url in order[worker::num_workers]]), handler=handler)
+            yield from tarfile_samples(
+                iter([{"url": url} for url in order[worker::num_workers]]), handler=handler
+            )
 
 
 ShardStream = Callable[[random.Random, int, int, Handler], Iterator[RawSample]]
