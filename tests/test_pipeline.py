@@ -234,3 +234,23 @@ def test_corrupt_samples_are_skipped_and_counted(write_raw_shard, shapes_tokeniz
     loader = build_train_loader(Source(directory), shapes_tokenizer, _config(batch_size=4, num_workers=2))
     batches = list(islice(loader, 10))
     assert sum(b["skipped"] for b in batches) > 0
+
+
+def test_exact_epochs_give_ranks_disjoint_fixed_shares(shapes_world: Path, shapes_tokenizer) -> None:
+    """resampled=False: 5 shards over 2 ranks x 2 workers; ranks never share a sample, across
+    passes and across a resume, and each pass of a rank reorders its shards."""
+    source = Source(shapes_world / "pretrain" / "train")
+
+    def keys(rank: int, start_step: int = 0, passes: int = 2) -> list[list[str]]:
+        config = _config(rank=rank, world_size=2, num_workers=2)
+        loader = build_train_loader(
+            source, shapes_tokenizer, config, resampled=False, start_step=start_step, epoch_batches=4
+        )
+        return [[k for batch in loader for k in batch["keys"]] for _ in range(passes)]
+
+    rank0 = keys(0) + keys(0, start_step=50)
+    rank1 = keys(1) + keys(1, start_step=50)
+    assert not {k for p in rank0 for k in p} & {k for p in rank1 for k in p}
+    assert rank0[0] != rank0[1], "a new pass reshuffles"
+    with pytest.raises(ValueError, match="data.resampled=true"):
+        build_train_loader([source, source], shapes_tokenizer, _config(), resampled=False)

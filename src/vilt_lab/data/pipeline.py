@@ -163,7 +163,7 @@ class ResampledMix:
     weights: tuple[float, ...]
 
     def __call__(
-        self, rng: random.Random, worker: int, num_workers: int, handler: Handler
+        self, rng: random.Random, worker: int, num_workers: int, handler: Handler, pass_seed: int
     ) -> Iterator[RawSample]:
         streams = [_resampled_samples(urls, rng, handler) for urls in self.urls]
         picks = range(len(streams))
@@ -180,7 +180,7 @@ class ExactPass:
     world_size: int
 
     def __call__(
-        self, rng: random.Random, worker: int, num_workers: int, handler: Handler
+        self, rng: random.Random, worker: int, num_workers: int, handler: Handler, pass_seed: int
     ) -> Iterator[RawSample]:
         mine = self.urls[self.rank :: self.world_size][worker::num_workers]
         return tarfile_samples(iter([{"url": url} for url in mine]), handler=handler)
@@ -194,7 +194,8 @@ class RankEpochs:
     the resume step), so ranks never read the same sample, before or after a resume, even when
     their shares hold different numbers of samples. DDP averages the ranks' gradients, so each
     optimizer step still learns from every share. Each pass reshuffles the rank's shards (seeded
-    by ``order_seed``, which includes the resume step) and deals them to the workers. A rank with
+    by the pass seed, which includes the resume step and the loader's epoch) and deals them to the
+    workers. A rank with
     fewer samples starts its next epoch earlier instead of running dry, so DDP cannot hang on
     uneven shards (pitfall 1).
     """
@@ -203,10 +204,9 @@ class RankEpochs:
     rank: int
     world_size: int
     deal_seed: int
-    order_seed: int
 
     def __call__(
-        self, rng: random.Random, worker: int, num_workers: int, handler: Handler
+        self, rng: random.Random, worker: int, num_workers: int, handler: Handler, pass_seed: int
     ) -> Iterator[RawSample]:
         dealt = list(self.urls)
         random.Random(self.deal_seed).shuffle(dealt)
@@ -215,13 +215,15 @@ class RankEpochs:
             # The same order in every worker of this rank (seeded without the worker), each worker
             # taking its own slice of it: the workers of a rank stay disjoint too.
             order = list(mine)
-            random.Random(f"{self.order_seed}/{self.rank}/{epoch}").shuffle(order)
+            random.Random(f"{pass_seed}/{epoch}").shuffle(order)
             yield from tarfile_samples(
                 iter([{"url": url} for url in order[worker::num_workers]]), handler=handler
             )
 
 
-ShardStream = Callable[[random.Random, int, int, Handler], Iterator[RawSample]]
+# (rng of this worker, worker, num_workers, skip handler, seed of this pass shared by the rank's
+# workers) -> raw samples
+ShardStream = Callable[[random.Random, int, int, Handler, int], Iterator[RawSample]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,7 +293,8 @@ class BatchStream(IterableDataset):
         rng = random.Random(seed)
         generator = torch.Generator().manual_seed(seed)
         skips = SkipCounter()
-        raw = self.shards(rng, worker, num_workers, skips.handler)
+        pass_seed = stream_seed(cfg.seed, self.start_step, self.epoch.value, cfg.rank, 0)
+        raw = self.shards(rng, worker, num_workers, skips.handler, pass_seed)
         if self.shuffle:
             # Shuffle raw samples, before decoding: the buffer holds small encoded bytes, not
             # decoded images (open_clip's order; pitfall 5).
@@ -440,7 +443,6 @@ def build_train_loader(
             config.rank,
             config.world_size,
             deal_seed=stream_seed(config.seed, 0, 0, 0, 0),
-            order_seed=stream_seed(config.seed, start_step, 0, 0, 0),
         )
     stream = BatchStream(
         shards,
