@@ -37,7 +37,8 @@ class ImageTextCollator:
 
     Returns ``input_ids``, ``attention_mask``, ``mlm_input_ids``, ``mlm_labels`` (all (B, T)
     long, T = ``max_text_len``; labels -100 off the masked tokens), ``image`` (B, 3, H, W) uint8
-    and ``pixel_mask`` (B, H, W) bool. MLM is whole-word by default, from the fast tokenizer's
+    and ``pixel_mask`` (B, H, W) bool, plus ``keys`` (the samples' shard keys) when the samples
+    carry a ``key``. MLM is whole-word by default, from the fast tokenizer's
     word ids, so a word split into pieces is masked as a unit (paper §3.3).
     """
 
