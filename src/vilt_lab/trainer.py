@@ -33,7 +33,7 @@ from .training.schedule import build_scheduler
 log = logging.getLogger(__name__)
 
 # A stream of batches starting at a given optimizer step (data position is a function of it).
-BatchStream = Callable[[int], Iterable[dict[str, Any]]]
+TrainStream = Callable[[int], Iterable[dict[str, Any]]]
 
 
 def accumulation_steps(global_batch: int, micro_batch: int, num_processes: int) -> int:
@@ -110,7 +110,7 @@ class Trainer:
         task: nn.Module,
         settings: TrainerSettings,
         run_dir: Path,
-        train_stream: BatchStream,
+        train_stream: TrainStream,
         eval_stream: Callable[[], Iterable[dict[str, Any]]] | None = None,
     ) -> None:
         self.acc = accelerator
