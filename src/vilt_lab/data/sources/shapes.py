@@ -300,8 +300,14 @@ def _q_count_colour(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
     return f"how many {colour} shapes are there?", NUMBERS[sum(o.colour == colour for o in scene.objects)]
 
 
+def _distinct_by(scene: Scene, attribute: str) -> list[Obj]:
+    """The objects whose `attribute` (shape or colour) no other object in the scene shares."""
+    values = [getattr(o, attribute) for o in scene.objects]
+    return [o for o, v in zip(scene.objects, values, strict=True) if values.count(v) == 1]
+
+
 def _q_colour(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
-    unique = [o for o in scene.objects if sum(p.shape == o.shape for p in scene.objects) == 1]
+    unique = _distinct_by(scene, "shape")
     if not unique:
         return None
     obj = rng.choice(unique)
@@ -309,7 +315,7 @@ def _q_colour(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
 
 
 def _q_shape(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
-    unique = [o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1]
+    unique = _distinct_by(scene, "colour")
     if not unique:
         return None
     obj = rng.choice(unique)
