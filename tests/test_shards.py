@@ -12,6 +12,7 @@ from conftest import encode_image
 from vilt_lab.data.shards import (
     ShardWriter,
     count_samples,
+    count_texts,
     expand_shards,
     image_extension,
     iter_samples,
@@ -26,7 +27,8 @@ def _write(out: Path, n: int, **kw) -> None:
     with ShardWriter(out, source="unit", split="train", **kw) as writer:
         for i in range(n):
             images = [JPEG] if i % 3 else [PNG, JPEG]  # every third sample is an NLVR2-style pair
-            writer.write(f"item{i:03d}", images, {"id": str(i), "captions": [f"caption {i}"]})
+            captions = [f"caption {i}"] * (1 + i % 2)  # 1 or 2 captions: texts.json counts them
+            writer.write(f"item{i:03d}", images, {"id": str(i), "captions": captions})
         writer.skip("broken-1", "image is truncated")
         writer.skip("broken-2", "image is truncated")
         writer.skip("gone", "file missing")
@@ -40,6 +42,7 @@ def test_round_trip_counts_sizes_and_manifest(tmp_path: Path) -> None:
         "shard-000001.tar",
         "shard-000002.tar",
         "sizes.json",
+        "texts.json",
     ]
     assert read_sizes(tmp_path) == {"shard-000000.tar": 10, "shard-000001.tar": 10, "shard-000002.tar": 5}
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -51,11 +54,13 @@ def test_round_trip_counts_sizes_and_manifest(tmp_path: Path) -> None:
 
     shards = expand_shards(tmp_path)
     assert count_samples(shards) == 25
+    assert count_texts(shards) == 25 + 12 == manifest["num_texts"]
+    assert count_texts(shards[1:2]) == 15
     samples = list(iter_samples(tmp_path))
     assert [key for key, _, _ in samples] == [f"item{i:03d}" for i in range(25)]
     for i, (_, images, meta) in enumerate(samples):
         assert images == ([JPEG] if i % 3 else [PNG, JPEG])
-        assert meta == {"id": str(i), "captions": [f"caption {i}"]}
+        assert meta == {"id": str(i), "captions": [f"caption {i}"] * (1 + i % 2)}
 
 
 def test_images_are_named_by_their_actual_format(tmp_path: Path) -> None:
@@ -86,6 +91,7 @@ def test_open_shard_is_partial_until_closed(tmp_path: Path) -> None:
         "shard-000000.tar",
         "shard-000001.tar",
         "sizes.json",
+        "texts.json",
     ]
 
 

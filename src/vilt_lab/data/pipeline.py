@@ -44,7 +44,7 @@ from transformers import PreTrainedTokenizerBase
 from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.collate import ImageTextCollator
-from vilt_lab.data.shards import count_samples, expand_shards, sample_images, sample_meta
+from vilt_lab.data.shards import count_texts, expand_shards, sample_images, sample_meta
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,8 @@ class Source:
     ``shards``: a split directory (reads its ``sizes.json``), a brace pattern such as
     ``/data/coco/train/shard-{000000..000113}.tar`` or ``https://host/gcc-{0000..0331}.tar``,
     or a list of those. ``weight``: the share of samples drawn from this source (weights are
-    normalised); None for all sources means "in proportion to their sample counts", i.e.
-    uniform over items as the official ``ConcatDataset`` (needs ``sizes.json``).
+    normalised); None for all sources means "in proportion to their text counts", i.e.
+    uniform over captions as the official ``ConcatDataset`` (needs ``texts.json``).
     """
 
     shards: str | os.PathLike[str] | Sequence[str]
@@ -383,12 +383,16 @@ def _quiet_tokenizers() -> None:
 
 
 def mix_weights(sources: Sequence[Source], urls: Sequence[Sequence[str]]) -> tuple[float, ...]:
-    """Normalised sampling weights; sample counts from ``sizes.json`` when no weight is given."""
+    """Normalised sampling weights; text counts from ``texts.json`` when no weight is given.
+
+    Weighing by texts (captions) rather than images reproduces the official ``ConcatDataset``,
+    which indexes every (image, caption) pair: COCO's 5 captions per image count 5 times.
+    """
     given = [s.weight for s in sources]
     if all(w is None for w in given):
-        weights = [float(count_samples(u)) for u in urls]
+        weights = [float(count_texts(u)) for u in urls]
     elif any(w is None for w in given):
-        raise ValueError("give a weight for every source or for none (then sizes.json counts are used)")
+        raise ValueError("give a weight for every source or for none (then texts.json counts are used)")
     else:
         weights = [float(w) for w in given]  # type: ignore[arg-type]
     if any(w <= 0 for w in weights):

@@ -4,6 +4,7 @@ Layout of one converted split (``OUT/<task>/<split>/``)::
 
     shard-000000.tar  shard-000001.tar  ...   complete shards only (see "Atomicity")
     sizes.json        {"shard-000000.tar": 5000, ...}  samples per shard (open_clip convention)
+    texts.json        {"shard-000000.tar": 25012, ...} texts (captions, questions, statements) per shard
     manifest.json     source, split, counts, writer caps, skipped items with reasons, extras
 
 Sample schema. One tar key per sample (the key has no ``.`` or ``/``: WebDataset splits a member
@@ -48,11 +49,13 @@ from webdataset.tariterators import tarfile_samples
 SHARD_PATTERN = "shard-%06d.tar"
 PARTIAL_SUFFIX = ".partial"
 SIZES_FILE = "sizes.json"
+TEXTS_FILE = "texts.json"
+TEXT_FIELDS = ("captions", "questions", "statements")
 MANIFEST_FILE = "manifest.json"
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
 
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
-_OWN_FILES = re.compile(r"^(shard-\d{6}\.tar|sizes\.json|manifest\.json)(\.partial)?$")
+_OWN_FILES = re.compile(r"^(shard-\d{6}\.tar|sizes\.json|texts\.json|manifest\.json)(\.partial)?$")
 
 
 def image_extension(data: bytes) -> str:
@@ -122,10 +125,12 @@ class ShardWriter:
         self.extra = dict(extra or {})
         self._prepare_dir(overwrite)
         self._sizes: dict[str, int] = {}
+        self._texts: dict[str, int] = {}
         self._skipped: list[dict[str, str]] = []
         self._keys: set[str] = set()
         self._tar: wds.TarWriter | None = None
         self._count = 0
+        self._num_texts = 0
         self._bytes = 0
 
     def _prepare_dir(self, overwrite: bool) -> None:
@@ -169,6 +174,7 @@ class ShardWriter:
         assert self._tar is not None
         self._bytes += self._tar.write(sample)
         self._count += 1
+        self._num_texts += sum(len(meta.get(f) or ()) for f in TEXT_FIELDS)
         self._keys.add(key)
 
     def skip(self, item_id: str, reason: str) -> None:
@@ -193,7 +199,8 @@ class ShardWriter:
         name = self._shard_name()
         os.replace(self.out_dir / (name + PARTIAL_SUFFIX), self.out_dir / name)
         self._sizes[name] = self._count
-        self._count, self._bytes = 0, 0
+        self._texts[name] = self._num_texts
+        self._count, self._num_texts, self._bytes = 0, 0, 0
 
     def manifest(self) -> dict[str, Any]:
         """The manifest as it would be written now."""
@@ -201,6 +208,7 @@ class ShardWriter:
             "source": self.source,
             "split": self.split,
             "num_samples": self.num_samples,
+            "num_texts": sum(self._texts.values()) + self._num_texts,
             "num_shards": len(self._sizes) + (self._tar is not None),
             "maxcount": self.maxcount,
             "maxsize": self.maxsize,
@@ -214,6 +222,7 @@ class ShardWriter:
         """Finish the open shard, then write ``sizes.json`` and ``manifest.json``."""
         self._close_shard()
         _write_json_atomic(self.out_dir / SIZES_FILE, self._sizes)
+        _write_json_atomic(self.out_dir / TEXTS_FILE, self._texts)
         _write_json_atomic(self.out_dir / MANIFEST_FILE, self.manifest())
 
     def abort(self) -> None:
@@ -258,10 +267,25 @@ def _parent(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else "."
 
 
+def _read_counts(directory: str | os.PathLike[str], name: str) -> dict[str, int]:
+    with wds.gopen(os.fspath(directory).rstrip("/") + "/" + name, "rb") as stream:
+        return {str(shard): int(count) for shard, count in json.load(stream).items()}
+
+
 def read_sizes(directory: str | os.PathLike[str]) -> dict[str, int]:
     """``sizes.json`` of a split directory (local path or any URL ``webdataset.gopen`` opens)."""
-    with wds.gopen(os.fspath(directory).rstrip("/") + "/" + SIZES_FILE, "rb") as stream:
-        return {str(name): int(count) for name, count in json.load(stream).items()}
+    return _read_counts(directory, SIZES_FILE)
+
+
+def _count(shards: Iterable[str], name: str) -> int:
+    per_dir: dict[str, dict[str, int]] = {}
+    total = 0
+    for url in shards:
+        parent = _parent(url)
+        if parent not in per_dir:
+            per_dir[parent] = _read_counts(parent, name)
+        total += per_dir[parent][url.rsplit("/", 1)[-1]]
+    return total
 
 
 def count_samples(shards: Iterable[str]) -> int:
@@ -271,14 +295,18 @@ def count_samples(shards: Iterable[str]) -> int:
         FileNotFoundError: when a shard's directory has no ``sizes.json``.
         KeyError: when it does not list the shard.
     """
-    sizes: dict[str, dict[str, int]] = {}
-    total = 0
-    for url in shards:
-        parent = _parent(url)
-        if parent not in sizes:
-            sizes[parent] = read_sizes(parent)
-        total += sizes[parent][url.rsplit("/", 1)[-1]]
-    return total
+    return _count(shards, SIZES_FILE)
+
+
+def count_texts(shards: Iterable[str]) -> int:
+    """Total texts (captions, questions or statements) in ``shards``, from the ``texts.json``
+    beside each: the official code samples uniformly over captions, so mixes weigh by this.
+
+    Raises:
+        FileNotFoundError: when a shard's directory has no ``texts.json``.
+        KeyError: when it does not list the shard.
+    """
+    return _count(shards, TEXTS_FILE)
 
 
 def sample_images(sample: dict[str, Any]) -> list[bytes]:
