@@ -45,9 +45,17 @@ def encode_image(
 RawSamples = list[dict[str, bytes | str]]
 
 
+def _num_captions(sample: dict) -> int:
+    try:
+        return len(json.loads(sample["json"]).get("captions", ()))
+    except (KeyError, ValueError, AttributeError):
+        return 0
+
+
 @pytest.fixture
 def write_raw_shard(tmp_path: Path) -> Callable[[str, RawSamples], Path]:
-    """Write raw WebDataset samples (no validation, so corrupt ones too) as one shard + sizes.json.
+    """Write raw WebDataset samples (no validation, so corrupt ones too) as one shard, with the
+    ``sizes.json`` and ``texts.json`` (captions counted where the json member parses) beside it.
 
     Call with a directory name and samples like ``{"__key__": "k", "jpg": b"...", "json": b"..."}``;
     returns the directory.
@@ -62,6 +70,9 @@ def write_raw_shard(tmp_path: Path) -> Callable[[str, RawSamples], Path]:
                     {k: v.encode() if isinstance(v, str) and k != "__key__" else v for k, v in sample.items()}
                 )
         (directory / "sizes.json").write_text(json.dumps({"shard-000000.tar": len(samples)}))
+        (directory / "texts.json").write_text(
+            json.dumps({"shard-000000.tar": sum(map(_num_captions, samples))})
+        )
         return directory
 
     return write

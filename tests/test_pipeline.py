@@ -177,12 +177,12 @@ def test_eval_splits_by_rank_and_falls_back_to_fewer_workers(
         build_eval_loader(val, shapes_tokenizer, _config(world_size=3))
 
 
-def _solid_source(write_raw_shard, name: str, size: tuple[int, int], n: int = 40) -> Path:
+def _solid_source(write_raw_shard, name: str, size: tuple[int, int], n: int = 40, captions: int = 1) -> Path:
     samples = [
         {
             "__key__": f"{name}{i}",
             "jpg": encode_image(size),
-            "json": json.dumps({"captions": [f"a red square {i}"]}),
+            "json": json.dumps({"captions": [f"a red square {i}"] * captions}),
         }
         for i in range(n)
     ]
@@ -198,10 +198,12 @@ def test_mixing_weights_are_honoured(write_raw_shard, shapes_tokenizer) -> None:
     share = (widths == 96).float().mean().item()
     assert set(widths.tolist()) == {96, 160}
     assert 0.67 < share < 0.83  # 0.75 expected; 400 samples give a standard error of ~0.02
-    # Without weights the mix follows the sizes.json counts (uniform over items): 40 vs 40.
+    # Without weights the mix follows the texts.json counts (uniform over captions, as the
+    # official ConcatDataset): 40 images x 2 captions vs 40 x 1.
+    square = _solid_source(write_raw_shard, "square2", (32, 32), captions=2)
     loader = build_train_loader([Source(square), Source(wide)], shapes_tokenizer, _config(batch_size=16))
     widths = torch.cat([b["pixel_mask"].any(1).sum(1) for b in islice(loader, 25)])
-    assert 0.4 < (widths == 96).float().mean().item() < 0.6
+    assert 0.58 < (widths == 96).float().mean().item() < 0.75  # 2/3 expected
 
 
 def test_corrupt_samples_are_skipped_and_counted(write_raw_shard, shapes_tokenizer, caplog) -> None:
