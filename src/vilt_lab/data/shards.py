@@ -29,6 +29,9 @@ name at the first dot of its base name):
 Atomicity: a shard is written as ``shard-NNNNNN.tar.partial`` and renamed when it is closed, and
 ``sizes.json`` / ``manifest.json`` are written (also via a rename) only when the whole split
 finished, so a killed conversion leaves no half shard that looks complete and no manifest.
+Two writers share these pieces: :class:`ShardWriter` (one sequential stream of samples, shards
+cut by count and bytes) and the parallel, resumable converter runner
+(:mod:`vilt_lab.data.sources.runner`, which writes each shard with :class:`ShardFile`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -53,6 +57,8 @@ TEXTS_FILE = "texts.json"
 TEXT_FIELDS = ("captions", "questions", "statements")
 MANIFEST_FILE = "manifest.json"
 IMAGE_EXTENSIONS = ("jpg", "png", "webp")
+
+PROGRESS_DIR = ".progress"  # the runner's per-shard records of an unfinished split
 
 _MAGIC = ((b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"))
 _OWN_FILES = re.compile(r"^(shard-\d{6}\.tar|sizes\.json|texts\.json|manifest\.json)(\.partial)?$")
@@ -72,10 +78,113 @@ def image_extension(data: bytes) -> str:
     raise ValueError(f"not a JPEG, PNG or WebP image (starts with {bytes(data[:8])!r})")
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` through a ``.partial`` file and a rename."""
     tmp = path.with_name(path.name + PARTIAL_SUFFIX)
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
+
+
+def encode_sample(key: str, images: list[bytes], meta: dict[str, Any]) -> dict[str, Any]:
+    """One sample in the schema above, as the ``{"__key__", ext: bytes}`` dict a tar writer takes.
+
+    Raises:
+        ValueError: for a key with ``.`` or ``/``, no images, an image that is not
+            JPEG/PNG/WebP, or metadata that is not a JSON object.
+    """
+    if not key or "." in key or "/" in key:
+        raise ValueError(f"sample key {key!r} must be non-empty without '.' or '/'")
+    if not images:
+        raise ValueError(f"sample {key!r} has no image")
+    if not isinstance(meta, dict):
+        raise ValueError(f"sample {key!r}: meta must be a dict, got {type(meta).__name__}")
+    sample: dict[str, Any] = {"__key__": key}
+    for i, data in enumerate(images):
+        ext = image_extension(data)
+        sample[ext if len(images) == 1 else f"{i}.{ext}"] = bytes(data)
+    sample["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return sample
+
+
+def num_texts(meta: dict[str, Any]) -> int:
+    """Texts (captions, questions, statements) of one sample's metadata, as ``texts.json`` counts them."""
+    return sum(len(meta.get(field) or ()) for field in TEXT_FIELDS)
+
+
+def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Create ``out_dir``; refuse (or, with ``overwrite``, delete) an earlier conversion in it.
+
+    Only this module's own files are touched (shards, sizes, texts, manifest, their ``.partial``
+    files, the runner's progress records), never anything else a user keeps there.
+
+    Raises:
+        FileExistsError: when ``out_dir`` holds a conversion and ``overwrite`` is false.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    own = [p for p in out_dir.iterdir() if _OWN_FILES.match(p.name) or p.name == PROGRESS_DIR]
+    if own and not overwrite:
+        raise FileExistsError(f"{out_dir} already holds a conversion ({own[0].name}); pass overwrite=True")
+    for path in own:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def build_manifest(
+    *,
+    source: str,
+    split: str,
+    sizes: dict[str, int],
+    texts: dict[str, int],
+    skipped: list[dict[str, str]],
+    caps: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """A split's manifest: counts, the writer's caps, every skipped item with its reason, extras."""
+    return {
+        "source": source,
+        "split": split,
+        "num_samples": sum(sizes.values()),
+        "num_texts": sum(texts.values()),
+        "num_shards": len(sizes),
+        **caps,
+        "num_skipped": len(skipped),
+        "skipped_by_reason": dict(Counter(s["reason"] for s in skipped)),
+        "skipped": skipped,
+        **extra,
+    }
+
+
+def write_split_index(
+    out_dir: Path, sizes: dict[str, int], texts: dict[str, int], manifest: dict[str, Any]
+) -> None:
+    """Write ``sizes.json``, ``texts.json`` and, last, ``manifest.json``: the mark of a finished split."""
+    write_json_atomic(out_dir / SIZES_FILE, sizes)
+    write_json_atomic(out_dir / TEXTS_FILE, texts)
+    write_json_atomic(out_dir / MANIFEST_FILE, manifest)
+
+
+class ShardFile:
+    """One shard written atomically: samples go to ``NAME.partial``, renamed to ``NAME`` on close."""
+
+    def __init__(self, path: Path) -> None:
+        """Open ``path.partial`` for writing (an earlier ``.partial`` is replaced)."""
+        self.path = path
+        self._partial = path.with_name(path.name + PARTIAL_SUFFIX)
+        # Fixed mtime and owner: the same input gives byte-identical shards (reproducible builds).
+        self._tar = wds.TarWriter(str(self._partial), encoder=False, mtime=0.0, user="vilt", group="vilt")
+
+    def write(self, sample: dict[str, Any]) -> int:
+        """Append an encoded sample (see :func:`encode_sample`); returns the bytes written."""
+        return self._tar.write(sample)
+
+    def close(self) -> None:
+        """Finish the shard and rename it into place."""
+        self._tar.close()
+        os.replace(self._partial, self.path)
+
+    def abort(self) -> None:
+        """Drop the unfinished shard."""
+        self._tar.close()
+        self._partial.unlink(missing_ok=True)
 
 
 class ShardWriter:
@@ -123,25 +232,15 @@ class ShardWriter:
         self.source, self.split = source, split
         self.maxcount, self.maxsize = maxcount, maxsize
         self.extra = dict(extra or {})
-        self._prepare_dir(overwrite)
+        prepare_output_dir(self.out_dir, overwrite)
         self._sizes: dict[str, int] = {}
         self._texts: dict[str, int] = {}
         self._skipped: list[dict[str, str]] = []
         self._keys: set[str] = set()
-        self._tar: wds.TarWriter | None = None
+        self._shard: ShardFile | None = None
         self._count = 0
         self._num_texts = 0
         self._bytes = 0
-
-    def _prepare_dir(self, overwrite: bool) -> None:
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        own = [p for p in self.out_dir.iterdir() if _OWN_FILES.match(p.name)]
-        if own and not overwrite:
-            raise FileExistsError(
-                f"{self.out_dir} already holds a conversion ({own[0].name}); pass overwrite=True"
-            )
-        for path in own:
-            path.unlink()
 
     @property
     def num_samples(self) -> int:
@@ -155,26 +254,15 @@ class ShardWriter:
             ValueError: for a key with ``.`` or ``/``, a repeated key, no images, an image that
                 is not JPEG/PNG/WebP, or metadata that is not a JSON object.
         """
-        if not key or "." in key or "/" in key:
-            raise ValueError(f"sample key {key!r} must be non-empty without '.' or '/'")
+        sample = encode_sample(key, images, meta)
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r}")
-        if not images:
-            raise ValueError(f"sample {key!r} has no image")
-        if not isinstance(meta, dict):
-            raise ValueError(f"sample {key!r}: meta must be a dict, got {type(meta).__name__}")
-        sample: dict[str, Any] = {"__key__": key}
-        for i, data in enumerate(images):
-            ext = image_extension(data)
-            sample[ext if len(images) == 1 else f"{i}.{ext}"] = bytes(data)
-        sample["json"] = json.dumps(meta, sort_keys=True, ensure_ascii=False).encode("utf-8")
-
-        if self._tar is None or self._count >= self.maxcount or self._bytes >= self.maxsize:
+        if self._shard is None or self._count >= self.maxcount or self._bytes >= self.maxsize:
             self._next_shard()
-        assert self._tar is not None
-        self._bytes += self._tar.write(sample)
+        assert self._shard is not None
+        self._bytes += self._shard.write(sample)
         self._count += 1
-        self._num_texts += sum(len(meta.get(f) or ()) for f in TEXT_FIELDS)
+        self._num_texts += num_texts(meta)
         self._keys.add(key)
 
     def skip(self, item_id: str, reason: str) -> None:
@@ -186,51 +274,44 @@ class ShardWriter:
 
     def _next_shard(self) -> None:
         self._close_shard()
-        partial = self.out_dir / (self._shard_name() + PARTIAL_SUFFIX)
-        # Fixed mtime and owner: the same input gives byte-identical shards (reproducible builds).
-        self._tar = wds.TarWriter(str(partial), encoder=False, mtime=0.0, user="vilt", group="vilt")
+        self._shard = ShardFile(self.out_dir / self._shard_name())
         self._count, self._bytes = 0, 0
 
     def _close_shard(self) -> None:
-        if self._tar is None:
+        if self._shard is None:
             return
-        self._tar.close()
-        self._tar = None
+        self._shard.close()
+        self._shard = None
         name = self._shard_name()
-        os.replace(self.out_dir / (name + PARTIAL_SUFFIX), self.out_dir / name)
         self._sizes[name] = self._count
         self._texts[name] = self._num_texts
         self._count, self._num_texts, self._bytes = 0, 0, 0
 
     def manifest(self) -> dict[str, Any]:
-        """The manifest as it would be written now."""
-        return {
-            "source": self.source,
-            "split": self.split,
-            "num_samples": self.num_samples,
-            "num_texts": sum(self._texts.values()) + self._num_texts,
-            "num_shards": len(self._sizes) + (self._tar is not None),
-            "maxcount": self.maxcount,
-            "maxsize": self.maxsize,
-            "num_skipped": len(self._skipped),
-            "skipped_by_reason": dict(Counter(s["reason"] for s in self._skipped)),
-            "skipped": self._skipped,
-            **self.extra,
-        }
+        """The manifest as it would be written now (the open shard counted as one)."""
+        sizes, texts = dict(self._sizes), dict(self._texts)
+        if self._shard is not None:
+            sizes[self._shard_name()], texts[self._shard_name()] = self._count, self._num_texts
+        return build_manifest(
+            source=self.source,
+            split=self.split,
+            sizes=sizes,
+            texts=texts,
+            skipped=self._skipped,
+            caps={"maxcount": self.maxcount, "maxsize": self.maxsize},
+            extra=self.extra,
+        )
 
     def close(self) -> None:
         """Finish the open shard, then write ``sizes.json`` and ``manifest.json``."""
         self._close_shard()
-        _write_json_atomic(self.out_dir / SIZES_FILE, self._sizes)
-        _write_json_atomic(self.out_dir / TEXTS_FILE, self._texts)
-        _write_json_atomic(self.out_dir / MANIFEST_FILE, self.manifest())
+        write_split_index(self.out_dir, self._sizes, self._texts, self.manifest())
 
     def abort(self) -> None:
         """Drop the open (incomplete) shard and write nothing else."""
-        if self._tar is not None:
-            self._tar.close()
-            self._tar = None
-            (self.out_dir / (self._shard_name() + PARTIAL_SUFFIX)).unlink(missing_ok=True)
+        if self._shard is not None:
+            self._shard.abort()
+            self._shard = None
 
     def __enter__(self) -> ShardWriter:
         return self
