@@ -1,18 +1,26 @@
 """Weight conversion between vilt_lab and HF transformers' ViLT classes.
 
 One rename table serves both directions; the only non-rename is the fused qkv projection
-(timm and the official checkpoint) versus HF's separate query/key/value Linears.
+(timm and the official checkpoint) versus HF's separate query/key/value Linears. The backbone
+converts on its own (`from_hf`, `to_hf`) or with a head, as a whole checkpoint (`save_hf`,
+`load_hf`).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import save_file
 
 from .backbone import ViltBackbone
+from .checkpoint_io import BACKBONE_PREFIX, ViltCheckpoint
 from .config import ViltConfig
+from .heads import MLPClassifier
 
 # (ours, HF ViltModel) key patterns; `{i}` is a block index.
 _RENAMES: list[tuple[str, str]] = [
@@ -35,8 +43,10 @@ _QKV_HF = re.compile(r"^encoder\.layer\.(\d+)\.attention\.attention\.(query|key|
 _HF_BUFFERS = ("embeddings.text_embeddings.position_ids", "embeddings.text_embeddings.token_type_ids")
 
 
-def _rename(key: str, src_col: int) -> str | None:
-    for pair in _RENAMES:
+def rename_key(key: str, table: Sequence[tuple[str, str]], src_col: int) -> str | None:
+    """`key` renamed by the first (ours, theirs) prefix pair of `table` that matches it, reading
+    column `src_col` as the source; `{i}` in a pair stands for a layer index. None if none matches."""
+    for pair in table:
         src, dst = pair[src_col], pair[1 - src_col]
         pattern = "^" + re.escape(src).replace(r"\{i\}", r"(\d+)")
         m = re.match(pattern, key)
@@ -60,7 +70,7 @@ def hf_to_state_dict(hf_state: Mapping[str, torch.Tensor], prefix: str = "") -> 
         if m:
             qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
             continue
-        new = _rename(key, src_col=1)
+        new = rename_key(key, _RENAMES, src_col=1)
         if new is None:
             raise KeyError(f"no vilt_lab name for HF ViLT weight {prefix + key!r}")
         out[new] = value
@@ -80,7 +90,7 @@ def state_dict_to_hf(state: Mapping[str, torch.Tensor], prefix: str = "") -> dic
             for name, part in zip(("query", "key", "value"), value.chunk(3, dim=0), strict=True):
                 out[f"{prefix}encoder.layer.{m.group(1)}.attention.attention.{name}.{m.group(2)}"] = part
             continue
-        new = _rename(key, src_col=0)
+        new = rename_key(key, _RENAMES, src_col=0)
         if new is None:
             raise KeyError(f"no HF ViLT name for vilt_lab weight {key!r}")
         out[prefix + new] = value
@@ -168,3 +178,150 @@ def to_hf(backbone: ViltBackbone):
     if missing or unexpected:
         raise RuntimeError(f"HF ViltModel load: missing {missing}, unexpected {unexpected}")
     return hf_model.eval() if not backbone.training else hf_model
+
+
+# Heads HF transformers has a class for: head name -> (class name, (our key in the head, HF key)).
+# HF has no ViLT image-text matching class, so the ITM head cannot be exported.
+HF_HEAD_CLASSES: dict[str, str] = {
+    "mlm": "ViltForMaskedLM",
+    "vqa": "ViltForQuestionAnswering",
+    "nlvr2": "ViltForImagesAndTextClassification",
+    "irtr": "ViltForImageAndTextRetrieval",
+}
+
+
+def _hf_classifier(ours: str) -> list[tuple[str, str]]:
+    return [
+        (f"{ours}{name}.", f"classifier.{index}.") for index, name in MLPClassifier.SEQUENTIAL_LAYERS.items()
+    ]
+
+
+# (our checkpoint key, HF task-model key) prefixes of each exportable head.
+HF_HEAD_RENAMES: dict[str, list[tuple[str, str]]] = {
+    # HF folds our separate decoder bias into the decoder Linear.
+    "mlm": [
+        ("heads.mlm.transform.", "mlm_score.transform."),
+        ("heads.mlm.decoder.weight", "mlm_score.decoder.weight"),
+        ("heads.mlm.bias", "mlm_score.decoder.bias"),
+    ],
+    "vqa": _hf_classifier("heads.vqa."),
+    "nlvr2": _hf_classifier("heads.nlvr2."),
+    "irtr": [("heads.irtr.fc.", "rank_output.")],
+}
+HF_BACKBONE_PREFIX = "vilt."
+
+
+def checkpoint_to_hf(checkpoint: ViltCheckpoint, head: str) -> tuple[Any, dict[str, torch.Tensor], list[str]]:
+    """HF config, HF state dict and notes for exporting `checkpoint` with its head `head`.
+
+    Each HF task class holds one head; the notes name the checkpoint's other heads (not exported)
+    and any number HF cannot represent.
+    """
+    if head not in HF_HEAD_CLASSES:
+        raise ValueError(
+            f"head {head!r} has no HF transformers class; exportable heads: {sorted(HF_HEAD_CLASSES)}"
+            + (" (HF has no ViLT image-text matching class)" if head == "itm" else "")
+        )
+    if head not in checkpoint.heads:
+        raise KeyError(f"the checkpoint has no {head!r} head; it has {sorted(checkpoint.heads) or 'none'}")
+    config = checkpoint.config
+    extra: dict[str, Any] = {"architectures": [HF_HEAD_CLASSES[head]]}
+    if head in ("vqa", "nlvr2"):
+        num_labels = checkpoint.heads[head]["num_labels"]
+        labels = checkpoint.heads[head].get("labels") or [f"LABEL_{i}" for i in range(num_labels)]
+        extra["id2label"] = dict(enumerate(labels))
+        extra["label2id"] = {label: i for i, label in enumerate(labels)}
+    if head == "nlvr2":
+        if config.num_modality_types != 3:
+            raise ValueError(
+                f"an nlvr2 export needs model.num_modality_types=3 (one type per image), it is "
+                f"{config.num_modality_types}"
+            )
+        extra["num_images"] = 2
+    hf_config = config_to_hf(config, **extra)
+    state = state_dict_to_hf(checkpoint.backbone_state(), prefix=HF_BACKBONE_PREFIX)
+    for key, value in checkpoint.state.items():
+        if key.startswith(f"heads.{head}."):
+            state[rename_key(key, HF_HEAD_RENAMES[head], src_col=0)] = value
+    notes = [
+        f"head {name!r} not exported: "
+        + (
+            "HF transformers has no ViLT image-text matching class"
+            if name == "itm"
+            else f"the export holds {head!r}"
+        )
+        + "; it stays in the vilt_lab checkpoint"
+        for name in sorted(checkpoint.heads)
+        if name != head
+    ]
+    if config.text_ln_eps != config.ln_eps:
+        notes.append(
+            f"HF ViLT has one LayerNorm eps: exported with the blocks' {config.ln_eps}; the text "
+            f"embedding{' and MLM head' if head == 'mlm' else ''} LayerNorm used {config.text_ln_eps}"
+        )
+    return hf_config, state, notes
+
+
+def save_hf(checkpoint: ViltCheckpoint, head: str, directory: str | os.PathLike) -> list[str]:
+    """Write a `save_pretrained` directory (config.json + model.safetensors) that
+    `transformers.<HF_HEAD_CLASSES[head]>.from_pretrained(directory)` loads; returns the notes.
+
+    The weights are written directly rather than through an HF model, because HF ties
+    `ViltForMaskedLM`'s decoder to the word embeddings in memory, and an untied official MLM
+    decoder would be overwritten. Both tensors are saved; HF keeps them apart when they differ.
+    """
+    hf_config, state, notes = checkpoint_to_hf(checkpoint, head)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    tmp = directory / f".model.safetensors.tmp-{os.getpid()}"
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / "model.safetensors")
+    hf_config.save_pretrained(directory)
+    return notes
+
+
+def hf_model_to_checkpoint(hf_model) -> ViltCheckpoint:
+    """Our checkpoint from an HF `ViltModel` or one of the task classes in `HF_HEAD_CLASSES`."""
+    class_name = type(hf_model).__name__
+    heads_by_class = {cls: head for head, cls in HF_HEAD_CLASSES.items()}
+    if class_name != "ViltModel" and class_name not in heads_by_class:
+        raise ValueError(
+            f"cannot convert HF {class_name}: expected ViltModel or one of {sorted(heads_by_class)}"
+        )
+    head = heads_by_class.get(class_name)
+    backbone = hf_model.vilt if head else hf_model
+    if backbone.pooler is None:
+        raise ValueError("the HF ViltModel has no pooler (add_pooling_layer=False); vilt_lab needs one")
+    hf_state = hf_model.state_dict()
+    prefix = HF_BACKBONE_PREFIX if head else ""
+    state = {BACKBONE_PREFIX + k: v for k, v in hf_to_state_dict(hf_state, prefix=prefix).items()}
+    heads: dict[str, dict[str, Any]] = {}
+    if head:
+        for key, value in hf_state.items():
+            if key.startswith(HF_BACKBONE_PREFIX):
+                continue
+            new = rename_key(key, HF_HEAD_RENAMES[head], src_col=1)
+            if new is None:
+                raise KeyError(f"HF {class_name} weight {key!r} has no vilt_lab name")
+            state[new] = value
+        heads[head] = {}
+        if head in ("vqa", "nlvr2"):
+            id2label = hf_model.config.id2label
+            heads[head] = {"num_labels": len(id2label), "labels": [id2label[i] for i in range(len(id2label))]}
+    return ViltCheckpoint(config=config_from_hf(hf_model.config), heads=heads, state=state)
+
+
+def load_hf(directory: str | os.PathLike) -> ViltCheckpoint:
+    """Our checkpoint from an HF `save_pretrained` directory of a ViLT class (read by transformers)."""
+    import transformers
+
+    hf_config = transformers.AutoConfig.from_pretrained(directory)
+    if hf_config.model_type != "vilt":
+        raise ValueError(f"{directory}: model_type is {hf_config.model_type!r}, not 'vilt'")
+    architectures = hf_config.architectures or ["ViltModel"]
+    class_name = architectures[0]
+    if class_name != "ViltModel" and class_name not in HF_HEAD_CLASSES.values():
+        raise ValueError(f"{directory}: architecture {class_name} is not one vilt_lab converts")
+    hf_model = getattr(transformers, class_name).from_pretrained(directory)
+    return hf_model_to_checkpoint(hf_model)

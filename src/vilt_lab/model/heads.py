@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import ViltConfig
 from .init import init_weights
 
 
@@ -63,3 +66,95 @@ class MPPHead(nn.Module):
     def forward(self, image_feats: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, 3, bins) logits."""
         return self.decoder(self.transform(image_feats)).unflatten(-1, (3, self.bins))
+
+
+class MLPClassifier(nn.Module):
+    """Linear(in -> width) -> LayerNorm -> GELU -> Linear(width -> num_labels).
+
+    The shape of the official VQA and NLVR2 classifiers (and HF's `classifier`); the LayerNorm keeps
+    PyTorch's default eps (1e-5) as both of those do. `SEQUENTIAL_LAYERS` maps the `nn.Sequential`
+    indices they use to our layer names.
+    """
+
+    # Sequential index in the official and HF code -> our layer name (index 2 is the GELU).
+    SEQUENTIAL_LAYERS = {"0": "fc1", "1": "norm", "3": "fc2"}
+
+    def __init__(self, in_dim: int, width: int, num_labels: int, std: float = 0.02) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, width)
+        self.norm = nn.LayerNorm(width)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(width, num_labels)
+        self.apply(lambda m: init_weights(m, std))
+
+    @property
+    def num_labels(self) -> int:
+        return self.fc2.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.norm(self.fc1(x))))
+
+
+class VQAHead(MLPClassifier):
+    """VQA answer classifier on the pooled vector: hidden -> 2 x hidden -> answers (3129 for VQAv2)."""
+
+    def __init__(self, hidden_size: int, num_labels: int = 3129, std: float = 0.02) -> None:
+        super().__init__(hidden_size, 2 * hidden_size, num_labels, std)
+
+
+class NLVR2Head(MLPClassifier):
+    """NLVR2 classifier on the two pooled vectors (image 1 run with modality type 1, image 2 with 2),
+    concatenated: 2 x hidden -> 2 x hidden -> labels (0 = False, 1 = True)."""
+
+    def __init__(self, hidden_size: int, num_labels: int = 2, std: float = 0.02) -> None:
+        super().__init__(2 * hidden_size, 2 * hidden_size, num_labels, std)
+
+    def forward(self, pooled_first: torch.Tensor, pooled_second: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return super().forward(torch.cat([pooled_first, pooled_second], dim=-1))
+
+
+class RetrievalHead(nn.Module):
+    """Image-text retrieval score: Linear(hidden -> 1) on the pooled vector (official `rank_output`)."""
+
+    def __init__(self, hidden_size: int, std: float = 0.02) -> None:
+        super().__init__()
+        self.fc = nn.Linear(hidden_size, 1)
+        self.apply(lambda m: init_weights(m, std))
+
+    @classmethod
+    def from_itm(cls, itm: ITMHead) -> RetrievalHead:
+        """Initialised from the ITM head's "match" row (row 1, weight and bias), as the official
+        retrieval fine-tuning starts."""
+        head = cls(itm.fc.in_features)
+        with torch.no_grad():
+            head.fc.weight.copy_(itm.fc.weight[1:2])
+            head.fc.bias.copy_(itm.fc.bias[1:2])
+        return head
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B,) matching scores."""
+        return self.fc(pooled).squeeze(-1)
+
+
+# Head name (as in `heads.<name>.*` checkpoint keys and `objective.<name>`) -> constructor of the
+# head for a backbone config. Sizes that a config does not fix (answers, MPP bins) are keyword
+# arguments, stored with a checkpoint's head list.
+HEAD_FACTORIES: dict[str, Callable[..., nn.Module]] = {
+    "itm": lambda config: ITMHead(config.hidden_size),
+    # BERT's eps, which the text embedding shares: 1e-12 in the official model, HF's one eps in HF's.
+    "mlm": lambda config: MLMHead(config.hidden_size, config.vocab_size, eps=config.text_ln_eps),
+    "mpp": lambda config, bins=256: MPPHead(config.hidden_size, bins),
+    "vqa": lambda config, num_labels=3129: VQAHead(config.hidden_size, num_labels),
+    "nlvr2": lambda config, num_labels=2: NLVR2Head(config.hidden_size, num_labels),
+    "irtr": lambda config: RetrievalHead(config.hidden_size),
+}
+
+
+def build_head(name: str, config: ViltConfig, **sizes: int) -> nn.Module:
+    """A freshly initialised head `name` for a backbone of `config` (sizes: num_labels, bins)."""
+    if name not in HEAD_FACTORIES:
+        raise KeyError(f"unknown head {name!r}; known heads: {sorted(HEAD_FACTORIES)}")
+    try:
+        return HEAD_FACTORIES[name](config, **sizes)
+    except TypeError as err:
+        raise TypeError(f"head {name!r} does not take {sorted(sizes)}: {err}") from err

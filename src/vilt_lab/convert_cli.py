@@ -1,0 +1,116 @@
+"""``vilt-convert``: ViLT weights between the official checkpoints, vilt_lab and HF transformers.
+
+    vilt-convert official vilt_vqa.ckpt --vqa-labels vqa_dict.json --out ckpt/vilt_vqa
+    vilt-convert to-hf ckpt/vilt_vqa --head vqa --out hf/vilt_vqa
+    vilt-convert from-hf hf/vilt_vqa --out ckpt/vilt_vqa_again
+
+A vilt_lab checkpoint directory (model.safetensors + config.json) is what `model.init_from=DIR`
+starts a run from. `to-hf` also takes an official `.ckpt` file directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .model.checkpoint_io import ViltCheckpoint, load_checkpoint, save_checkpoint
+from .model.convert import HF_HEAD_CLASSES, load_hf, save_hf
+from .model.official import read_official, read_vqa_labels
+
+
+def describe(checkpoint: ViltCheckpoint) -> str:
+    """One line: size and heads of a checkpoint."""
+    c = checkpoint.config
+    heads = ", ".join(
+        name + (f" ({spec['num_labels']} labels)" if "num_labels" in spec else "")
+        for name, spec in sorted(checkpoint.heads.items())
+    )
+    return (
+        f"hidden {c.hidden_size}, {c.num_layers} layers, {c.num_heads} heads, patch {c.patch_size}, "
+        f"image {c.image_size}, text {c.max_text_len}, vocab {c.vocab_size}, "
+        f"{c.num_modality_types} modality types; heads: {heads or 'none'}"
+    )
+
+
+def read_any(path: Path) -> ViltCheckpoint:
+    """A vilt_lab checkpoint directory, or an official `.ckpt` file."""
+    return read_official(path) if path.is_file() else load_checkpoint(path)
+
+
+def run_official(args: argparse.Namespace) -> None:
+    labels = read_vqa_labels(args.vqa_labels) if args.vqa_labels else None
+    checkpoint = read_official(args.ckpt, num_heads=args.num_heads, vqa_labels=labels)
+    save_checkpoint(checkpoint, args.out)
+    print(f"{args.ckpt} -> {args.out}: {describe(checkpoint)}")
+
+
+def run_to_hf(args: argparse.Namespace) -> None:
+    checkpoint = read_any(args.ckpt)
+    for note in save_hf(checkpoint, args.head, args.out):
+        print(f"note: {note}")
+    print(
+        f"{args.ckpt} -> {args.out}: transformers.{HF_HEAD_CLASSES[args.head]}.from_pretrained({str(args.out)!r})"
+    )
+
+
+def run_from_hf(args: argparse.Namespace) -> None:
+    checkpoint = load_hf(args.hf_dir)
+    save_checkpoint(checkpoint, args.out)
+    print(f"{args.hf_dir} -> {args.out}: {describe(checkpoint)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vilt-convert", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    official = sub.add_parser("official", help="an official ViLT .ckpt -> a vilt_lab checkpoint directory")
+    official.add_argument(
+        "ckpt", type=Path, help="official Lightning checkpoint (read with weights_only=True)"
+    )
+    official.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
+    official.add_argument(
+        "--num-heads", type=int, default=None, help="attention heads (default: hidden size / 64, as ViT)"
+    )
+    official.add_argument(
+        "--vqa-labels",
+        type=Path,
+        default=None,
+        help="answer names: the release's vqa_dict.json (index -> answer)",
+    )
+    official.set_defaults(run=run_official)
+
+    to_hf = sub.add_parser(
+        "to-hf", help="a vilt_lab checkpoint (or official .ckpt) -> HF save_pretrained directory"
+    )
+    to_hf.add_argument("ckpt", type=Path, help="vilt_lab checkpoint directory or official .ckpt file")
+    # Not argparse choices: asking for ITM should say why it cannot be exported.
+    to_hf.add_argument(
+        "--head", required=True, help=f"the head to export: {', '.join(sorted(HF_HEAD_CLASSES))}"
+    )
+    to_hf.add_argument("--out", type=Path, required=True, help="HF directory to write")
+    to_hf.set_defaults(run=run_to_hf)
+
+    from_hf = sub.add_parser("from-hf", help="an HF ViLT save_pretrained directory -> a vilt_lab checkpoint")
+    from_hf.add_argument("hf_dir", type=Path, help="directory with config.json and the weights")
+    from_hf.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
+    from_hf.set_defaults(run=run_from_hf)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``vilt-convert``: 0 on success, 2 with the reason on stderr otherwise."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"vilt-convert {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The backbone and a set of named heads as one module: what a checkpoint holds, ready to run.
+
+Its `state_dict()` keys are exactly a `ViltCheckpoint`'s (`backbone.*`, `heads.<name>.*`), so
+checkpoints load into it strictly and come out of it unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbone import ViltBackbone
+from .checkpoint_io import ViltCheckpoint
+from .heads import NLVR2Head, build_head
+
+
+class ViltWithHeads(nn.Module):
+    """A backbone plus heads by name (see `heads.HEAD_FACTORIES`), with each head's build record.
+
+    head_specs: name -> build arguments and optional label names, as in `ViltCheckpoint.heads`.
+    """
+
+    def __init__(
+        self, backbone: ViltBackbone, heads: Mapping[str, nn.Module], head_specs: Mapping[str, dict[str, Any]]
+    ) -> None:
+        super().__init__()
+        missing = sorted(set(heads) - set(head_specs))
+        if missing:
+            raise KeyError(f"no head spec for head(s) {missing}")
+        self.backbone = backbone
+        self.heads = nn.ModuleDict(dict(heads))
+        self.head_specs = {name: copy.deepcopy(dict(head_specs[name])) for name in heads}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: ViltCheckpoint) -> ViltWithHeads:
+        """Build the modules `checkpoint` describes and load its weights strictly."""
+        heads = {
+            name: build_head(name, checkpoint.config, **checkpoint.head_sizes(name))
+            for name in checkpoint.heads
+        }
+        model = cls(ViltBackbone(checkpoint.config), heads, checkpoint.heads)
+        model.load_state_dict(checkpoint.state, strict=True)
+        return model
+
+    def to_checkpoint(self) -> ViltCheckpoint:
+        return ViltCheckpoint(
+            config=self.backbone.config,
+            heads=copy.deepcopy(self.head_specs),
+            state={k: v.detach() for k, v in self.state_dict().items()},
+        )
+
+    def forward(
+        self,
+        head: str,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Logits of head `head` with all patches of every image (as at evaluation).
+
+        mlm: (B, T, vocab) on the text features; mpp: (B, L, 3, bins) on the patch features;
+        itm, vqa: (B, labels) and irtr: (B,) on the pooled vector. nlvr2 takes two images per
+        text, `pixel_values` (B, 2, 3, H, W) and `pixel_mask` (B, 2, H, W) as HF's
+        `ViltForImagesAndTextClassification`, and runs image i with modality type i + 1.
+        """
+        module = self.heads[head]
+        if isinstance(module, NLVR2Head):
+            if pixel_values.dim() != 5 or pixel_values.shape[1] != 2:
+                raise ValueError(
+                    f"nlvr2 needs pixel_values of shape (B, 2, 3, H, W), got {tuple(pixel_values.shape)}"
+                )
+            pooled = [
+                self.backbone(
+                    input_ids,
+                    attention_mask,
+                    pixel_values[:, i],
+                    pixel_mask[:, i],
+                    image_token_type_idx=i + 1,
+                ).pooled
+                for i in range(2)
+            ]
+            return module(*pooled)
+        out = self.backbone(input_ids, attention_mask, pixel_values, pixel_mask)
+        if head == "mlm":
+            return module(out.text_feats)
+        if head == "mpp":
+            return module(out.image_feats[:, 1:])
+        return module(out.pooled)
