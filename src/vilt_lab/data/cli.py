@@ -1,12 +1,12 @@
 """``vilt-shards``: convert a raw dataset (or generate the shapes world) into WebDataset shards.
 
-    vilt-shards coco --root /data/coco --out /shards/coco [--split train]
+    vilt-shards coco --root /data/coco --out /shards/coco [--split retrieval/test] [--workers 8]
     vilt-shards shapes --out /shards/shapes --n 2000
 
 Each source is a module registered in :data:`SOURCES` that defines
-``add_arguments(parser)`` (its own options; real datasets add ``--root`` and ``--split``) and
-``convert(args)``; every source also gets ``--out``, ``--overwrite``, ``--maxcount`` and
-``--maxsize``, and writes through :class:`vilt_lab.data.shards.ShardWriter`.
+``add_arguments(parser)`` (its own options; real datasets add ``--root``, ``--split``,
+``--workers`` and the image options of :mod:`vilt_lab.data.sources.runner`) and
+``convert(args)``; every source also gets ``--out``, ``--overwrite`` and ``--maxcount``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,13 @@ from pathlib import Path
 # source name -> module path; modules are imported only when the parser is built.
 SOURCES: dict[str, str] = {
     "shapes": "vilt_lab.data.sources.shapes",
+    "coco": "vilt_lab.data.sources.coco",
+    "f30k": "vilt_lab.data.sources.f30k",
+    "vg": "vilt_lab.data.sources.vg",
+    "gcc": "vilt_lab.data.sources.gcc",
+    "sbu": "vilt_lab.data.sources.sbu",
+    "vqav2": "vilt_lab.data.sources.vqav2",
+    "nlvr2": "vilt_lab.data.sources.nlvr2",
 }
 
 
@@ -35,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         source_parser.add_argument(
             "--overwrite", action="store_true", help="replace an earlier conversion in --out"
         )
-        source_parser.add_argument("--maxcount", type=int, default=5000, help="samples per shard")
-        source_parser.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard")
+        source_parser.add_argument("--maxcount", type=int, default=5000, help="samples (items) per shard")
         module.add_arguments(source_parser)
         source_parser.set_defaults(convert=module.convert)
     return parser

@@ -508,6 +508,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=2000, help="train images per task (val: a tenth)")
     parser.add_argument("--n-val", type=int, default=None, help="val images per task (default: n / 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--maxsize", type=float, default=1e9, help="bytes per shard")
     parser.set_defaults(maxcount=100)
 
 
