@@ -146,7 +146,9 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         refused = _unsafe_globals(path)
-        what = f"these globals: {', '.join(refused)}" if refused else f"content weights_only refuses ({err})"
+        # torch's message also suggests weights_only=False; keep only its diagnosis.
+        reason = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
+        what = f"these globals: {', '.join(refused)}" if refused else f"what weights_only refuses: {reason}"
         raise UnsafeCheckpointError(
             f"{path}: refusing to load it: unpickling would need {what}. Only tensors and plain "
             "containers are read (torch.load(weights_only=True)), so nothing in the file was run. "
