@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from train_helpers import compose_config
+from vilt_lab.build import build_task, model_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.checkpoint_io import (
@@ -19,7 +21,8 @@ from vilt_lab.model.checkpoint_io import (
     safe_torch_load,
     save_checkpoint,
 )
-from vilt_lab.model.heads import build_head
+from vilt_lab.model.heads import ITMHead, VQAHead, build_head
+from vilt_lab.model.init_from import init_model
 from vilt_lab.model.official import read_official
 from vilt_lab.model.with_heads import ViltWithHeads
 
@@ -98,7 +101,7 @@ def test_code_running_pickle_is_refused(tmp_path, how, capsys):
     if how == "torch.save":
         torch.save({"state_dict": {}, "hyper_parameters": RunsCode(marker)}, path)
     elif how == "pickle":  # a legacy, non-zip file
-        path.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}))
+        path.write_bytes(pickle.dumps({"state_dict": RunsCode(marker)}, protocol=2))
     else:
         torch.save({"state_dict": {"pooler.dense.weight": RunsCode(marker)}}, path)
     with pytest.raises(UnsafeCheckpointError, match="refusing to load") as err:
@@ -114,3 +117,66 @@ def test_code_running_pickle_is_refused(tmp_path, how, capsys):
 def test_plain_state_dict_loads_safely(tmp_path):
     torch.save({"state_dict": {"w": torch.ones(2)}, "epoch": 3}, tmp_path / "ok.ckpt")
     assert torch.equal(safe_torch_load(tmp_path / "ok.ckpt")["state_dict"]["w"], torch.ones(2))
+
+
+def test_init_from_a_checkpoint_dir_loads_everything(tmp_path):
+    model = tiny_model()
+    save_checkpoint(model.to_checkpoint(), tmp_path / "ckpt")
+    fresh = {"itm": ITMHead(64), "vqa": VQAHead(64, 4)}
+    backbone = ViltBackbone(get_config("tiny"))
+    report = init_model(backbone, fresh, str(tmp_path / "ckpt"))
+    assert report.new == [] and report.adapted == {} and report.unused == []
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(backbone.state_dict()[key], value), key
+    assert torch.equal(fresh["vqa"].fc2.weight, model.heads["vqa"].fc2.weight)
+
+
+def test_fine_tuning_adaptations_follow_the_official_code(tmp_path):
+    """NLVR2's third modality row starts as the image row; retrieval starts from ITM's match row."""
+    model = tiny_model()
+    save_checkpoint(model.to_checkpoint(), tmp_path / "ckpt")
+    backbone = ViltBackbone(get_config("tiny", num_modality_types=3))
+    heads = {"nlvr2": build_head("nlvr2", backbone.config), "irtr": build_head("irtr", backbone.config)}
+    report = init_model(backbone, heads, str(tmp_path / "ckpt"))
+    types = backbone.token_type_embeddings.weight
+    source = model.backbone.token_type_embeddings.weight
+    assert torch.equal(types[:2], source) and torch.equal(types[2], source[1])
+    itm = model.heads["itm"].fc
+    assert (
+        torch.equal(heads["irtr"].fc.weight[0], itm.weight[1])
+        and heads["irtr"].fc.bias.item() == itm.bias[1].item()
+    )
+    assert set(report.adapted) == {
+        "backbone.token_type_embeddings.weight",
+        "heads.irtr.fc.weight",
+        "heads.irtr.fc.bias",
+    }
+    assert all(name.startswith("heads.nlvr2.") for name in report.new)
+    assert report.unused == sorted(
+        k for k in model.state_dict() if k.startswith(("heads.itm.", "heads.vqa."))
+    )
+
+
+def test_init_from_names_what_does_not_fit(tmp_path):
+    save_checkpoint(tiny_model().to_checkpoint(), tmp_path / "ckpt")
+    with pytest.raises(
+        ValueError, match=r"word_embeddings\.weight has shape \(1000, 64\), the model's is \(500, 64\)"
+    ):
+        init_model(ViltBackbone(get_config("tiny", vocab_size=500)), {}, str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match="model.num_heads=4"):
+        init_model(ViltBackbone(get_config("tiny", num_heads=4)), {}, str(tmp_path / "ckpt"))
+    torch.save({"state_dict": {}}, tmp_path / "vilt.ckpt")
+    with pytest.raises(FileNotFoundError, match="vilt-convert official"):
+        init_model(ViltBackbone(get_config("tiny")), {}, str(tmp_path / "vilt.ckpt"))
+
+
+def test_build_task_starts_from_a_checkpoint_dir(tmp_path, shapes_tokenizer, capsys):
+    cfg = compose_config(["model=tiny", f"model.init_from={tmp_path / 'ckpt'}", "objective=[itm,mlm]"])
+    config = model_config(cfg, shapes_tokenizer.vocab_size)
+    heads = {"itm": build_head("itm", config), "mlm": build_head("mlm", config)}
+    source = ViltWithHeads(ViltBackbone(config), heads, {"itm": {}, "mlm": {}})
+    save_checkpoint(source.to_checkpoint(), tmp_path / "ckpt")
+    task = build_task(cfg, shapes_tokenizer.vocab_size)
+    assert torch.equal(task.objectives["mlm"].head.decoder.weight, heads["mlm"].decoder.weight)
+    assert torch.equal(task.backbone.pooler.dense.weight, source.backbone.pooler.dense.weight)
+    assert "0 left new" in capsys.readouterr().out

@@ -14,11 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from .data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader
 from .data.tokenizer import load_tokenizer
 from .model import ViltBackbone, ViltConfig, get_config
+from .model.init_from import init_model
 from .tasks.pretrain import PretrainTask, build_pretrain_task
 from .trainer import TrainerSettings
 
 # Objective settings that the data workers use rather than the objective module.
 DATA_SIDE_KEYS = {"mlm": ("whole_word", "probability")}
+# model.* keys that say where the weights come from, not what the model is.
+MODEL_INIT_KEYS = ("init_from", "init_file")
 
 
 def ensure_data(cfg: DictConfig) -> None:
@@ -47,6 +50,8 @@ def model_config(cfg: DictConfig, vocab_size: int) -> ViltConfig:
     """The model preset `model.size` with every other `model.*` key applied as an override."""
     values = OmegaConf.to_container(cfg.model, resolve=True)
     size = values.pop("size")
+    for key in MODEL_INIT_KEYS:
+        values.pop(key, None)
     if values.get("vocab_size") is None:
         values["vocab_size"] = vocab_size
     elif values["vocab_size"] < vocab_size:
@@ -78,6 +83,13 @@ def build_task(cfg: DictConfig, vocab_size: int) -> PretrainTask:
             values.pop(key, None)
         kwargs[name] = values
     task = build_pretrain_task(backbone, list(selected), weights, cfg.task.max_image_len, kwargs)
+    # Objectives own their heads; a checkpoint's `heads.<name>` goes to `objective.<name>`.
+    heads = {
+        name: objective.head for name, objective in task.objectives.items() if hasattr(objective, "head")
+    }
+    report = init_model(backbone, heads, cfg.model.get("init_from"), cfg.model.get("init_file"))
+    if report is not None:
+        print(report.summary(), flush=True)
     if cfg.trainer.compile:
         # Per block, in place (parameter names stay), with dynamic shapes: the number of image
         # tokens changes from batch to batch.

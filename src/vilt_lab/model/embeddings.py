@@ -145,3 +145,23 @@ def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> tor
     )
     # Padding positions get no position embedding (HF zero-pads the resized table).
     return pos * selection.valid.unsqueeze(-1).to(pos.dtype)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """A (1, 1 + g*g, D) position table (image [CLS] row first) resized to a (grid, grid) layout.
+
+    Bilinear with align_corners=True, the convention `interpolate_pos_embed` applies per image at
+    run time: a table resized here gives an image of that grid exactly the positions the source
+    table would have given it. The [CLS] row is kept.
+    """
+    spatial = pos_embed.shape[1] - 1
+    g = int(round(spatial**0.5))
+    if g * g != spatial:
+        raise ValueError(f"position table has {spatial} spatial rows, not a square grid")
+    if g == grid:
+        return pos_embed
+    D = pos_embed.shape[-1]
+    table = pos_embed[:, 1:].reshape(1, g, g, D).permute(0, 3, 1, 2)
+    table = F.interpolate(table.float(), size=(grid, grid), mode="bilinear", align_corners=True)
+    table = table.permute(0, 2, 3, 1).reshape(1, grid * grid, D).to(pos_embed.dtype)
+    return torch.cat([pos_embed[:, :1], table], dim=1)

@@ -121,15 +121,12 @@ class RetrievalHead(nn.Module):
         self.fc = nn.Linear(hidden_size, 1)
         self.apply(lambda m: init_weights(m, std))
 
-    @classmethod
-    def from_itm(cls, itm: ITMHead) -> RetrievalHead:
-        """Initialised from the ITM head's "match" row (row 1, weight and bias), as the official
-        retrieval fine-tuning starts."""
-        head = cls(itm.fc.in_features)
-        with torch.no_grad():
-            head.fc.weight.copy_(itm.fc.weight[1:2])
-            head.fc.bias.copy_(itm.fc.bias[1:2])
-        return head
+    @torch.no_grad()
+    def copy_itm_match_row(self, itm_weight: torch.Tensor, itm_bias: torch.Tensor) -> None:
+        """Take the ITM head's "match" row (row 1, weight and bias), as the official retrieval
+        fine-tuning starts."""
+        self.fc.weight.copy_(itm_weight[1:2])
+        self.fc.bias.copy_(itm_bias[1:2])
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B,) matching scores."""
