@@ -2,7 +2,7 @@
 
 from .backbone import BackboneOutput, ViltBackbone
 from .config import SIZES, ViltConfig, get_config
-from .heads import ITMHead, MLMHead, MPPHead
+from .heads import ITMHead, MLMHead, MPPHead, NLVR2Head, RetrievalHead, VQAHead, build_head
 
 
 def create_backbone(name: str, **overrides) -> ViltBackbone:
@@ -16,8 +16,12 @@ __all__ = [
     "ITMHead",
     "MLMHead",
     "MPPHead",
+    "NLVR2Head",
+    "RetrievalHead",
+    "VQAHead",
     "ViltBackbone",
     "ViltConfig",
+    "build_head",
     "create_backbone",
     "get_config",
 ]
