@@ -5,18 +5,35 @@ from __future__ import annotations
 import io
 import json
 import logging
+import random
+from collections import Counter
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from conftest import SHAPES_VAL, encode_image
 from vilt_lab.data.collate import pad_images
-from vilt_lab.data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader, stream_seed
+from vilt_lab.data.pipeline import (
+    LoaderConfig,
+    ResampledMix,
+    Source,
+    build_eval_loader,
+    build_train_loader,
+    mix_weights,
+    stream_seed,
+)
 from vilt_lab.data.tokenizer import load_tokenizer
-from vilt_lab.data.transforms import PAPER_LONGER, MinMaxResize, decode_image, min_max_size
+from vilt_lab.data.transforms import (
+    PAPER_LONGER,
+    MinMaxResize,
+    decode_image,
+    min_max_size,
+    resize_bicubic,
+)
 
 SHAPES = dict(image_shorter=96, image_longer=160, patch_size=16, shuffle_buffer=64, shuffle_initial=16)
 TEXT_LEN = 40
@@ -58,6 +75,19 @@ def test_decode_image_drafts_large_jpegs_and_converts_modes() -> None:
     buffer = io.BytesIO()
     Image.new("LA", (50, 40), (128, 255)).save(buffer, format="PNG")
     assert decode_image(buffer.getvalue(), MinMaxResize(96, 160, 16)).shape == (3, 96, 112)
+
+
+def _noise_image(size: tuple[int, int]) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("size", [(640, 480), (300, 200), (1000, 90)])  # shrink, enlarge, both
+def test_resize_bicubic_is_pils_bicubic(size: tuple[int, int]) -> None:
+    image = _noise_image(size)
+    target = MinMaxResize(384, PAPER_LONGER, 32).size(*size)
+    ours = resize_bicubic(torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous(), target).int()
+    reference = torch.from_numpy(np.array(image.resize(target, Image.Resampling.BICUBIC))).permute(2, 0, 1)
+    assert (ours - reference.int()).abs().max() <= 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,6 +234,32 @@ def test_mixing_weights_are_honoured(write_raw_shard, shapes_tokenizer) -> None:
     loader = build_train_loader([Source(square), Source(wide)], shapes_tokenizer, _config(batch_size=16))
     widths = torch.cat([b["pixel_mask"].any(1).sum(1) for b in islice(loader, 25)])
     assert 0.58 < (widths == 96).float().mean().item() < 0.75  # 2/3 expected
+
+
+def test_resampled_mix_matches_its_weights_over_20k_draws(write_raw_shard) -> None:
+    """The mixing primitive itself (acceptance: 20k draws within +-2% of each source's weight)."""
+    weights = {"coco": 0.1, "vg": 0.55, "gcc": 0.3, "sbu": 0.05}
+    urls = []
+    for name in weights:
+        samples = [{"__key__": f"{name}{i}", "json": json.dumps({"captions": ["c"]})} for i in range(50)]
+        urls.append((str(write_raw_shard(name, samples) / "shard-000000.tar"),))
+    mix = ResampledMix(tuple(urls), tuple(weights.values()))
+    draws = islice(mix(random.Random(0), 0, 1, lambda err: False, 0), 20_000)
+    counts = Counter(sample["__key__"].rstrip("0123456789") for sample in draws)
+    for name, weight in weights.items():
+        assert abs(counts[name] / 20_000 - weight) <= 0.02, (name, counts)
+
+
+def test_mix_weights_all_or_none_names_the_missing(write_raw_shard) -> None:
+    a = _solid_source(write_raw_shard, "a", (32, 32), n=2, captions=5)
+    b = _solid_source(write_raw_shard, "b", (32, 32), n=2, captions=1)
+    urls = [[str(a / "shard-000000.tar")], [str(b / "shard-000000.tar")]]
+    assert mix_weights([Source(a, name="a"), Source(b, name="b")], urls) == pytest.approx((10 / 12, 2 / 12))
+    assert mix_weights([Source(a, 1.0), Source(b, 3.0)], urls) == pytest.approx((0.25, 0.75))
+    with pytest.raises(ValueError, match=r"not for \['b'\].*data.sources.<name>.weight"):
+        mix_weights([Source(a, 2.0, name="a"), Source(b, name="b")], urls)
+    with pytest.raises(ValueError, match="must be positive"):
+        mix_weights([Source(a, 0.0, name="a"), Source(b, 1.0, name="b")], urls)
 
 
 def test_corrupt_samples_are_skipped_and_counted(write_raw_shard, shapes_tokenizer, caplog) -> None:

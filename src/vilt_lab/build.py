@@ -102,12 +102,15 @@ def loader_config(
     cfg: DictConfig, patch_size: int, rank: int, world_size: int, pin_memory: bool
 ) -> LoaderConfig:
     mlm = cfg.objective.get("mlm") or {}
+    randaugment = cfg.augment.get("randaugment") or {}  # null (pixelbert): no augmentation
     return LoaderConfig(
         batch_size=cfg.trainer.micro_batch_size,
         num_workers=cfg.data.num_workers,
         image_shorter=cfg.augment.shorter,
         image_longer=cfg.augment.longer,
         patch_size=patch_size,
+        randaugment_ops=int(randaugment.get("n", 0)),
+        randaugment_magnitude=int(randaugment.get("m", 9)),
         max_text_len=cfg.data.max_text_len,
         mlm_probability=float(mlm.get("probability", 0.15)),
         whole_word_masking=bool(mlm.get("whole_word", True)),
@@ -131,7 +134,7 @@ def build_streams(
         accelerator.num_processes,
         accelerator.device.type == "cuda",
     )
-    sources = [Source(s.urls, s.get("weight")) for s in cfg.data.sources.values()]
+    sources = [Source(s.urls, s.get("weight"), name) for name, s in cfg.data.sources.items()]
     resampled = bool(cfg.data.resampled)
 
     def train_stream(start_step: int):

@@ -20,5 +20,7 @@ def normalize_images(
     Zero padding in normalised space is what the official collate produces; padded patches are
     masked out of attention anyway, but keeping them at 0 keeps features bit-identical to HF's.
     """
+    # In place on the one new tensor: on a CPU, each extra batch-sized temporary costs as much as
+    # the arithmetic (fresh pages for a large allocation).
     x = images.to(dtype).div_(255.0).sub_(MEAN).div_(STD)
-    return x * pixel_mask.unsqueeze(1).to(dtype)
+    return x.mul_(pixel_mask.unsqueeze(1))

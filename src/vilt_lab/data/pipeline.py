@@ -1,7 +1,8 @@
 """The streaming pipeline: WebDataset shards -> batches of pre-training inputs, in the workers.
 
-Per worker:  shards -> raw samples (bytes) -> shuffle -> decode + MinMaxResize + pick a caption
--> batch: tokenize (max 40), whole-word masking, pad images, ``pixel_mask``.
+Per worker:  shards -> raw samples (bytes) -> shuffle -> decode (+ RandAugment when fine-tuning)
++ MinMaxResize + pick a caption -> batch: tokenize (max 40), whole-word masking, pad images,
+``pixel_mask``.
 
 * Train (:func:`build_train_loader`) is an infinite stream. Each source resamples its shards
   with replacement and sources are mixed per sample by weight. Resampling is the maintainers'
@@ -12,7 +13,8 @@ Per worker:  shards -> raw samples (bytes) -> shuffle -> decode + MinMaxResize +
   order, no shuffling, so every evaluation sees the same data with the same masks. Ranks may end
   with different batch counts (pitfall 1): gather results once at the end, not per batch.
 
-Seeds: every random choice in a worker (shards, shuffle, caption, masking) comes from one seed
+Seeds: every random choice in a worker (shards, shuffle, caption, augmentation, masking) comes
+from one seed
 derived from (seed, start_step, epoch, rank, worker). A run resumed at step S therefore gets a
 reproducible stream, the same every time it resumes at S (pitfall 7: WebDataset cannot restore a
 stream position, so the stream is re-seeded rather than replayed). The epoch lives in shared memory
@@ -26,6 +28,7 @@ unreadable tar member) are skipped, logged (rate-limited) and counted; each batc
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import multiprocessing
@@ -43,6 +46,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from transformers import PreTrainedTokenizerBase
 from webdataset.tariterators import tarfile_samples
 
+from vilt_lab.data.augment import RandAugment
 from vilt_lab.data.collate import ImageTextCollator
 from vilt_lab.data.shards import count_texts, expand_shards, sample_images, sample_meta
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
@@ -63,11 +67,13 @@ class Source:
     ``/data/coco/train/shard-{000000..000113}.tar`` or ``https://host/gcc-{0000..0331}.tar``,
     or a list of those. ``weight``: the share of samples drawn from this source (weights are
     normalised); None for all sources means "in proportion to their text counts", i.e.
-    uniform over captions as the official ``ConcatDataset`` (needs ``texts.json``).
+    uniform over captions as the official ``ConcatDataset`` (needs ``texts.json``). ``name``
+    (the config key, e.g. ``gcc``) only labels error messages.
     """
 
     shards: str | os.PathLike[str] | Sequence[str]
     weight: float | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,9 @@ class LoaderConfig:
     """Plain settings of a loader (the Hydra ``data`` config maps onto these fields).
 
     ``batch_size`` is per rank. Image size: paper data 384 / 639 / 32 (see
-    :mod:`vilt_lab.data.transforms`), the shapes world e.g. 96 / 160 / 16.
+    :mod:`vilt_lab.data.transforms`), the shapes world e.g. 96 / 160 / 16. ``randaugment_ops``
+    > 0 turns on RandAugment for the train stream (N ops at magnitude ``randaugment_magnitude``
+    on the official 0-30 scale; the paper fine-tunes with 2 and 9); eval streams never augment.
     """
 
     batch_size: int
@@ -83,6 +91,8 @@ class LoaderConfig:
     image_shorter: int = PAPER_SHORTER
     image_longer: int = PAPER_LONGER
     patch_size: int = 32
+    randaugment_ops: int = 0
+    randaugment_magnitude: int = 9
     max_text_len: int = 40
     mlm_probability: float = 0.15
     whole_word_masking: bool = True
@@ -252,16 +262,23 @@ def pick_caption(sample: RawSample, rng: random.Random) -> str:
 
 @dataclass(frozen=True)
 class ImageTextDecoder:
-    """Raw image-caption sample -> ``{"image": uint8 (3, H, W), "text": str}``."""
+    """Raw image-caption sample -> ``{"image": uint8 (3, H, W), "text": str}``; ``augment``
+    (drawing from the worker's rng) runs on the decoded image before the resize."""
 
     resize: MinMaxResize
+    augment: RandAugment | None = None
 
     def __call__(self, sample: RawSample, rng: random.Random) -> dict[str, Any]:
         images = sample_images(sample)
         if len(images) != 1:
             raise ValueError(f"expected one image, found {len(images)}")
         text = pick_caption(sample, rng)
-        return {"image": decode_image(images[0], self.resize), "text": text, "key": sample.get("__key__")}
+        augment = None if self.augment is None else functools.partial(self.augment, rng=rng)
+        return {
+            "image": decode_image(images[0], self.resize, augment),
+            "text": text,
+            "key": sample.get("__key__"),
+        }
 
 
 class BatchStream(IterableDataset):
@@ -371,8 +388,11 @@ def _collator(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> ImageTex
     return ImageTextCollator(tokenizer, cfg.max_text_len, cfg.mlm_probability, cfg.whole_word_masking)
 
 
-def _decoder(cfg: LoaderConfig) -> ImageTextDecoder:
-    return ImageTextDecoder(MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size))
+def _decoder(cfg: LoaderConfig, *, train: bool) -> ImageTextDecoder:
+    augment = None
+    if train and cfg.randaugment_ops > 0:
+        augment = RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
+    return ImageTextDecoder(MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size), augment)
 
 
 def _quiet_tokenizers() -> None:
@@ -389,14 +409,21 @@ def mix_weights(sources: Sequence[Source], urls: Sequence[Sequence[str]]) -> tup
     which indexes every (image, caption) pair: COCO's 5 captions per image count 5 times.
     """
     given = [s.weight for s in sources]
+    names = [s.name or str(s.shards) for s in sources]
+    if len(sources) == 1:
+        return (1.0,)  # nothing to weigh, so no counts needed (shards without texts.json work)
     if all(w is None for w in given):
         weights = [float(count_texts(u)) for u in urls]
     elif any(w is None for w in given):
-        raise ValueError("give a weight for every source or for none (then texts.json counts are used)")
+        missing = [n for n, w in zip(names, given, strict=True) if w is None]
+        raise ValueError(
+            f"mix weights given for some sources but not for {missing}: give every source a weight "
+            "(data.sources.<name>.weight), or none (then they are weighed by their texts.json caption counts)"
+        )
     else:
         weights = [float(w) for w in given]  # type: ignore[arg-type]
     if any(w <= 0 for w in weights):
-        raise ValueError(f"mix weights must be positive, got {weights}")
+        raise ValueError(f"mix weights must be positive, got {dict(zip(names, weights, strict=True))}")
     total = sum(weights)
     return tuple(w / total for w in weights)
 
@@ -450,7 +477,7 @@ def build_train_loader(
         )
     stream = BatchStream(
         shards,
-        _decoder(config),
+        _decoder(config, train=True),
         _collator(tokenizer, config),
         config,
         shuffle=True,
@@ -489,7 +516,7 @@ def build_eval_loader(
         )
     stream = BatchStream(
         ExactPass(urls, config.rank, config.world_size),
-        _decoder(config),
+        _decoder(config, train=False),
         _collator(tokenizer, config),
         config,
         shuffle=False,
