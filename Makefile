@@ -28,3 +28,8 @@ lint: install ## ruff over the sources and tests
 
 params: install ## print ViLT-B/32's parameter counts in the paper's Table 6 accounting
 	$(PYTHON) -m vilt_lab.model.param_count base32
+
+# One target per raw-dataset converter: coco f30k vg gcc sbu vqav2 nlvr2 (README, "Datasets").
+shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=/shards/coco [ARGS='--resize-shorter 384']
+	@test -n "$(RAW)" -a -n "$(OUT)" || { echo "usage: make shards-$* RAW=/raw/$* OUT=/shards/$* [ARGS='--split ...']"; exit 2; }
+	$(PYTHON) -m vilt_lab.data.cli $* --root $(RAW) --out $(OUT) $(ARGS)
