@@ -42,6 +42,12 @@ def test_missing_file_is_a_bad_image(tmp_path) -> None:
     assert caught.value.reason == img.MISSING and "nope.jpg" in caught.value.detail
 
 
+def test_unreadable_path_is_a_bad_image(tmp_path) -> None:
+    with pytest.raises(BadImage) as caught:
+        RawImage(str(tmp_path)).read()  # a directory
+    assert caught.value.reason == img.UNREADABLE
+
+
 def test_byte_range_reads_a_member(tmp_path) -> None:
     (tmp_path / "blob").write_bytes(b"headerPAYLOADtrailer")
     assert RawImage(str(tmp_path / "blob"), offset=6, size=7).read() == b"PAYLOAD"

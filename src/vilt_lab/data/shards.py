@@ -125,7 +125,10 @@ def prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
     if own and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a conversion ({own[0].name}); pass overwrite=True")
     for path in own:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def build_manifest(

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-KEPT_FORMATS = ("JPEG", "PNG", "WEBP")  # what the shard schema stores as they are
+# What the shard schema stores as it is. MPO is PIL's name for the multi-picture JPEGs some
+# cameras write: JPEG bytes whose first frame is what every decoder shows.
+KEPT_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 BACKGROUND = (255, 255, 255)  # transparent pixels hold arbitrary colours; viewers show white
 # High, because a kept JPEG is never re-encoded and a re-encoded one is encoded only this once.
@@ -31,6 +33,7 @@ JPEG_QUALITY = 95
 
 # Skip reasons (categories: the manifest counts skips by reason; details go beside them).
 MISSING = "image file missing"
+UNREADABLE = "image file unreadable"
 NOT_AN_IMAGE = "not an image"
 CORRUPT = "image truncated or corrupt"
 TOO_LARGE = "image too large (decompression-bomb limit)"
@@ -59,7 +62,7 @@ class RawImage:
         """The bytes.
 
         Raises:
-            BadImage: when the file does not exist.
+            BadImage: when the file does not exist or cannot be read (a directory, no permission).
         """
         try:
             with open(self.path, "rb") as f:
@@ -67,6 +70,8 @@ class RawImage:
                 return f.read(self.size)
         except FileNotFoundError as err:
             raise BadImage(MISSING, self.path) from err
+        except OSError as err:
+            raise BadImage(UNREADABLE, f"{self.path}: {err}") from err
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,9 @@ class VQAv2Reader:
         """The plan of output ``split`` (one of :data:`SUBSETS`)."""
         if split in VAL_PARTS:
             return self._val_part(split)
+        return self._val if split == "vqa/val" else self._plan_subset(split)
+
+    def _plan_subset(self, split: str) -> runner.SplitPlan:
         subset = SUBSETS[split]
         plan = runner.SplitPlan(split, extra={"questions": str(questions_path(self.root, subset))})
         if subset.annotated:
@@ -172,7 +175,8 @@ class VQAv2Reader:
 
     @cached_property
     def _val(self) -> runner.SplitPlan:
-        return self.plan("vqa/val")
+        """The whole val split, planned once: trainable_val and rest_val are parts of it."""
+        return self._plan_subset("vqa/val")
 
     def _val_part(self, split: str) -> runner.SplitPlan:
         val = self._val
