@@ -19,6 +19,7 @@ from raw_datasets import (
     write_karpathy,
     write_vg,
 )
+from vilt_lab.data.pipeline import LoaderConfig, build_eval_loader
 from vilt_lab.data.shards import read_sizes
 
 COCO_COUNTS = {"train": 5, "restval": 2, "val": 3, "test": 3}
@@ -105,3 +106,15 @@ def test_sbu_from_img2dataset_tars(tmp_path: Path) -> None:
         "000020006/caption0": "caption not valid UTF-8",
         "000020006": "no caption left",
     }
+
+
+def test_converted_bad_inputs_stream_cleanly_through_the_loader(tmp_path: Path, shapes_tokenizer) -> None:
+    """What the converter keeps of bad raw data decodes in the training pipeline without a skip."""
+    raw = tmp_path / "raw"
+    write_annotation_list(raw, "train", "train_annot.json", 3, bad=True)
+    out = tmp_path / "out"
+    run_cli("gcc", raw, out, "--split", "pretrain/train")
+    config = LoaderConfig(batch_size=4, image_shorter=96, image_longer=160, patch_size=16)
+    batches = list(build_eval_loader(out / "pretrain" / "train", shapes_tokenizer, config))
+    assert sum(len(b["input_ids"]) for b in batches) == manifest(out / "pretrain" / "train")["num_samples"]
+    assert sum(b["skipped"] for b in batches) == 0
