@@ -33,3 +33,7 @@ params: install ## print ViLT-B/32's parameter counts in the paper's Table 6 acc
 shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=/shards/coco [ARGS='--resize-shorter 384']
 	@test -n "$(RAW)" -a -n "$(OUT)" || { echo "usage: make shards-$* RAW=/raw/$* OUT=/shards/$* [ARGS='--split ...']"; exit 2; }
 	$(PYTHON) -m vilt_lab.data.cli $* --root $(RAW) --out $(OUT) $(ARGS)
+
+.PHONY: bench-loader
+bench-loader: install ## time our sample pipeline against HF's ViltImageProcessor on one core (prints the ratio last)
+	$(PYTHON) -m vilt_lab.bench loader $(ARGS)
