@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -13,13 +14,24 @@ def test_pairs_statements_and_images(tmp_path: Path) -> None:
     expected = write_nlvr2(tmp_path / "raw", {"train": 5, "dev": 3, "test1": 2})
     missing = tmp_path / "raw" / "dev" / "dev-13-1-img1.png"
     missing.unlink()
+    broken = [
+        {"identifier": "dev-3-0-7", "sentence": "", "label": "True"},  # joins an existing pair
+        {"identifier": "dev-33-1-0", "sentence": "two images", "label": "maybe"},  # its pair's only one
+    ]
+    with (tmp_path / "raw" / "nlvr2" / "data" / "dev.json").open("a") as f:
+        f.writelines(json.dumps(line) + "\n" for line in broken)
     out = tmp_path / "out" / "nlvr2"
     run_cli("nlvr2", tmp_path / "raw", tmp_path / "out", maxcount=2)
 
     for split, pairs in expected.items():
         samples = read_split(out / split)
         if split == "dev":
-            assert skipped(out / split) == {"dev-13-1": "image file missing"}
+            assert skipped(out / split) == {
+                "dev-3-0-7": "empty statement",
+                "dev-33-1-0": "label not True/False",
+                "dev-33-1": "no statement left",
+                "dev-13-1": "image file missing",
+            }
             pairs = {k: v for k, v in pairs.items() if k != "dev-13-1"}
         assert {pair: meta["statements"] for pair, (_, meta) in samples.items()} == pairs
         for pair, (images, _) in samples.items():

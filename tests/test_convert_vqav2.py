@@ -75,3 +75,26 @@ def test_test_splits_carry_questions_without_answers(converted, split: str, subs
     for question_id, question in questions.items():
         assert question["text"] == raw[subset][int(question_id)]["text"]
         assert question["answers"] == question["labels"] == question["scores"] == []
+
+
+def test_unusable_questions_and_images_left_without_any_are_skipped(tmp_path: Path) -> None:
+    raw = write_vqav2(tmp_path / "raw", {"train2014": 2, "val2014": 1})
+    path = tmp_path / "raw" / "v2_OpenEnded_mscoco_val2014_questions.json"
+    data = json.loads(path.read_text())
+    (image_id,) = {q["image_id"] for q in data["questions"]}
+    data["questions"] += [
+        {"image_id": image_id, "question": " ", "question_id": 1},  # empty
+        {"image_id": image_id, "question": "is it there?", "question_id": 2},  # not annotated
+        {"image_id": 999, "question": "", "question_id": 3},  # its image's only question
+    ]
+    path.write_text(json.dumps(data))
+    run_cli("vqav2", tmp_path / "raw", tmp_path / "out", "--split", "vqa/val", "--min-answer-count", "1")
+    split = tmp_path / "out" / "vqa" / "val"
+    assert skipped(split) == {
+        "1": "empty question",
+        "2": "question has no annotation",
+        "3": "empty question",
+        "999": "no question left",
+    }
+    (meta,) = [m for _, m in read_split(split).values()]
+    assert [q["id"] for q in meta["questions"]] == [str(q) for q in raw["val2014"]]
