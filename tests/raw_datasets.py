@@ -213,11 +213,11 @@ def write_annotation_list(
 
 
 def write_img2dataset(
-    directory: Path, n: int, per_tar: int = 3, bad_utf8: bool = False, seed: int = 0
+    directory: Path, n: int, per_tar: int = 3, bad: bool = False, seed: int = 0
 ) -> dict[str, list[str]]:
     """img2dataset's output: ``{00000,00001..}.tar`` of ``KEY.jpg``, ``KEY.txt``, ``KEY.json``, and
-    ``*_stats.json``. With ``bad_utf8`` the last sample's caption is invalid UTF-8 and one sample
-    has no image. Returns ``{key: [caption]}`` of what a conversion keeps."""
+    ``*_stats.json``. With ``bad`` the first sample has no image and the last an invalid UTF-8
+    caption. Returns ``{key: [caption]}`` of what a conversion keeps."""
     rng = random.Random(f"img2dataset/{seed}")
     expected: dict[str, list[str]] = {}
     directory.mkdir(parents=True, exist_ok=True)
@@ -226,20 +226,18 @@ def write_img2dataset(
             for i in range(t * per_tar, min(n, (t + 1) * per_tar)):
                 key = f"{t:05d}{i:04d}"
                 data, caps = shapes_jpeg(rng)
-                caption = caps[0].encode()
-                if bad_utf8 and i == n - 1:
-                    caption = INVALID_UTF8
-                else:
-                    expected[key] = [caps[0]]
-                files = {"txt": caption, "json": json.dumps({"key": key, "status": "success"}).encode()}
-                if not (bad_utf8 and i == 0):
-                    files["jpg"] = data
-                else:
-                    expected.pop(key)
+                no_image, bad_caption = bad and i == 0, bad and i == n - 1
+                files = {
+                    "txt": INVALID_UTF8 if bad_caption else caps[0].encode(),
+                    "json": json.dumps({"key": key, "status": "success"}).encode(),
+                    **({} if no_image else {"jpg": data}),
+                }
                 for ext, payload in files.items():
                     info = tarfile.TarInfo(f"{key}.{ext}")
                     info.size = len(payload)
                     tar.addfile(info, io.BytesIO(payload))
+                if not (no_image or bad_caption):
+                    expected[key] = [caps[0]]
         (directory / f"{t:05d}_stats.json").write_text(json.dumps({"successes": per_tar}))
     return expected
 

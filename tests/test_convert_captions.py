@@ -97,7 +97,7 @@ def test_gcc_survives_every_bad_input(tmp_path: Path) -> None:
 
 
 def test_sbu_from_img2dataset_tars(tmp_path: Path) -> None:
-    expected = write_img2dataset(tmp_path / "raw" / "train", 7, bad_utf8=True)
+    expected = write_img2dataset(tmp_path / "raw" / "train", 7, bad=True)
     out = tmp_path / "out"
     run_cli("sbu", tmp_path / "raw", out, workers=2, maxcount=2)
     assert _captions(out / "pretrain" / "train") == expected
