@@ -24,10 +24,14 @@ def test_loader_benchmark_tiny_prints_the_ratio_last(capsys: pytest.CaptureFixtu
     difference = float(parity.rsplit(" ", 1)[-1])
     assert "(3, 384, 512)" in parity and difference < 0.05
     assert (tmp_path / "shards" / "sizes.json").is_file()  # read from real shards
+    assert lines[-2].startswith("HF ViltImageProcessorPil (PIL/NumPy backend): ")
 
 
 def test_result_line_format() -> None:
-    assert LoaderBenchResult(ours=412.4, hf=157.0).line() == "ours 412 images/s/core, HF 157, ratio 2.63x"
+    assert (
+        LoaderBenchResult(ours=412.4, hf=157.0, hf_pil=120.0).line()
+        == "ours 412 images/s/core, HF 157, ratio 2.63x"
+    )
 
 
 def test_bad_sizes_are_refused() -> None:
