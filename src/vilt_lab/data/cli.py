@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         source_parser.add_argument(
             "--overwrite", action="store_true", help="replace an earlier conversion in --out"
         )
-        source_parser.add_argument("--maxcount", type=int, default=5000, help="samples (items) per shard")
+        source_parser.add_argument(
+            "--maxcount", type=int, default=5000, help="samples (items) per shard (default: %(default)s)"
+        )
         module.add_arguments(source_parser)
         source_parser.set_defaults(convert=module.convert)
     return parser
