@@ -42,7 +42,8 @@ def test_coco_karpathy_splits(tmp_path: Path) -> None:
     assert read_sizes(out / "pretrain" / "train") == {"shard-000000.tar": 4, "shard-000001.tar": 3}
     first = "shard-000000.tar"
     assert os.path.samefile(out / "pretrain" / "train" / first, out / "retrieval" / "train" / first)
-    assert manifest(out / "retrieval" / "train")["copy_of"] == "pretrain/train"
+    copied = manifest(out / "retrieval" / "train")
+    assert copied["copy_of"] == "pretrain/train" and copied["split"] == "retrieval/train"
     test = manifest(out / "retrieval" / "test")
     assert test["num_texts"] == sum(map(len, expected["test"].values())) and test["num_skipped"] == 0
     assert test["karpathy_splits"] == ["test"]

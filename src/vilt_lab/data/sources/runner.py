@@ -275,7 +275,7 @@ def _finish(
     return manifest
 
 
-def _link_split(source_dir: Path, out_dir: Path, copy_of: str) -> dict[str, Any]:
+def _link_split(source_dir: Path, out_dir: Path, split: str, copy_of: str) -> dict[str, Any]:
     """Make ``out_dir`` the same split as the finished ``source_dir`` (hard links, else copies)."""
     prepare_output_dir(out_dir, overwrite=True)  # only an unfinished conversion can be here
     for name in [*read_sizes(source_dir), SIZES_FILE, TEXTS_FILE]:
@@ -283,7 +283,7 @@ def _link_split(source_dir: Path, out_dir: Path, copy_of: str) -> dict[str, Any]
             os.link(source_dir / name, out_dir / name)
         except OSError:  # another file system, or links unsupported
             shutil.copy2(source_dir / name, out_dir / name)
-    manifest = {**json.loads((source_dir / MANIFEST_FILE).read_text()), "copy_of": copy_of}
+    manifest = {**json.loads((source_dir / MANIFEST_FILE).read_text()), "split": split, "copy_of": copy_of}
     write_json_atomic(out_dir / MANIFEST_FILE, manifest)
     return manifest
 
@@ -310,7 +310,7 @@ def convert_splits(
         original = (copies or {}).get(split)
         if original is not None and (options.out / original / MANIFEST_FILE).exists():
             logger.info("%s %s: the same items as %s, linking its shards", options.source, split, original)
-            manifests[split] = _link_split(options.out / original, out_dir, original)
+            manifests[split] = _link_split(options.out / original, out_dir, split, original)
             continue
         manifests[split] = run_split(plan(split), options)
     return manifests
