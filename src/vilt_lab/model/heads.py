@@ -87,10 +87,6 @@ class MLPClassifier(nn.Module):
         self.fc2 = nn.Linear(width, num_labels)
         self.apply(lambda m: init_weights(m, std))
 
-    @property
-    def num_labels(self) -> int:
-        return self.fc2.out_features
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.norm(self.fc1(x))))
 
