@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from .data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader
 from .data.tokenizer import load_tokenizer
@@ -65,6 +66,11 @@ def model_config(cfg: DictConfig, vocab_size: int) -> ViltConfig:
         raise KeyError(f"model config: {err}; model.* keys must be among {known}") from err
 
 
+def objective_heads(task: PretrainTask) -> dict[str, nn.Module]:
+    """Objective name -> its head: a checkpoint's `heads.<name>` is `objectives.<name>.head`."""
+    return {name: objective.head for name, objective in task.objectives.items() if hasattr(objective, "head")}
+
+
 def build_task(cfg: DictConfig, vocab_size: int) -> PretrainTask:
     """Backbone + the selected objectives with their weights (`objective.<name>.weight`)."""
     backbone = ViltBackbone(model_config(cfg, vocab_size))
@@ -83,11 +89,9 @@ def build_task(cfg: DictConfig, vocab_size: int) -> PretrainTask:
             values.pop(key, None)
         kwargs[name] = values
     task = build_pretrain_task(backbone, list(selected), weights, cfg.task.max_image_len, kwargs)
-    # Objectives own their heads; a checkpoint's `heads.<name>` goes to `objective.<name>`.
-    heads = {
-        name: objective.head for name, objective in task.objectives.items() if hasattr(objective, "head")
-    }
-    report = init_model(backbone, heads, cfg.model.get("init_from"), cfg.model.get("init_file"))
+    report = init_model(
+        backbone, objective_heads(task), cfg.model.get("init_from"), cfg.model.get("init_file")
+    )
     if report is not None:
         print(report.summary(), flush=True)
     if cfg.trainer.compile:

@@ -3,9 +3,11 @@
     vilt-convert official vilt_vqa.ckpt --vqa-labels vqa_dict.json --out ckpt/vilt_vqa
     vilt-convert to-hf ckpt/vilt_vqa --head vqa --out hf/vilt_vqa
     vilt-convert from-hf hf/vilt_vqa --out ckpt/vilt_vqa_again
+    vilt-convert run runs/demo/checkpoints/step_000100 --out ckpt/demo
 
 A vilt_lab checkpoint directory (model.safetensors + config.json) is what `model.init_from=DIR`
-starts a run from. `to-hf` also takes an official `.ckpt` file directly.
+starts a run from. `to-hf` also takes an official `.ckpt` file directly; `run` takes the model
+out of a training run's checkpoint (which also holds optimizer and RNG state).
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .model.checkpoint_io import ViltCheckpoint, load_checkpoint, save_checkpoint
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from .build import build_task, objective_heads
+from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, save_checkpoint
 from .model.convert import HF_HEAD_CLASSES, load_hf, save_hf
+from .model.heads import MPPHead
 from .model.official import read_official, read_vqa_labels
+from .model.with_heads import ViltWithHeads
 
 
 def describe(checkpoint: ViltCheckpoint) -> str:
@@ -38,6 +46,29 @@ def describe(checkpoint: ViltCheckpoint) -> str:
 def read_any(path: Path) -> ViltCheckpoint:
     """A vilt_lab checkpoint directory, or an official `.ckpt` file."""
     return read_official(path) if path.is_file() else load_checkpoint(path)
+
+
+# The resolved config every run dir holds (written by `run_dir`).
+RUN_CONFIG_NAME = "config.yaml"
+
+
+def read_run_checkpoint(path: Path) -> ViltCheckpoint:
+    """The backbone and objective heads of a training run's checkpoint (`<run>/checkpoints/step_*`),
+    rebuilt from the run's resolved config (`<run>/config.yaml`) and loaded strictly."""
+    config_path, weights_path = path.parent.parent / RUN_CONFIG_NAME, path / WEIGHTS_NAME
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
+    cfg = OmegaConf.load(config_path)
+    # The weights come from the checkpoint: neither re-initialise nor compile.
+    cfg.model.init_from = cfg.model.init_file = None
+    cfg.trainer.compile = False
+    state = load_file(str(weights_path))
+    task = build_task(cfg, state["backbone.text_embeddings.word_embeddings.weight"].shape[0])
+    task.load_state_dict(state, strict=True)
+    heads = objective_heads(task)
+    specs = {name: {"bins": head.bins} if isinstance(head, MPPHead) else {} for name, head in heads.items()}
+    return ViltWithHeads(task.backbone, heads, specs).to_checkpoint()
 
 
 def run_official(args: argparse.Namespace) -> None:
@@ -60,6 +91,12 @@ def run_from_hf(args: argparse.Namespace) -> None:
     checkpoint = load_hf(args.hf_dir)
     save_checkpoint(checkpoint, args.out)
     print(f"{args.hf_dir} -> {args.out}: {describe(checkpoint)}")
+
+
+def run_run(args: argparse.Namespace) -> None:
+    checkpoint = read_run_checkpoint(args.ckpt)
+    save_checkpoint(checkpoint, args.out)
+    print(f"{args.ckpt} -> {args.out}: {describe(checkpoint)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     from_hf.add_argument("hf_dir", type=Path, help="directory with config.json and the weights")
     from_hf.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
     from_hf.set_defaults(run=run_from_hf)
+
+    run = sub.add_parser("run", help="a training run's checkpoint -> a vilt_lab checkpoint directory")
+    run.add_argument(
+        "ckpt", type=Path, help="<run dir>/checkpoints/step_* (the run's config.yaml is read too)"
+    )
+    run.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
+    run.set_defaults(run=run_run)
     return parser
 
 
