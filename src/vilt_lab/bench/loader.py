@@ -23,7 +23,7 @@ import platform
 import random
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import cycle
 from pathlib import Path
@@ -112,7 +112,8 @@ def bench_tokenizer(texts: list[str], work_dir: Path) -> tuple[PreTrainedTokeniz
 
 
 def _ours(batches: Iterator[dict], num_images: int) -> tuple[int, float]:
-    """Pull batches until ``num_images`` are done; returns (images, seconds)."""
+    """Pull batches until ``num_images`` are done, normalising each as the device would in
+    training; returns (images, seconds)."""
     done, start = 0, time.perf_counter()
     while done < num_images:
         batch = next(batches)
@@ -140,15 +141,15 @@ def parity(blob: bytes, processor: ViltImageProcessor, resize: MinMaxResize) -> 
     with Image.open(io.BytesIO(blob)) as image:
         theirs = processor(images=[image.convert("RGB")], return_tensors="pt")["pixel_values"]
     if ours.shape != theirs.shape:
-        raise AssertionError(f"ours gives {tuple(ours.shape)}, HF {tuple(theirs.shape)} for the same image")
+        raise RuntimeError(f"ours gives {tuple(ours.shape)}, HF {tuple(theirs.shape)} for the same image")
     return tuple(ours.shape[1:]), float((ours - theirs).abs().max())
 
 
 def benchmark_loader(
-    num_images: int, batch_size: int, seconds: float, work_dir: Path, log=print
+    num_images: int, batch_size: int, seconds: float, work_dir: Path, log: Callable[[str], None] = print
 ) -> LoaderBenchResult:
-    """Write the shards, then alternate ours and HF in rounds of ``2 x batch_size`` images each
-    until ``seconds`` of measuring have passed (at least one round), after one warm-up round."""
+    """Write the shards, warm every pipeline up, then alternate them in rounds of
+    ``2 x batch_size`` images each until ``seconds`` of measuring have passed (at least one round)."""
     torch.set_num_threads(1)
     shards = write_bench_shards(work_dir / "shards", num_images)
     blobs = [images[0] for _, images, _ in iter_samples(shards)]
