@@ -262,6 +262,14 @@ def test_mix_weights_all_or_none_names_the_missing(write_raw_shard) -> None:
         mix_weights([Source(a, 0.0, name="a"), Source(b, 1.0, name="b")], urls)
 
 
+def test_missing_local_shards_name_the_source_and_path(tmp_path: Path, shapes_tokenizer) -> None:
+    missing = tmp_path / "coco" / "pretrain" / "train"
+    with pytest.raises(FileNotFoundError, match=rf"data coco: 1 of 1 shards do not exist, e.g. {missing}"):
+        build_train_loader(Source(missing, name="coco"), shapes_tokenizer, _config())
+    with pytest.raises(FileNotFoundError, match="data eval: 2 of 2 shards"):
+        build_eval_loader(str(tmp_path / "val-{0..1}.tar"), shapes_tokenizer, _config())
+
+
 def test_corrupt_samples_are_skipped_and_counted(write_raw_shard, shapes_tokenizer, caplog) -> None:
     good = encode_image((48, 32))
     caption = json.dumps({"captions": ["a red square"]})

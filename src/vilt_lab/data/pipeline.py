@@ -402,6 +402,22 @@ def _quiet_tokenizers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def check_local_shards(urls: Sequence[str], label: str) -> None:
+    """Fail early, naming the path, when local shards do not exist (a wrong ``data.root`` would
+    otherwise surface as a missing ``texts.json`` or as a worker that never yields). URLs and
+    ``pipe:`` commands are left to the reader.
+
+    Raises:
+        FileNotFoundError: naming ``label`` (e.g. the source's config key) and a missing shard.
+    """
+    missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not os.path.exists(u)]
+    if missing:
+        raise FileNotFoundError(
+            f"data {label}: {len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]} "
+            "(check data.root / data.roots.<source> or data.sources.<source>.urls)"
+        )
+
+
 def mix_weights(sources: Sequence[Source], urls: Sequence[Sequence[str]]) -> tuple[float, ...]:
     """Normalised sampling weights; text counts from ``texts.json`` when no weight is given.
 
@@ -457,6 +473,7 @@ def build_train_loader(
     for source, u in zip(sources, urls, strict=True):
         if not u:
             raise ValueError(f"no shards found for {source.shards!r}")
+        check_local_shards(u, source.name or "")
     if resampled:
         shards: ShardStream = ResampledMix(tuple(tuple(u) for u in urls), mix_weights(sources, urls))
     else:
@@ -499,6 +516,7 @@ def build_eval_loader(
     """
     _quiet_tokenizers()
     urls = tuple(expand_shards(shards))
+    check_local_shards(urls, "eval")
     if len(urls) < config.world_size:
         raise ValueError(
             f"{len(urls)} eval shards cannot be split over {config.world_size} ranks; write more, smaller shards"
