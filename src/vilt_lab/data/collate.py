@@ -23,11 +23,15 @@ def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     """
     height = max(image.shape[1] for image in images)
     width = max(image.shape[2] for image in images)
-    batch = torch.zeros(len(images), 3, height, width, dtype=torch.uint8)
+    # Uninitialised, then each slot written once (image, then zeros right of and below it): a
+    # zero-filled batch would write the whole batch twice, and images mostly fill their slot.
+    batch = torch.empty(len(images), 3, height, width, dtype=torch.uint8)
     pixel_mask = torch.zeros(len(images), height, width, dtype=torch.bool)
     for i, image in enumerate(images):
         h, w = image.shape[1:]
         batch[i, :, :h, :w] = image
+        batch[i, :, :h, w:] = 0
+        batch[i, :, h:] = 0
         pixel_mask[i, :h, :w] = True
     return batch, pixel_mask
 
