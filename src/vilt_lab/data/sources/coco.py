@@ -9,10 +9,9 @@ Karpathy val images and ``retrieval/test`` the 5K test images (the paper's COCO 
 from __future__ import annotations
 
 import argparse
-from functools import cache
 
 from vilt_lab.data.sources import runner
-from vilt_lab.data.sources.karpathy import plan_karpathy, read_karpathy
+from vilt_lab.data.sources.karpathy import convert_karpathy
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "pretrain/train": ("train", "restval"),
@@ -31,12 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def convert(args: argparse.Namespace) -> None:
     """Run ``vilt-shards coco``."""
-    options = runner.options_from_args(args, "coco")
-    entries = cache(lambda: read_karpathy(options.raw_root / KARPATHY_FILE))
-
-    def plan(split: str) -> runner.SplitPlan:
-        return plan_karpathy(
-            entries(), split, SPLITS[split], lambda e: options.raw_root / e["filepath"] / e["filename"]
-        )
-
-    runner.report(runner.convert_splits(options, runner.selected(args, SPLITS), plan, COPIES))
+    convert_karpathy(
+        args, "coco", SPLITS, KARPATHY_FILE, lambda root, e: root / e["filepath"] / e["filename"], COPIES
+    )

@@ -8,10 +8,9 @@ also trains on the Karpathy val images, which ``retrieval/val`` holds on their o
 from __future__ import annotations
 
 import argparse
-from functools import cache
 
 from vilt_lab.data.sources import runner
-from vilt_lab.data.sources.karpathy import plan_karpathy, read_karpathy
+from vilt_lab.data.sources.karpathy import convert_karpathy
 
 SPLITS: dict[str, tuple[str, ...]] = {
     "retrieval/train": ("train", "val"),
@@ -29,12 +28,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def convert(args: argparse.Namespace) -> None:
     """Run ``vilt-shards f30k``."""
-    options = runner.options_from_args(args, "f30k")
-    entries = cache(lambda: read_karpathy(options.raw_root / KARPATHY_FILE))
-
-    def plan(split: str) -> runner.SplitPlan:
-        return plan_karpathy(
-            entries(), split, SPLITS[split], lambda e: options.raw_root / IMAGE_DIR / e["filename"]
-        )
-
-    runner.report(runner.convert_splits(options, runner.selected(args, SPLITS), plan))
+    convert_karpathy(args, "f30k", SPLITS, KARPATHY_FILE, lambda root, e: root / IMAGE_DIR / e["filename"])

@@ -7,10 +7,13 @@ of its output splits to the Karpathy splits it holds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+from vilt_lab.data.sources import runner
 from vilt_lab.data.sources.images import RawImage
 from vilt_lab.data.sources.raw import read_json
 from vilt_lab.data.sources.runner import SplitPlan
@@ -48,3 +51,25 @@ def plan_karpathy(
         captions = [sentence.get("raw") for sentence in entry.get("sentences", [])]
         plan.add_captioned(Path(filename).stem, filename, [RawImage(str(image_path(entry)))], captions)
     return plan
+
+
+def convert_karpathy(
+    args: argparse.Namespace,
+    source: str,
+    splits: Mapping[str, Sequence[str]],
+    karpathy_file: str,
+    image_path: Callable[[Path, KarpathyEntry], Path],
+    copies: Mapping[str, str] | None = None,
+) -> None:
+    """Convert the selected output ``splits`` (output split -> Karpathy splits) of one source.
+
+    ``karpathy_file`` is relative to the raw root; ``image_path(root, entry)`` locates an image;
+    ``copies`` maps an output split to an identical one it is hard-linked from.
+    """
+    options = runner.options_from_args(args, source)
+    entries = cache(lambda: read_karpathy(options.raw_root / karpathy_file))  # read once, if needed
+
+    def plan(split: str) -> SplitPlan:
+        return plan_karpathy(entries(), split, splits[split], lambda e: image_path(options.raw_root, e))
+
+    runner.report(runner.convert_splits(options, runner.selected(args, splits), plan, dict(copies or {})))
