@@ -49,9 +49,10 @@ def uneven_shards(world: Path, out: Path) -> Path:
 @pytest.mark.slow
 def test_two_processes_disjoint_and_in_sync(shapes_world, tmp_path):
     shards = uneven_shards(shapes_world, tmp_path / "shards")
-    steps, micro, accumulation = 8, 2, 2
+    steps, micro, accumulation, lr = 8, 2, 2, 1e-3
     overrides = [
         *FAST,
+        f"optim.lr={lr}",
         f"data.root={shapes_world}",
         f"data.sources.shapes.urls={shards}",
         f"paths.runs_dir={tmp_path / 'runs'}",
@@ -96,5 +97,5 @@ def test_two_processes_disjoint_and_in_sync(shapes_world, tmp_path):
     lines = [m for m in read_metrics(run_dir / "metrics.jsonl") if "train/lr" in m]
     assert [m["step"] for m in lines] == list(range(1, steps + 1))
     for m in lines:  # p = 2 processes, k = 2 accumulation: still one curve point per optimizer step
-        assert m["train/lr"] == pytest.approx(1e-3 * lr_factor(m["step"], 3, steps), rel=1e-9, abs=1e-15)
+        assert m["train/lr"] == pytest.approx(lr * lr_factor(m["step"], 3, steps), rel=1e-9, abs=1e-15)
     assert json.loads((tmp_path / "summary.json").read_text())["eval"]["eval/samples"] > 0
