@@ -20,7 +20,7 @@ demo: install ## write the shapes world, pre-train the tiny model on CPU, evalua
 	$(PYTHON) -m vilt_lab.train experiment=demo paths.runs_dir=$(DEMO_RUNS)
 
 shapes: install ## (re)write the shapes world alone into data/shapes
-	vilt-shards shapes --out data/shapes --n 2000 --overwrite
+	vilt-shards shapes --out data/shapes --n 4000 --overwrite
 
 lint: install ## ruff over the sources and tests
 	$(PYTHON) -m ruff check src tests
