@@ -1,9 +1,10 @@
 """Acceptance 6 of the trainer issue: a short run on the shapes world visibly learns.
 
-ITM and WPA (the demo's alignment objectives, without MLM's second pass) train the demo's tiny
-model for a fixed number of steps sized to take well under 90 s on two CPU cores (about 40 s
-measured, see the closing assertion's message); held-out ITM accuracy must reach 0.75, half-way
-from chance (0.5) to the captions' ceiling (about 0.97). Nothing here asserts a time: the step
+The demo's recipe (ITM + whole-word MLM + WPA, tiny model, batch 64), cut to 450 steps: about
+80 s of training on two CPU cores (355 samples/s). Held-out ITM accuracy must reach 0.75, half
+way from chance (0.5) to the captions' ceiling (about 0.97); measured 0.805, 0.82 and 0.85 for
+seeds 0, 1 and 2. MLM stays in on purpose: without it ITM + WPA sat near 0.6 on two of three
+seeds at 550 steps. No time is asserted (the house rule against timed unit tests): the step
 count is the budget, and the printed train time is what the 90 s refers to.
 """
 
@@ -19,20 +20,19 @@ from vilt_lab.train import run
 
 SHORT_RUN = [
     "experiment=demo",
-    "objective=[itm,wpa]",
     "resume=null",
     "data.generate_n=0",
     "logger.mode=disabled",
     "trainer.progress=false",
-    "schedule.max_steps=400",
+    "schedule.max_steps=450",
 ]
 
 
 @pytest.fixture(scope="module")
 def learning_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A shapes world large enough that held-out accuracy means generalisation (the demo's size)."""
+    """2000 scenes (half the demo's world): enough that held-out accuracy means generalisation."""
     out = tmp_path_factory.mktemp("learning_world")
-    write_shapes_world(out, 2000, 200, seed=1, maxcount=250)
+    write_shapes_world(out, 2000, 200, seed=0, maxcount=250)
     return out
 
 

@@ -181,14 +181,15 @@ def test_corrupt_samples_train_through_and_are_counted(shapes_world, tmp_path, w
 
 
 def test_offline_wandb_run_holds_config_and_metrics(shapes_world, tmp_path):
-    run(fast_config(shapes_world, tmp_path, "logger.mode=offline"), overrides=["logger.mode=offline"])
+    cfg = fast_config(shapes_world, tmp_path, "logger.mode=offline")
+    run(cfg, overrides=["logger.mode=offline"])
     run_dir = tmp_path / "demo"
     offline = sorted((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
     recorded = read_offline_run(offline[0])
     assert recorded["config"]["model"]["size"] == "tiny"
     assert recorded["config"]["overrides"] == ["logger.mode=offline"]
-    assert recorded["config"]["objective"]["wpa"]["weight"] == 0.1
+    assert recorded["config"]["objective"]["wpa"]["weight"] == cfg.objective.wpa.weight
     logged = {m["step"]: m for m in read_metrics(run_dir / "metrics.jsonl") if "train/loss" in m}
     history = {row["_step"]: row for row in recorded["history"] if "train/loss" in row}
     assert history.keys() == logged.keys()
