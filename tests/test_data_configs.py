@@ -103,7 +103,8 @@ def test_4m_mix_follows_caption_counts_and_overrides(shapes_world: Path, tmp_pat
     total = sum(captions.values())
     assert loader.stream.shards.weights == pytest.approx(tuple(c / total for c in captions.values()))
     batch = next(iter(loader))
-    assert batch["image"].shape[:2] == (4, 3) and batch["input_ids"].shape == (4, 40)
+    assert batch["image"].shape[:2] == (4, 3) and batch["input_ids"].shape[0] == 4
+    assert batch["input_ids"].shape[1] <= 40
     # Held out: COCO val and GCC val, every sample once.
     assert eval_stream is not None
     assert sum(len(b["input_ids"]) for b in eval_stream()) == MIX_LAYOUT["coco"][1] + MIX_LAYOUT["gcc"][1]

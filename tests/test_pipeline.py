@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from conftest import SHAPES_VAL, encode_image
-from vilt_lab.data.collate import pad_images
+from vilt_lab.data.collate import TEXT_PADDING, ImageTextCollator, pad_images
 from vilt_lab.data.pipeline import (
     LoaderConfig,
     ResampledMix,
@@ -27,6 +27,8 @@ from vilt_lab.data.pipeline import (
     stream_seed,
 )
 from vilt_lab.data.tokenizer import load_tokenizer
+from vilt_lab.model import ViltBackbone
+from vilt_lab.model.config import get_config
 from vilt_lab.data.transforms import (
     PAPER_LONGER,
     MinMaxResize,
@@ -114,13 +116,47 @@ def test_pad_images_top_left_with_mask() -> None:
     assert mask[1].sum() == 64 * 16 and mask[1, :, :16].all()
 
 
+def test_text_padding_longest_matches_max_length(shapes_tokenizer) -> None:
+    samples = [
+        {"image": torch.zeros(3, 32, 32, dtype=torch.uint8), "text": text}
+        for text in ("a red circle", "two shapes: a small red circle and a large blue square")
+    ]
+    collate = {
+        padding: ImageTextCollator(shapes_tokenizer, TEXT_LEN, text_padding=padding)
+        for padding in TEXT_PADDING
+    }
+    full = collate["max_length"](samples, torch.Generator().manual_seed(0))
+    short = collate["longest"](samples, torch.Generator().manual_seed(0))
+    T = int(full["attention_mask"].sum(1).max())
+    assert full["input_ids"].shape == (2, TEXT_LEN) and short["input_ids"].shape == (2, T) and T < TEXT_LEN
+    for key in ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels"):
+        assert torch.equal(short[key], full[key][:, :T]), key
+        assert not full["attention_mask"][:, T:].any()
+    # The backbone gives the same features on real tokens either way: padding keys are masked.
+    torch.manual_seed(0)
+    model = ViltBackbone(get_config("tiny", vocab_size=len(shapes_tokenizer))).eval()
+    pixels = torch.zeros(2, 3, 32, 32)
+    pixel_mask = torch.ones(2, 32, 32, dtype=torch.bool)
+    with torch.no_grad():
+        a = model(full["input_ids"], full["attention_mask"], pixels, pixel_mask)
+        b = model(short["input_ids"], short["attention_mask"], pixels, pixel_mask)
+    torch.testing.assert_close(a.pooled, b.pooled, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.text_feats[:, :T], b.text_feats, atol=1e-5, rtol=0)
+    torch.testing.assert_close(a.image_feats, b.image_feats, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="data.text_padding"):
+        ImageTextCollator(shapes_tokenizer, TEXT_LEN, text_padding="max")
+
+
 # ----------------------------------------------------------------------------------------------
 # Loaders
 
 
 def _check_batch(batch: dict, tokenizer, batch_size: int) -> None:
+    # Text is padded to the batch's longest caption (data.text_padding=longest).
+    longest = int(batch["attention_mask"].sum(1).max())
+    assert longest <= TEXT_LEN
     for key in ("input_ids", "attention_mask", "mlm_input_ids", "mlm_labels"):
-        assert batch[key].shape == (batch_size, TEXT_LEN) and batch[key].dtype == torch.long
+        assert batch[key].shape == (batch_size, longest) and batch[key].dtype == torch.long
     image, mask = batch["image"], batch["pixel_mask"]
     assert image.dtype == torch.uint8 and image.shape[:2] == (batch_size, 3)
     assert mask.shape == (batch_size, *image.shape[2:]) and mask.dtype == torch.bool

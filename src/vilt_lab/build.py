@@ -116,6 +116,7 @@ def loader_config(
         randaugment_ops=int(randaugment.get("n", 0)),
         randaugment_magnitude=int(randaugment.get("m", 9)),
         max_text_len=cfg.data.max_text_len,
+        text_padding=cfg.data.get("text_padding", "longest"),
         mlm_probability=float(mlm.get("probability", 0.15)),
         whole_word_masking=bool(mlm.get("whole_word", True)),
         shuffle_buffer=cfg.data.shuffle_buffer,

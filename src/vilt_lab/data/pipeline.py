@@ -94,6 +94,7 @@ class LoaderConfig:
     randaugment_ops: int = 0
     randaugment_magnitude: int = 9
     max_text_len: int = 40
+    text_padding: str = "longest"
     mlm_probability: float = 0.15
     whole_word_masking: bool = True
     shuffle_buffer: int = 5000
@@ -385,7 +386,9 @@ class StreamLoader:
 
 
 def _collator(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> ImageTextCollator:
-    return ImageTextCollator(tokenizer, cfg.max_text_len, cfg.mlm_probability, cfg.whole_word_masking)
+    return ImageTextCollator(
+        tokenizer, cfg.max_text_len, cfg.mlm_probability, cfg.whole_word_masking, cfg.text_padding
+    )
 
 
 def _decoder(cfg: LoaderConfig, *, train: bool) -> ImageTextDecoder:
