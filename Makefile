@@ -4,6 +4,8 @@ PIP ?= $(PYTHON) -m pip
 
 .DEFAULT_GOAL := help
 DEMO_RUNS ?= runs
+# The demo trains in DEMO_PROCS processes of one thread each (data parallel over the cores).
+DEMO_PROCS ?= 2
 
 .PHONY: help install test lint params demo shapes
 
@@ -17,7 +19,8 @@ test: install ## install what is needed, then run the whole test suite
 	$(PYTHON) -m pytest -q
 
 demo: install ## write the shapes world, pre-train the tiny model on CPU, evaluate: $(DEMO_RUNS)/demo/summary.json
-	$(PYTHON) -m vilt_lab.train experiment=demo paths.runs_dir=$(DEMO_RUNS)
+	OMP_NUM_THREADS=1 $(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(DEMO_PROCS) \
+		-m vilt_lab.train experiment=demo paths.runs_dir=$(DEMO_RUNS)
 
 shapes: install ## (re)write the shapes world alone into data/shapes
 	vilt-shards shapes --out data/shapes --n 4000 --overwrite

@@ -63,6 +63,15 @@ def test_round_trip_counts_sizes_and_manifest(tmp_path: Path) -> None:
         assert meta == {"id": str(i), "captions": [f"caption {i}"] * (1 + i % 2)}
 
 
+def test_members_are_plain_ustar_with_fixed_metadata(tmp_path: Path) -> None:
+    # No pax header per member (a float mtime would add one), so readers parse one header per file.
+    _write(tmp_path, 5, maxcount=10)
+    with tarfile.open(tmp_path / "shard-000000.tar") as tar:
+        members = tar.getmembers()
+    assert members and all(m.pax_headers == {} for m in members)
+    assert {(m.mtime, m.uname, m.gname) for m in members} == {(0, "vilt", "vilt")}
+
+
 def test_images_are_named_by_their_actual_format(tmp_path: Path) -> None:
     with ShardWriter(tmp_path, source="unit", split="x") as writer:
         writer.write("single", [PNG], {"id": "s"})

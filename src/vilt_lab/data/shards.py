@@ -173,7 +173,9 @@ class ShardFile:
         self.path = path
         self._partial = path.with_name(path.name + PARTIAL_SUFFIX)
         # Fixed mtime and owner: the same input gives byte-identical shards (reproducible builds).
-        self._tar = wds.TarWriter(str(self._partial), encoder=False, mtime=0.0, user="vilt", group="vilt")
+        # The mtime must be an int: tarfile stores a float mtime in an extra 1 KiB pax header per
+        # member, which doubles small shards and costs every reader a pax parse per file.
+        self._tar = wds.TarWriter(str(self._partial), encoder=False, mtime=0, user="vilt", group="vilt")
 
     def write(self, sample: dict[str, Any]) -> int:
         """Append an encoded sample (see :func:`encode_sample`); returns the bytes written."""
