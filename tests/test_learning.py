@@ -25,6 +25,8 @@ SHORT_RUN = [
     "logger.mode=disabled",
     "trainer.progress=false",
     "schedule.max_steps=450",
+    # One process here (the demo runs two of 32): the same 64 a step without accumulating.
+    "trainer.micro_batch_size=64",
 ]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.transforms.functional import pil_to_tensor
 
 from conftest import SHAPES_VAL, encode_image
 from vilt_lab.data.collate import TEXT_PADDING, ImageTextCollator, pad_images
@@ -26,6 +27,7 @@ from vilt_lab.data.pipeline import (
     mix_weights,
     stream_seed,
 )
+from vilt_lab.data import transforms
 from vilt_lab.data.tokenizer import load_tokenizer
 from vilt_lab.model import ViltBackbone
 from vilt_lab.model.config import get_config
@@ -77,6 +79,42 @@ def test_decode_image_drafts_large_jpegs_and_converts_modes() -> None:
     buffer = io.BytesIO()
     Image.new("LA", (50, 40), (128, 255)).save(buffer, format="PNG")
     assert decode_image(buffer.getvalue(), MinMaxResize(96, 160, 16)).shape == (3, 96, 112)
+
+
+def _pil_decode(data: bytes, resize: MinMaxResize) -> torch.Tensor:
+    """The reference: PIL decode to RGB, then our resize (the path every non-JPEG takes)."""
+    with Image.open(io.BytesIO(data)) as image:
+        rgb = pil_to_tensor(image.convert("RGB"))
+    return resize_bicubic(rgb, resize.size(rgb.shape[2], rgb.shape[1]))
+
+
+@pytest.mark.parametrize(
+    "mode, size, save",
+    [
+        ("RGB", (640, 480), {}),  # 4:2:0, shrunk to 512x384 without a draft
+        ("RGB", (300, 200), {"subsampling": 0}),  # 4:4:4, enlarged
+        ("RGB", (500, 400), {"progressive": True}),
+        ("L", (400, 300), {}),
+        ("CMYK", (400, 300), {}),  # libjpeg-turbo cannot make RGB of it: PIL does
+    ],
+)
+def test_jpeg_fast_path_matches_pil_exactly(mode: str, size: tuple[int, int], save: dict) -> None:
+    buffer = io.BytesIO()
+    _noise_image(size).convert(mode).save(buffer, format="JPEG", quality=90, **save)
+    resize = MinMaxResize(384, PAPER_LONGER, 32)
+    decoded = decode_image(buffer.getvalue(), resize)
+    assert decoded.dtype == torch.uint8 and decoded.shape[0] == 3
+    assert torch.equal(decoded, _pil_decode(buffer.getvalue(), resize))
+    took_fast_path = transforms._decode_jpeg_direct(buffer.getvalue(), resize) is not None
+    assert took_fast_path == (mode != "CMYK")
+
+
+def test_truncated_jpeg_is_refused_by_both_paths() -> None:
+    buffer = io.BytesIO()
+    _noise_image((640, 480)).save(buffer, format="JPEG", quality=90)
+    truncated = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    with pytest.raises(OSError):
+        decode_image(truncated, MinMaxResize(384, PAPER_LONGER, 32))
 
 
 def _noise_image(size: tuple[int, int]) -> Image.Image:
