@@ -17,6 +17,7 @@ from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
 from conftest import SHAPES_VAL, encode_image
+from vilt_lab.data import transforms
 from vilt_lab.data.collate import TEXT_PADDING, ImageTextCollator, pad_images
 from vilt_lab.data.pipeline import (
     LoaderConfig,
@@ -27,10 +28,7 @@ from vilt_lab.data.pipeline import (
     mix_weights,
     stream_seed,
 )
-from vilt_lab.data import transforms
 from vilt_lab.data.tokenizer import load_tokenizer
-from vilt_lab.model import ViltBackbone
-from vilt_lab.model.config import get_config
 from vilt_lab.data.transforms import (
     PAPER_LONGER,
     MinMaxResize,
@@ -38,6 +36,8 @@ from vilt_lab.data.transforms import (
     min_max_size,
     resize_bicubic,
 )
+from vilt_lab.model import ViltBackbone
+from vilt_lab.model.config import get_config
 
 SHAPES = dict(image_shorter=96, image_longer=160, patch_size=16, shuffle_buffer=64, shuffle_initial=16)
 TEXT_LEN = 40
