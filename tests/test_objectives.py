@@ -121,6 +121,7 @@ def test_mlm_without_masked_tokens_is_zero_not_nan() -> None:
     task = build_pretrain_task(tiny_backbone(), ["mlm"])
     out = task(batch)
     assert out["loss"].item() == 0.0 and out["mlm/accuracy"].item() == 0.0
+    assert out["mlm/count"].item() == 0
     out["loss"].backward()
     head = task.objectives["mlm"].head
     assert all(p.grad is not None and (p.grad == 0).all() for p in head.parameters())
@@ -175,6 +176,8 @@ def test_task_loss_is_the_weighted_sum() -> None:
     torch.testing.assert_close(out["loss"].detach(), expected)
     assert {"itm/loss", "itm/accuracy", "mlm/loss", "mlm/accuracy", "wpa/loss"} <= out.keys()
     assert all(not v.requires_grad for k, v in out.items() if k != "loss")
+    # MLM says how many tokens its metrics average over, so evaluation can weight them per token.
+    assert out["mlm/count"].item() == (make_batch()["mlm_labels"] != -100).sum().item() > 0
 
 
 def test_default_weights_and_registry() -> None:

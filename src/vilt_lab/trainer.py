@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .training.checkpoint import CheckpointManager, latest_checkpoint
+from .training.metric_means import WeightedMeans, means_from_vector
 from .training.metrics_log import MetricsLog
 from .training.optim import build_optimizer
 from .training.schedule import build_scheduler
@@ -61,22 +62,6 @@ def peak_memory_gib(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**30
     # ru_maxrss is in KiB on Linux: the host process's peak resident memory.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-@dataclass
-class RunningMeans:
-    """Sums of per-micro-batch metrics between two log lines."""
-
-    sums: dict[str, float] = field(default_factory=dict)
-    count: int = 0
-
-    def add(self, values: dict[str, torch.Tensor]) -> None:
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v.detach())
-        self.count += 1
-
-    def means(self) -> dict[str, float]:
-        return {k: v / max(1, self.count) for k, v in self.sums.items()}
 
 
 @dataclass
@@ -196,7 +181,7 @@ class Trainer:
         s, acc = self.settings, self.acc
         self.model.train()
         batches = self._batches()
-        running = RunningMeans()
+        running = WeightedMeans()
         wait = busy = 0.0
         bar = tqdm(
             total=s.max_steps,
@@ -214,14 +199,14 @@ class Trainer:
                 wait += time.perf_counter() - tw
                 self.samples_skipped += int(batch.pop("skipped", 0))
                 out = self._micro_step(to_device(batch, acc.device), micro)
-                running.add({k: v for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1})
+                running.add(out)
             grad_norm = self._optimizer_step()
             self.step += 1
             busy += time.perf_counter() - t0
             bar.update(1)
             if self.step % s.log_every == 0 or self.step == s.max_steps:
                 self._log_train(running, grad_norm, wait, busy, bar)
-                running, wait, busy = RunningMeans(), 0.0, 0.0
+                running, wait, busy = WeightedMeans(), 0.0, 0.0
             if self.step % s.ckpt_every == 0 or self.step == s.max_steps:
                 self.checkpoints.save(self.step, self.trainer_state())
                 # The stream restarts from the checkpoint's step so that a resumed run and this
@@ -231,20 +216,19 @@ class Trainer:
         bar.close()
 
     def _log_train(
-        self, running: RunningMeans, grad_norm: float | None, wait: float, busy: float, bar
+        self, running: WeightedMeans, grad_norm: float | None, wait: float, busy: float, bar
     ) -> None:
         acc = self.acc
-        means = running.means()
-        keys = sorted(means)
-        # Collective: every process reaches this at the same step.
-        reduced = acc.reduce(torch.tensor([means[k] for k in keys], device=acc.device), reduction="mean")
+        keys = sorted(running.sums)
+        # Collective: every process reaches this at the same step (with the same keys).
+        sums = acc.reduce(torch.tensor(running.vector(keys), device=acc.device, dtype=torch.float64), "sum")
         skipped = acc.reduce(torch.tensor([float(self.samples_skipped)], device=acc.device), reduction="sum")
-        values = {f"train/{k}": v for k, v in zip(keys, reduced.tolist(), strict=True)}
+        values = {f"train/{k}": v for k, v in means_from_vector(keys, sums.tolist()).items()}
         values.update(
             {
                 "train/lr": self.scheduler.get_last_lr()[0],
                 "train/samples_per_s": self.settings.global_batch_size
-                * running.count
+                * running.updates
                 / self.accumulation
                 / max(busy, 1e-9),
                 "train/data_wait_fraction": wait / max(busy, 1e-9),
@@ -263,7 +247,8 @@ class Trainer:
     # ----------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean of every scalar output over the held-out stream, weighted by batch size.
+        """Mean of every scalar output over the held-out stream: per pair, or per whatever the
+        objective counts (MLM: masked tokens), see :mod:`vilt_lab.training.metric_means`.
 
         Each process evaluates its own share of the held-out shards on the unwrapped model (no
         collective inside the loop, so uneven shares cannot hang); sums meet once at the end.
@@ -274,7 +259,7 @@ class Trainer:
         model = acc.unwrap_model(self.model)
         was_training = model.training
         model.eval()
-        sums: dict[str, float] = {}
+        means = WeightedMeans()
         total = 0.0
         batches = self.eval_stream()
         for i, batch in enumerate(
@@ -289,20 +274,19 @@ class Trainer:
             )
             with acc.autocast():
                 out = model(to_device(batch, acc.device), generator=generator)
-            for k, v in out.items():
-                if torch.is_tensor(v) and v.numel() == 1:
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
+            means.add(out, default_weight=n)
             total += n
         model.train(was_training)
-        keys = sorted(sums)
+        keys = sorted(means.sums)
+        # A process whose share ran out early may lack keys: agree on their union first.
         keys_all = acc.gather_for_metrics([keys], use_gather_object=True) if acc.num_processes > 1 else [keys]
         keys = sorted({k for ks in keys_all for k in ks})
-        vec = torch.tensor([sums.get(k, 0.0) for k in keys] + [total], device=acc.device, dtype=torch.float64)
-        vec = acc.reduce(vec, reduction="sum")
+        vec = torch.tensor([*means.vector(keys), total], device=acc.device, dtype=torch.float64)
+        vec = acc.reduce(vec, reduction="sum").tolist()
         count = float(vec[-1])
         if count == 0:
             raise RuntimeError("evaluation saw no batch: check data.val_urls")
-        values = {f"eval/{k}": float(v) / count for k, v in zip(keys, vec[:-1].tolist(), strict=True)}
+        values = {f"eval/{k}": v for k, v in means_from_vector(keys, vec[:-1]).items()}
         values["eval/samples"] = int(count)
         self.metrics.write(self.step, values)
         acc.log(values, step=self.step)

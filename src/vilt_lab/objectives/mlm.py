@@ -112,4 +112,5 @@ class MLMObjective(nn.Module):
         # loss 0 (not 0/0 = NaN) that still reaches every head parameter (zero gradients).
         loss = per_token.float().sum() / count
         correct = (logits.detach().argmax(-1) == labels) & masked
-        return {"loss": loss, "accuracy": correct.sum() / count}
+        # count: what loss and accuracy average over, so evaluation can weight them per token.
+        return {"loss": loss, "accuracy": correct.sum() / count, "count": masked.sum().float()}

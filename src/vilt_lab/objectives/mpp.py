@@ -86,8 +86,10 @@ class MPPObjective(nn.Module):
         per_entry = F.cross_entropy(
             logits.flatten(0, 2), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
         )
-        count = (labels != IGNORE_INDEX).sum().clamp(min=1)
+        entries = (labels != IGNORE_INDEX).sum()
+        count = entries.clamp(min=1)
         # Sum / count: no masked patch gives loss 0 with zero gradients, not NaN (see MLM).
         loss = per_entry.float().sum() / count
         correct = (logits.detach().argmax(-1) == labels) & (labels != IGNORE_INDEX)
-        return {"loss": loss, "accuracy": correct.sum() / count}
+        # count: what loss and accuracy average over (patch-channel entries), for per-entry means.
+        return {"loss": loss, "accuracy": correct.sum() / count, "count": entries.float()}
