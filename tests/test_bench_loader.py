@@ -27,11 +27,16 @@ def test_loader_benchmark_tiny_prints_the_ratio_last(capsys: pytest.CaptureFixtu
     assert any(line.startswith("HF ViltImageProcessorPil (PIL/NumPy backend): ") for line in lines)
     # Normalising on the CPU is reported apart from the result: training does it on the device.
     assert any(line.startswith("ours normalising on the CPU too ") for line in lines)
+    # What pre-resizing at conversion buys, apart from the result too.
+    assert any(line.startswith("ours on shards pre-resized at conversion ") for line in lines)
+    assert (tmp_path / "shards_preresized" / "sizes.json").is_file()
 
 
 def test_result_line_format() -> None:
     assert (
-        LoaderBenchResult(ours=412.4, ours_cpu_normalised=300.0, hf=157.0, hf_pil=120.0).line()
+        LoaderBenchResult(
+            ours=412.4, ours_cpu_normalised=300.0, hf=157.0, hf_pil=120.0, ours_preresized=600.0
+        ).line()
         == "ours 412 images/s/core, HF 157, ratio 2.63x"
     )
 
