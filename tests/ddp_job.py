@@ -25,14 +25,14 @@ build_streams = train_module.build_streams
 
 
 def recording_build_streams(*args, **kwargs):
-    train_stream, eval_stream = build_streams(*args, **kwargs)
+    train_stream, evaluators = build_streams(*args, **kwargs)
 
     def recorded(start_step):
         for batch in train_stream(start_step):
             seen.extend(batch["keys"])
             yield batch
 
-    return recorded, eval_stream
+    return recorded, evaluators
 
 
 class RecordingTrainer(train_module.Trainer):

@@ -259,8 +259,11 @@ def _raw_answers(answer: str, rng: random.Random) -> list[str]:
 def write_vqav2(root: Path, n_images: dict[str, int], seed: int = 0) -> dict[str, Any]:
     """VQAv2 with ``n_images`` per subset (``train2014``, ``val2014``, ``test2015``,
     ``test-dev2015``; test-dev images live in test2015). Main answers are shapes answers, so
-    number words ("two") exercise the normalisation. Returns, per subset, the questions by id with
-    their image id, text and raw answers (``main`` and ``answers``; none for test)."""
+    number words ("two") exercise the normalisation. Annotations carry the question's
+    ``answer_type`` and, as ``question_type``, its first two words, except every third question's
+    (both fields are optional). Returns, per subset, the questions by id with their image id, text,
+    raw answers (``main`` and ``answers``) and the type fields of their annotation (``types``);
+    test subsets get no annotation file."""
     rng = random.Random(f"vqav2/{seed}")
     out: dict[str, Any] = {}
     image_id = 1
@@ -275,18 +278,24 @@ def write_vqav2(root: Path, n_images: dict[str, int], seed: int = 0) -> dict[str
                 records.append({"image_id": image_id, "question": q["text"], "question_id": question_id})
                 main = q["answers"][0]
                 raw = _raw_answers(main, rng)
+                question_type = " ".join(q["text"].split()[:2])
+                types = (
+                    {}
+                    if len(expected) % 3 == 2
+                    else {"answer_type": q["answer_type"], "question_type": question_type}
+                )
                 expected[question_id] = {
                     "image_id": image_id,
                     "text": q["text"],
                     "main": main,
                     "answers": raw,
+                    "types": types,
                 }
                 annotations.append(
                     {
                         "question_id": question_id,
                         "image_id": image_id,
-                        "question_type": "what",
-                        "answer_type": "other",
+                        **types,
                         "multiple_choice_answer": main,
                         "answers": [
                             {"answer": a, "answer_confidence": "yes", "answer_id": k + 1}

@@ -14,7 +14,7 @@ from timm.data.auto_augment import AugmentOp
 from train_helpers import compose_config
 from vilt_lab.build import loader_config
 from vilt_lab.data.augment import EXCLUDED_OPS, OPS, RandAugment, SolarizeAfterAdd
-from vilt_lab.data.pipeline import LoaderConfig, Source, _decoder, build_eval_loader, build_train_loader
+from vilt_lab.data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader, item_decoder
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.transforms import MinMaxResize, decode_image
 
@@ -38,9 +38,9 @@ def test_n_and_m_come_from_the_augment_config(preset, expected, tmp_path) -> Non
     cfg = compose_config([f"augment={preset}", f"paths.runs_dir={tmp_path}"])
     config = loader_config(cfg, patch_size=32, rank=0, world_size=1, pin_memory=False)
     assert (config.randaugment_ops, config.randaugment_magnitude) == expected
-    augment = _decoder(config, train=True).augment
+    augment = item_decoder(config, train=True).augment
     assert (augment is None) == (expected[0] == 0)
-    assert _decoder(config, train=False).augment is None  # evaluation never augments
+    assert item_decoder(config, train=False).augment is None  # evaluation never augments
 
 
 def test_overridden_n_and_m_reach_the_ops(tmp_path) -> None:
@@ -52,7 +52,7 @@ def test_overridden_n_and_m_reach_the_ops(tmp_path) -> None:
             f"paths.runs_dir={tmp_path}",
         ]
     )
-    augment = _decoder(loader_config(cfg, 32, 0, 1, False), train=True).augment
+    augment = item_decoder(loader_config(cfg, 32, 0, 1, False), train=True).augment
     assert augment.num_ops == 3 and augment._transform.num_layers == 3
     assert {op.magnitude for op in augment.ops} == {15 * 10 / 30, 15}  # timm's level; ours on 0-30
 

@@ -176,7 +176,7 @@ def test_build_task_starts_from_a_checkpoint_dir(tmp_path, shapes_tokenizer, cap
     heads = {"itm": build_head("itm", config), "mlm": build_head("mlm", config)}
     source = ViltWithHeads(ViltBackbone(config), heads, {"itm": {}, "mlm": {}})
     save_checkpoint(source.to_checkpoint(), tmp_path / "ckpt")
-    task = build_task(cfg, shapes_tokenizer.vocab_size)
+    task = build_task(cfg, vocab_size=shapes_tokenizer.vocab_size)
     assert torch.equal(task.objectives["mlm"].head.decoder.weight, heads["mlm"].decoder.weight)
     assert torch.equal(task.backbone.pooler.dense.weight, source.backbone.pooler.dense.weight)
     assert "0 left new" in capsys.readouterr().out

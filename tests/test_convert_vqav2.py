@@ -1,4 +1,5 @@
-"""VQAv2 converter on a tiny real-format copy: vocabulary, labels, soft scores, val split, test files."""
+"""VQAv2 converter on a tiny real-format copy: vocabulary, labels, soft scores, annotator answers and
+answer types, val split, test files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from vilt_lab.data.sources.vqav2 import rest_val_ids
 from vilt_lab.data.vqa_answers import answer_vocabulary
 
 SCORE = {1: 0.3, 2: 0.6, 3: 0.9}  # 4 or more annotators: 1.0
+TYPE_FIELDS = ("answer_type", "question_type")  # optional in an annotation: kept when there
 IMAGES = {"train2014": 8, "val2014": 7, "test2015": 2, "test-dev2015": 2}
 
 
@@ -54,6 +56,8 @@ def test_questions_answers_labels_and_scores_round_trip(converted, split: str, s
         assert question["answers"] == in_vocabulary
         assert question["labels"] == [vocabulary.index(a) for a in in_vocabulary]
         assert question["scores"] == [SCORE.get(counts[a], 1.0) for a in in_vocabulary]
+        assert question["annotator_answers"] == expected["answers"]  # all ten, raw, in order
+        assert {f: question[f] for f in TYPE_FIELDS if f in question} == expected["types"]
     assert not found  # nothing written that was not asked
     assert manifest(out / split)["num_texts"] == sum(len(m["questions"]) for _, m in samples.values())
 
@@ -75,6 +79,7 @@ def test_test_splits_carry_questions_without_answers(converted, split: str, subs
     for question_id, question in questions.items():
         assert question["text"] == raw[subset][int(question_id)]["text"]
         assert question["answers"] == question["labels"] == question["scores"] == []
+        assert question["annotator_answers"] == [] and not set(TYPE_FIELDS) & set(question)
 
 
 def test_unusable_questions_and_images_left_without_any_are_skipped(tmp_path: Path) -> None:

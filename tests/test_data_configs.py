@@ -11,7 +11,7 @@ from omegaconf import ListConfig
 
 from conftest import encode_image
 from train_helpers import compose_config
-from vilt_lab.build import build_streams, build_tokenizer, loader_config
+from vilt_lab.build import build_streams, build_task, build_tokenizer, loader_config
 from vilt_lab.data.pipeline import ResampledMix
 from vilt_lab.data.shards import ShardWriter
 from vilt_lab.train import CONF_DIR
@@ -47,7 +47,7 @@ def test_data_config_composes_with_train(name: str, tmp_path: Path) -> None:
         assert all(url.startswith(f"{tmp_path}/data/") for url in _as_list(source.urls))
     config = loader_config(cfg, patch_size=32, rank=0, world_size=1, pin_memory=False)
     assert config.max_text_len == 40
-    if name != "shapes":  # the paper's settings
+    if not name.startswith("shapes"):  # the paper's settings
         assert (data.tokenizer, data.image_shorter, data.image_longer) == ("bert-base-uncased", 384, 639)
         assert (config.image_shorter, config.image_longer) == (384, 639)
         assert data.resampled == (len(data.sources) > 1)
@@ -82,6 +82,7 @@ def _mix_config(roots: dict[str, Path], tokenizer: Path, runs: Path, *extra: str
             *(f"data.roots.{source}={root}" for source, root in roots.items()),
             f"data.tokenizer={tokenizer}",
             f"paths.runs_dir={runs}",
+            "model=tiny",
             "data.num_workers=0",
             "data.shuffle_buffer=8",
             "data.image_shorter=32",
@@ -96,7 +97,8 @@ def test_4m_mix_follows_caption_counts_and_overrides(shapes_world: Path, tmp_pat
     roots = _write_mix_roots(tmp_path / "shards")
     cfg = _mix_config(roots, shapes_world / "tokenizer", tmp_path)
     tokenizer = build_tokenizer(cfg)
-    train_stream, eval_stream = build_streams(cfg, tokenizer, CPU_PROCESS, patch_size=32)
+    module = build_task(cfg, tokenizer)
+    train_stream, evaluators = build_streams(cfg, tokenizer, CPU_PROCESS, module)
     loader = train_stream(0)
     assert isinstance(loader.stream.shards, ResampledMix)
     captions = {s: images * per_image for s, (_, images, per_image) in MIX_LAYOUT.items()}
@@ -106,8 +108,7 @@ def test_4m_mix_follows_caption_counts_and_overrides(shapes_world: Path, tmp_pat
     assert batch["image"].shape[:2] == (4, 3) and batch["input_ids"].shape[0] == 4
     assert batch["input_ids"].shape[1] <= 40
     # Held out: COCO val and GCC val, every sample once.
-    assert eval_stream is not None
-    assert sum(len(b["input_ids"]) for b in eval_stream()) == MIX_LAYOUT["coco"][1] + MIX_LAYOUT["gcc"][1]
+    assert sum(len(b["input_ids"]) for b in evaluators["eval"].batches()) == MIX_LAYOUT["coco"][1] + MIX_LAYOUT["gcc"][1]
 
     weights = {"coco": 1, "vg": 1, "gcc": 2, "sbu": 4}
     cfg = _mix_config(
@@ -116,9 +117,9 @@ def test_4m_mix_follows_caption_counts_and_overrides(shapes_world: Path, tmp_pat
         tmp_path,
         *(f"data.sources.{s}.weight={w}" for s, w in weights.items()),
     )
-    loader = build_streams(cfg, tokenizer, CPU_PROCESS, patch_size=32)[0](0)
+    loader = build_streams(cfg, tokenizer, CPU_PROCESS, module)[0](0)
     assert loader.stream.shards.weights == pytest.approx((0.125, 0.125, 0.25, 0.5))
 
     cfg = _mix_config(roots, shapes_world / "tokenizer", tmp_path, "data.sources.gcc.weight=2")
     with pytest.raises(ValueError, match=r"not for \['coco', 'vg', 'sbu'\]"):
-        build_streams(cfg, tokenizer, CPU_PROCESS, patch_size=32)[0](0)
+        build_streams(cfg, tokenizer, CPU_PROCESS, module)[0](0)

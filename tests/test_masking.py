@@ -11,7 +11,7 @@ import torch
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
-from vilt_lab.objectives.mlm import mask_tokens, word_ids_from_encoding
+from vilt_lab.data.masking import mask_tokens, word_ids_from_encoding
 
 NUM_CAPTIONS = 10_000
 MAX_LEN = 40

@@ -18,7 +18,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from conftest import SHAPES_VAL, encode_image
 from vilt_lab.data import transforms
-from vilt_lab.data.collate import TEXT_PADDING, ImageTextCollator, pad_images
+from vilt_lab.data.collate import TEXT_PADDING, ItemCollator, pad_images
+from vilt_lab.data.masking import MaskingStep
 from vilt_lab.data.pipeline import (
     LoaderConfig,
     ResampledMix,
@@ -160,7 +161,12 @@ def test_text_padding_longest_matches_max_length(shapes_tokenizer) -> None:
         for text in ("a red circle", "two shapes: a small red circle and a large blue square")
     ]
     collate = {
-        padding: ImageTextCollator(shapes_tokenizer, TEXT_LEN, text_padding=padding)
+        padding: ItemCollator(
+            shapes_tokenizer,
+            TEXT_LEN,
+            text_padding=padding,
+            steps=[MaskingStep(len(shapes_tokenizer), shapes_tokenizer.mask_token_id)],
+        )
         for padding in TEXT_PADDING
     }
     full = collate["max_length"](samples, torch.Generator().manual_seed(0))
@@ -182,7 +188,7 @@ def test_text_padding_longest_matches_max_length(shapes_tokenizer) -> None:
     torch.testing.assert_close(a.text_feats[:, :T], b.text_feats, atol=1e-5, rtol=0)
     torch.testing.assert_close(a.image_feats, b.image_feats, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="data.text_padding"):
-        ImageTextCollator(shapes_tokenizer, TEXT_LEN, text_padding="max")
+        ItemCollator(shapes_tokenizer, TEXT_LEN, text_padding="max")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_build_task_applies_init_from(timm_file, shapes_tokenizer, capsys):
             "objective=[itm,mlm]",
         ]
     )
-    task = build_task(cfg, shapes_tokenizer.vocab_size)
+    task = build_task(cfg, vocab_size=shapes_tokenizer.vocab_size)
     assert torch.equal(task.backbone.blocks[0].mlp.fc1.weight, timm_file[1]["blocks.0.mlp.fc1.weight"])
     out = capsys.readouterr().out
     assert f"init from timm {TIMM_NAME}" in out and "78 tensors loaded" in out

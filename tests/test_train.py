@@ -34,13 +34,13 @@ def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path
         ]
     )
     tokenizer = build_tokenizer(cfg)
-    task = build_task(cfg, vocab_size=len(tokenizer))
-    train_stream, eval_stream = build_streams(cfg, tokenizer, CPU_PROCESS, task.backbone.config.patch_size)
+    task = build_task(cfg, tokenizer)
+    train_stream, evaluators = build_streams(cfg, tokenizer, CPU_PROCESS, task)
     batch = next(iter(train_stream(0)))
     batch.pop("skipped")
     out = task(batch, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"])
-    assert eval_stream is not None
+    assert set(evaluators) == {"eval"}
 
 
 def test_bad_batch_split_names_the_keys(shapes_world, tmp_path):
@@ -82,7 +82,7 @@ def kill_after(monkeypatch, batches: int) -> None:
     seen = [0]
 
     def build_streams_then_die(*args, **kwargs):
-        train_stream, eval_stream = real(*args, **kwargs)
+        train_stream, evaluators = real(*args, **kwargs)
 
         def dying(start_step):
             for batch in train_stream(start_step):
@@ -91,7 +91,7 @@ def kill_after(monkeypatch, batches: int) -> None:
                 seen[0] += 1
                 yield batch
 
-        return dying, eval_stream
+        return dying, evaluators
 
     monkeypatch.setattr(train_module, "build_streams", build_streams_then_die)
 

@@ -5,22 +5,28 @@ Kept apart from `train.py` so tests (and notebooks) can build exactly what a run
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
 
-from .data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader
+from .data.pipeline import LoaderConfig, Source, build_train_loader
 from .data.tokenizer import load_tokenizer
+from .evaluation.evaluators import Evaluator
 from .model import ViltBackbone, ViltConfig, get_config
-from .model.init_from import init_model
-from .tasks.pretrain import PretrainTask, build_pretrain_task
+from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint
+from .model.init_from import InitReport, init_model, load_into
+from .model.with_heads import ViltWithHeads
+from .run_dir import RUN_CONFIG_NAME
+from .tasks import TaskModule, build_task_module, get_task
 from .trainer import TrainerSettings
+from .training.checkpoint import TRAINER_STATE
+from .training.schedule import steps_for_epochs
 
-# Objective settings that the data workers use rather than the objective module.
-DATA_SIDE_KEYS = {"mlm": ("whole_word", "probability")}
 # model.* keys that say where the weights come from, not what the model is.
 MODEL_INIT_KEYS = ("init_from", "init_file")
 
@@ -66,32 +72,66 @@ def model_config(cfg: DictConfig, vocab_size: int) -> ViltConfig:
         raise KeyError(f"model config: {err}; model.* keys must be among {known}") from err
 
 
-def objective_heads(task: PretrainTask) -> dict[str, nn.Module]:
-    """Objective name -> its head: a checkpoint's `heads.<name>` is `objectives.<name>.head`."""
-    return {name: objective.head for name, objective in task.objectives.items() if hasattr(objective, "head")}
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """A training run's `checkpoints/step_*` directory (its weights use the task module's names)."""
+    return (Path(path) / TRAINER_STATE).is_file() and (Path(path).parent.parent / RUN_CONFIG_NAME).is_file()
 
 
-def build_task(cfg: DictConfig, vocab_size: int) -> PretrainTask:
-    """Backbone + the selected objectives with their weights (`objective.<name>.weight`)."""
+def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
+    """The backbone and heads of a training run's checkpoint (`<run>/checkpoints/step_*`),
+    rebuilt from the run's resolved config (`<run>/config.yaml`) and loaded strictly."""
+    path = Path(path)
+    config_path, weights_path = path.parent.parent / RUN_CONFIG_NAME, path / WEIGHTS_NAME
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
+    cfg = OmegaConf.load(config_path)
+    # The weights come from the checkpoint: neither re-initialise nor compile.
+    cfg.model.init_from = cfg.model.init_file = None
+    cfg.trainer.compile = False
+    state = load_file(str(weights_path))
+    module = build_task(cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False)
+    module.load_state_dict(state, strict=True)
+    return ViltWithHeads(module.backbone, module.heads(), module.head_specs()).to_checkpoint()
+
+
+def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
+    """Apply `model.init_from` (timm:<name>, a vilt_lab checkpoint dir, or a run's checkpoint)."""
+    init_from, init_file = cfg.model.get("init_from"), cfg.model.get("init_file")
+    if init_from is not None and is_run_checkpoint(init_from):
+        if init_file is not None:
+            raise ValueError("model.init_file only applies to model.init_from=timm:<name>")
+        checkpoint = read_run_checkpoint(init_from)
+        return load_into(module.backbone, module.heads(), checkpoint.state, str(init_from), checkpoint.config)
+    return init_model(module.backbone, module.heads(), init_from, init_file)
+
+
+def build_task(
+    cfg: DictConfig,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    vocab_size: int | None = None,
+    train: bool = True,
+) -> TaskModule:
+    """Backbone + the objectives of `task.name` (for pre-training: the selected `objective=[...]`
+    with their weights), initialised as `model.init_from` says.
+
+    vocab_size: defaults to the tokenizer's; train: False for evaluation only (no negative pools).
+    """
+    task = get_task(cfg.task.name)
+    task.check(cfg)
+    if vocab_size is None:
+        if tokenizer is None:
+            raise ValueError("build_task needs a tokenizer or a vocab_size")
+        vocab_size = len(tokenizer)
     backbone = ViltBackbone(model_config(cfg, vocab_size))
     if cfg.trainer.grad_checkpointing:
         backbone.set_grad_checkpointing(True)
-    selected = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
-    if not selected:
-        raise ValueError("no objective selected: set objective=[itm,mlm,...]")
-    weights, kwargs = {}, {}
-    for name, values in selected.items():
-        values = dict(values or {})
-        if "weight" not in values:
-            raise KeyError(f"objective.{name}.weight is missing")
-        weights[name] = float(values.pop("weight"))
-        for key in DATA_SIDE_KEYS.get(name, ()):
-            values.pop(key, None)
-        kwargs[name] = values
-    task = build_pretrain_task(backbone, list(selected), weights, cfg.task.max_image_len, kwargs)
-    report = init_model(
-        backbone, objective_heads(task), cfg.model.get("init_from"), cfg.model.get("init_file")
-    )
+    selected = task.objectives(cfg, tokenizer, train=train)
+    weights = {name: weight for name, (weight, _) in selected.items()}
+    kwargs = {name: values for name, (_, values) in selected.items()}
+    module = build_task_module(backbone, list(selected), weights, cfg.task.max_image_len, kwargs)
+    report = initialise(module, cfg)
     if report is not None:
         print(report.summary(), flush=True)
     if cfg.trainer.compile:
@@ -99,7 +139,7 @@ def build_task(cfg: DictConfig, vocab_size: int) -> PretrainTask:
         # tokens changes from batch to batch.
         for block in backbone.blocks:
             block.compile(dynamic=True)
-    return task
+    return module
 
 
 def loader_config(
@@ -129,32 +169,59 @@ def loader_config(
 
 
 def build_streams(
-    cfg: DictConfig, tokenizer, accelerator, patch_size: int
-) -> tuple[Callable[[int], Iterable[dict[str, Any]]], Callable[[], Iterable[dict[str, Any]]] | None]:
-    """The train stream (a function of the start step) and the held-out stream of this process."""
+    cfg: DictConfig, tokenizer, accelerator, module: TaskModule
+) -> tuple[Callable[[int], Iterable[dict[str, Any]]], dict[str, Evaluator]]:
+    """The train stream of this process (a function of the start step) and the evaluators of the
+    task's evaluation splits (prefix -> evaluator; empty with `evaluate=false`)."""
+    task = get_task(cfg.task.name)
     config = loader_config(
         cfg,
-        patch_size,
+        module.backbone.config.patch_size,
         accelerator.process_index,
         accelerator.num_processes,
         accelerator.device.type == "cuda",
     )
     sources = [Source(s.urls, s.get("weight"), name) for name, s in cfg.data.sources.items()]
     resampled = bool(cfg.data.resampled)
+    items = task.items(cfg, tokenizer, module)
 
     def train_stream(start_step: int):
-        return build_train_loader(sources, tokenizer, config, start_step=start_step, resampled=resampled)
+        return build_train_loader(
+            sources, tokenizer, config, start_step=start_step, resampled=resampled, items=items
+        )
 
-    def eval_stream():
-        return build_eval_loader(cfg.data.val_urls, tokenizer, config)
+    evaluators = {}
+    if cfg.get("evaluate", True):
+        evaluators = {
+            prefix: task.evaluator(cfg, tokenizer, module, config, urls)
+            for prefix, urls in task.eval_splits(cfg).items()
+        }
+    return train_stream, evaluators
 
-    return train_stream, (eval_stream if cfg.data.get("val_urls") else None)
+
+def train_items(cfg: DictConfig) -> int:
+    """Items in one epoch of the training data (every source's shards), for `schedule.max_epochs`."""
+    task = get_task(cfg.task.name)
+    return sum(task.count_items(source.urls) for source in cfg.data.sources.values())
+
+
+def max_steps(cfg: DictConfig) -> int:
+    """`schedule.max_steps`, or the optimizer steps of `schedule.max_epochs` epochs of the train split."""
+    steps, epochs = cfg.schedule.get("max_steps"), cfg.schedule.get("max_epochs")
+    if (steps is None) == (epochs is None):
+        raise ValueError(
+            f"set exactly one of schedule.max_steps ({steps}) and schedule.max_epochs ({epochs})"
+        )
+    if steps is not None:
+        return int(steps)
+    return steps_for_epochs(train_items(cfg), float(epochs), int(cfg.trainer.global_batch_size))
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
     o, t, s = cfg.optim, cfg.trainer, cfg.schedule
+    task = get_task(cfg.task.name)
     return TrainerSettings(
-        max_steps=int(s.max_steps),
+        max_steps=max_steps(cfg),
         warmup=s.warmup,
         global_batch_size=int(t.global_batch_size),
         micro_batch_size=int(t.micro_batch_size),
@@ -167,7 +234,9 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
         log_every=int(t.log_every),
         ckpt_every=int(t.ckpt_every),
         keep_last=int(t.keep_last),
-        eval_batches=t.eval_batches,
+        eval_every=t.get("eval_every"),
+        select_metric=task.select_metric(cfg),
+        select_mode=str(cfg.task.get("select_mode", "max")),
         progress=bool(t.progress),
         seed=int(cfg.seed),
     )

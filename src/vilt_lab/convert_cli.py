@@ -18,15 +18,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import OmegaConf
-from safetensors.torch import load_file
-
-from .build import build_task, objective_heads
-from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, save_checkpoint
+from .build import read_run_checkpoint
+from .model.checkpoint_io import ViltCheckpoint, load_checkpoint, save_checkpoint
 from .model.convert import HF_HEAD_CLASSES, load_hf, save_hf
-from .model.heads import MPPHead
 from .model.official import read_official, read_vqa_labels
-from .model.with_heads import ViltWithHeads
 
 
 def describe(checkpoint: ViltCheckpoint) -> str:
@@ -46,29 +41,6 @@ def describe(checkpoint: ViltCheckpoint) -> str:
 def read_any(path: Path) -> ViltCheckpoint:
     """A vilt_lab checkpoint directory, or an official `.ckpt` file."""
     return read_official(path) if path.is_file() else load_checkpoint(path)
-
-
-# The resolved config every run dir holds (written by `run_dir`).
-RUN_CONFIG_NAME = "config.yaml"
-
-
-def read_run_checkpoint(path: Path) -> ViltCheckpoint:
-    """The backbone and objective heads of a training run's checkpoint (`<run>/checkpoints/step_*`),
-    rebuilt from the run's resolved config (`<run>/config.yaml`) and loaded strictly."""
-    config_path, weights_path = path.parent.parent / RUN_CONFIG_NAME, path / WEIGHTS_NAME
-    for file in (config_path, weights_path):
-        if not file.is_file():
-            raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
-    cfg = OmegaConf.load(config_path)
-    # The weights come from the checkpoint: neither re-initialise nor compile.
-    cfg.model.init_from = cfg.model.init_file = None
-    cfg.trainer.compile = False
-    state = load_file(str(weights_path))
-    task = build_task(cfg, state["backbone.text_embeddings.word_embeddings.weight"].shape[0])
-    task.load_state_dict(state, strict=True)
-    heads = objective_heads(task)
-    specs = {name: {"bins": head.bins} if isinstance(head, MPPHead) else {} for name, head in heads.items()}
-    return ViltWithHeads(task.backbone, heads, specs).to_checkpoint()
 
 
 def run_official(args: argparse.Namespace) -> None:

@@ -14,9 +14,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
+
 # Keys that say how or where to run, not what is trained: they do not change the run's identity.
 _NOT_IDENTITY = ("name", "resume", "evaluate", "logger", "paths", "launcher")
-_NOT_IDENTITY_TRAINER = ("progress", "log_every", "keep_last", "eval_batches")
+_NOT_IDENTITY_TRAINER = ("progress", "log_every", "keep_last", "eval_batches", "eval_every")
 _NOT_IDENTITY_DATA = ("num_workers",)
 
 
@@ -64,6 +66,6 @@ def git_info(cwd: Path | None = None) -> dict[str, Any]:
 def write_run_files(run_dir: Path, cfg: DictConfig, overrides: list[str], git: dict[str, Any]) -> None:
     """config.yaml (resolved), overrides.yaml and git.json: call on the main process only."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
     (run_dir / "git.json").write_text(json.dumps(git, indent=1))

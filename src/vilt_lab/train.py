@@ -32,11 +32,9 @@ log = logging.getLogger("vilt_lab.train")
 
 def format_summary(summary: dict[str, Any]) -> str:
     """A two-column table of the run's headline numbers."""
-    rows = [
-        ("run dir", summary["run_dir"]),
-        ("steps", summary["steps"]),
-        ("train time (s)", f"{summary['train_seconds']:.1f}"),
-    ]
+    rows = [("run dir", summary["run_dir"])]
+    if "steps" in summary:
+        rows += [("steps", summary["steps"]), ("train time (s)", f"{summary['train_seconds']:.1f}")]
     rows += [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in summary["eval"].items()]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(str(v)) for _, v in rows))
@@ -92,9 +90,10 @@ def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dic
     accelerator.wait_for_everyone()
 
     tokenizer = build_tokenizer(cfg)
-    task = build_task(cfg, vocab_size=len(tokenizer))
-    train_stream, eval_stream = build_streams(cfg, tokenizer, accelerator, task.backbone.config.patch_size)
-    trainer = Trainer(accelerator, task, trainer_settings(cfg), run_dir, train_stream, eval_stream)
+    task = build_task(cfg, tokenizer)
+    train_stream, evaluators = build_streams(cfg, tokenizer, accelerator, task)
+    settings = trainer_settings(cfg)
+    trainer = Trainer(accelerator, task, settings, run_dir, train_stream, evaluators)
     state = trainer.resume(cfg.resume)
     trainer.extra_state["wandb_run_id"] = init_tracking(
         accelerator, cfg, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
@@ -102,14 +101,16 @@ def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dic
 
     t0 = time.perf_counter()
     trainer.fit()
-    train_seconds = time.perf_counter() - t0
-    eval_values = trainer.evaluate() if cfg.evaluate else {}
+    train_seconds = time.perf_counter() - t0 - trainer.eval_seconds
     summary = {
         "run_dir": str(run_dir),
+        "task": cfg.task.name,
         "steps": trainer.step,
         "train_seconds": train_seconds,
+        "eval_seconds": trainer.eval_seconds,
         "samples_skipped": trainer.samples_skipped,
-        "eval": eval_values,
+        "eval": trainer.last_eval,
+        "best": trainer.best,
     }
     if accelerator.is_main_process:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -124,8 +125,10 @@ def main(cfg: DictConfig) -> float | None:
     overrides = list(HydraConfig.get().overrides.task)
     OmegaConf.resolve(cfg)
     summary = run(cfg, overrides)
-    # The return value is what Hydra sweepers optimise; the headline held-out metric.
-    return summary["eval"].get("eval/loss")
+    # The return value is what Hydra sweepers optimise: the task's selection metric, else the
+    # held-out loss.
+    best = summary.get("best")
+    return best["value"] if best else summary["eval"].get("eval/loss")
 
 
 if __name__ == "__main__":

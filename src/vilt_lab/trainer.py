@@ -25,11 +25,14 @@ from accelerate import Accelerator
 from torch import nn
 from tqdm.auto import tqdm
 
+from .evaluation.evaluators import Evaluator
+from .evaluation.loop import to_device
 from .training.checkpoint import CheckpointManager, latest_checkpoint
 from .training.metric_means import WeightedMeans, means_from_vector
 from .training.metrics_log import MetricsLog
 from .training.optim import build_optimizer
 from .training.schedule import build_scheduler
+from .training.seeds import step_seed
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +49,6 @@ def accumulation_steps(global_batch: int, micro_batch: int, num_processes: int) 
             f"{micro_batch} x {num_processes} processes = {per_step}"
         )
     return global_batch // per_step
-
-
-def step_seed(seed: int, rank: int, step: int, micro: int) -> int:
-    """A seed for the random draws of one micro-batch (Python's int-tuple hash is not salted)."""
-    return hash((seed, rank, step, micro)) & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -81,13 +75,26 @@ class TrainerSettings:
     log_every: int = 10
     ckpt_every: int = 1000
     keep_last: int = 3
-    eval_batches: int | None = None
+    eval_every: int | None = None
+    select_metric: str | None = None
+    select_mode: str = "max"
     progress: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if self.select_mode not in ("max", "min"):
+            raise ValueError(f"task.select_mode={self.select_mode!r}: expected max or min")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"trainer.eval_every={self.eval_every}: a positive step count, or null")
+
 
 class Trainer:
-    """Trains `task` (a module whose forward(batch, generator) returns a dict with "loss")."""
+    """Trains `task` (a module whose forward(batch, generator) returns a dict with "loss").
+
+    evaluators: metric prefix (``eval`` for the validation split, ``test`` for a test split) ->
+    an evaluator (:mod:`vilt_lab.evaluation.evaluators`), run every ``eval_every`` steps and at
+    the end. The checkpoint of the best ``select_metric`` is kept besides the last ``keep_last``.
+    """
 
     def __init__(
         self,
@@ -96,13 +103,13 @@ class Trainer:
         settings: TrainerSettings,
         run_dir: Path,
         train_stream: TrainStream,
-        eval_stream: Callable[[], Iterable[dict[str, Any]]] | None = None,
+        evaluators: dict[str, Evaluator] | None = None,
     ) -> None:
         self.acc = accelerator
         self.settings = settings
         self.run_dir = Path(run_dir)
         self.train_stream = train_stream
-        self.eval_stream = eval_stream
+        self.evaluators = dict(evaluators or {})
         self.accumulation = accumulation_steps(
             settings.global_batch_size, settings.micro_batch_size, accelerator.num_processes
         )
@@ -118,6 +125,11 @@ class Trainer:
         self.step = 0
         self.samples_skipped = 0
         self.extra_state: dict[str, Any] = {}
+        # {"step", "metric", "value"} of the best evaluation so far (kept in every checkpoint).
+        self.best: dict[str, Any] | None = None
+        self.last_eval: dict[str, float] = {}
+        self.last_eval_step: int | None = None
+        self.eval_seconds = 0.0  # spent in evaluation, so training time can be told apart
 
     # ----------------------------------------------------------------------------- resume
     def resume(self, mode: str | None) -> dict[str, Any]:
@@ -142,12 +154,17 @@ class Trainer:
         state = self.checkpoints.load(path)
         self.step = int(state["step"])
         self.samples_skipped = int(state.get("samples_skipped", 0))
+        self.best = state.get("best")
         self.metrics.truncate_after(self.step)
         log.info("resumed from %s at step %d", path, self.step)
         return state
 
     def trainer_state(self) -> dict[str, Any]:
-        return {"samples_skipped": self.samples_skipped, **self.extra_state}
+        return {"samples_skipped": self.samples_skipped, "best": self.best, **self.extra_state}
+
+    def _save(self) -> None:
+        keep = self.best["step"] if self.best is not None else None
+        self.checkpoints.save(self.step, self.trainer_state(), keep_step=keep)
 
     # ----------------------------------------------------------------------------- training
     def _micro_step(self, batch: dict[str, Any], micro: int) -> dict[str, torch.Tensor]:
@@ -207,13 +224,22 @@ class Trainer:
             if self.step % s.log_every == 0 or self.step == s.max_steps:
                 self._log_train(running, grad_norm, wait, busy, bar)
                 running, wait, busy = WeightedMeans(), 0.0, 0.0
-            if self.step % s.ckpt_every == 0 or self.step == s.max_steps:
-                self.checkpoints.save(self.step, self.trainer_state())
+            improved = False
+            if self.evaluators and s.eval_every and self.step % s.eval_every == 0 and self.step < s.max_steps:
+                improved = self._evaluate_and_select()
+            # A new best is saved even between checkpoint steps, so the best weights are kept.
+            if self.step % s.ckpt_every == 0 or improved or self.step == s.max_steps:
+                if self.step == s.max_steps and self.evaluators:
+                    self._evaluate_and_select()  # before the save: the final checkpoint knows its rank
+                self._save()
                 # The stream restarts from the checkpoint's step so that a resumed run and this
                 # one read the same batches from here on.
                 if self.step < s.max_steps:
                     batches = self._batches()
         bar.close()
+        if self.evaluators and self.last_eval_step != self.step:
+            # Resumed from the final checkpoint (a finished run run again): evaluate it once more.
+            self.evaluate()
 
     def _log_train(
         self, running: WeightedMeans, grad_norm: float | None, wait: float, busy: float, bar
@@ -245,49 +271,37 @@ class Trainer:
         bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.3f}", lr=f"{values['train/lr']:.2e}")
 
     # ----------------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean of every scalar output over the held-out stream: per pair, or per whatever the
-        objective counts (MLM: masked tokens), see :mod:`vilt_lab.training.metric_means`.
+        """Run every evaluator on the unwrapped model; write the values to metrics.jsonl and W&B.
 
-        Each process evaluates its own share of the held-out shards on the unwrapped model (no
-        collective inside the loop, so uneven shares cannot hang); sums meet once at the end.
+        Collective: every process calls it at the same step. Inside, each process evaluates its
+        own share with no collective until the evaluator's one gather (uneven shares cannot hang).
         """
-        if self.eval_stream is None:
-            return {}
-        acc, s = self.acc, self.settings
-        model = acc.unwrap_model(self.model)
-        was_training = model.training
-        model.eval()
-        means = WeightedMeans()
-        total = 0.0
-        batches = self.eval_stream()
-        for i, batch in enumerate(
-            tqdm(batches, desc="eval", disable=not (s.progress and acc.is_main_process), file=sys.stdout)
-        ):
-            if s.eval_batches is not None and i >= s.eval_batches:
-                break
-            batch.pop("skipped", None)
-            n = float(batch["input_ids"].shape[0])
-            generator = torch.Generator(device=acc.device).manual_seed(
-                step_seed(s.seed, acc.process_index, -1, i)
-            )
-            with acc.autocast():
-                out = model(to_device(batch, acc.device), generator=generator)
-            means.add(out, default_weight=n)
-            total += n
-        model.train(was_training)
-        keys = sorted(means.sums)
-        # A process whose share ran out early may lack keys: agree on their union first.
-        keys_all = acc.gather_for_metrics([keys], use_gather_object=True) if acc.num_processes > 1 else [keys]
-        keys = sorted({k for ks in keys_all for k in ks})
-        vec = torch.tensor([*means.vector(keys), total], device=acc.device, dtype=torch.float64)
-        vec = acc.reduce(vec, reduction="sum").tolist()
-        count = float(vec[-1])
-        if count == 0:
-            raise RuntimeError("evaluation saw no batch: check data.val_urls")
-        values = {f"eval/{k}": v for k, v in means_from_vector(keys, vec[:-1]).items()}
-        values["eval/samples"] = int(count)
+        t0 = time.perf_counter()
+        model = self.acc.unwrap_model(self.model)
+        values: dict[str, float] = {}
+        for prefix, evaluator in self.evaluators.items():
+            values.update({f"{prefix}/{k}": v for k, v in evaluator(model, self.acc).items()})
+        self.eval_seconds += time.perf_counter() - t0
         self.metrics.write(self.step, values)
-        acc.log(values, step=self.step)
+        self.acc.log(values, step=self.step)
+        self.last_eval, self.last_eval_step = values, self.step
         return values
+
+    def _evaluate_and_select(self) -> bool:
+        """Evaluate; True when the selection metric improved on the best so far."""
+        s = self.settings
+        values = self.evaluate()
+        if s.select_metric is None:
+            return False
+        if s.select_metric not in values:
+            raise KeyError(
+                f"task.select_metric={s.select_metric!r} is not among the evaluation's metrics {sorted(values)}"
+            )
+        value = float(values[s.select_metric])
+        if not math.isfinite(value):
+            return False
+        better = self.best is None or (value > self.best["value"] if s.select_mode == "max" else value < self.best["value"])
+        if better:
+            self.best = {"step": self.step, "metric": s.select_metric, "value": value}
+        return better

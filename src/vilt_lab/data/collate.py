@@ -1,4 +1,4 @@
-"""Batch assembly inside the loader workers: pad images, tokenize, mask.
+"""Batch assembly inside the loader workers: tokenize, pad images, then the task's collate steps.
 
 Batching in the workers (not in the DataLoader) ships one pickled dict per batch instead of one
 per sample (WebDataset FAQ 0187), and keeps tokenization and masking off the training process.
@@ -6,13 +6,11 @@ per sample (WebDataset FAQ 0187), and keeps tokenization and masking off the tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from transformers import PreTrainedTokenizerBase
-
-from vilt_lab.objectives.mlm import mask_tokens, word_ids_from_encoding
+from transformers import BatchEncoding, PreTrainedTokenizerBase
 
 
 def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,15 +36,20 @@ def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
 
 TEXT_PADDING = ("longest", "max_length")
 
+# (samples, their tokenized texts, the batch's generator) -> more batch fields. MLM masking
+# (vilt_lab.data.masking.MaskingStep) and each task's targets (vilt_lab.data.targets) are steps.
+CollateStep = Callable[[Sequence[dict[str, Any]], BatchEncoding, "torch.Generator | None"], dict[str, Any]]
 
-class ImageTextCollator:
-    """``[{"image": uint8 (3, h, w), "text": str}, ...]`` -> one pre-training batch.
 
-    Returns ``input_ids``, ``attention_mask``, ``mlm_input_ids``, ``mlm_labels`` (all (B, T)
-    long; labels -100 off the masked tokens), ``image`` (B, 3, H, W) uint8
-    and ``pixel_mask`` (B, H, W) bool, plus ``keys`` (the samples' shard keys) when the samples
-    carry a ``key``. MLM is whole-word by default, from the fast tokenizer's
-    word ids, so a word split into pieces is masked as a unit (paper §3.3).
+class ItemCollator:
+    """``[{"image": uint8 (3, h, w) or "images": [uint8 (3, h, w), ...], "text": str}, ...]`` -> a batch.
+
+    Returns ``input_ids``, ``attention_mask`` ((B, T) long), ``image`` (B, 3, H, W) uint8 and
+    ``pixel_mask`` (B, H, W) bool, or for items of k images (NLVR2's pairs) ``image``
+    (B, k, 3, H, W) and ``pixel_mask`` (B, k, H, W), all padded to the batch's largest image as
+    HF's `ViltForImagesAndTextClassification` takes them; ``keys`` (the samples' shard keys) when
+    the samples carry a ``key``; then whatever each of ``steps`` adds (MLM masking in
+    pre-training, the answers of VQA, ...).
 
     ``text_padding="longest"`` pads to the batch's longest text (T <= ``max_text_len``);
     ``"max_length"`` always pads to ``max_text_len``, as the official code does. The model's
@@ -59,24 +62,22 @@ class ImageTextCollator:
         self,
         tokenizer: PreTrainedTokenizerBase,
         max_text_len: int = 40,
-        mlm_probability: float = 0.15,
-        whole_word: bool = True,
         text_padding: str = "longest",
+        steps: Sequence[CollateStep] = (),
     ) -> None:
         if text_padding not in TEXT_PADDING:
             raise ValueError(f"data.text_padding={text_padding!r}: expected one of {TEXT_PADDING}")
         if not tokenizer.is_fast:
-            raise ValueError("whole-word masking needs a fast tokenizer (word ids)")
+            raise ValueError("the collator needs a fast tokenizer (word ids for whole-word masking)")
         self.tokenizer = tokenizer
         self.max_text_len = max_text_len
-        self.mlm_probability = mlm_probability
-        self.whole_word = whole_word
         self.text_padding = text_padding
+        self.steps = tuple(steps)
 
     def __call__(
         self, samples: Sequence[dict[str, Any]], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        """Collate ``samples``; ``generator`` makes the masking reproducible."""
+    ) -> dict[str, Any]:
+        """Collate ``samples``; ``generator`` makes the steps' random draws (masking) reproducible."""
         encoding = self.tokenizer(
             [sample["text"] for sample in samples],
             padding=self.text_padding,
@@ -85,23 +86,19 @@ class ImageTextCollator:
             return_token_type_ids=False,
             return_tensors="pt",
         )
-        mlm_input_ids, mlm_labels = mask_tokens(
-            encoding["input_ids"],
-            word_ids_from_encoding(encoding),
-            vocab_size=len(self.tokenizer),
-            mask_token_id=self.tokenizer.mask_token_id,
-            mlm_probability=self.mlm_probability,
-            whole_word=self.whole_word,
-            generator=generator,
+        if "images" in samples[0]:
+            per_item = len(samples[0]["images"])
+            image, pixel_mask = pad_images([image for sample in samples for image in sample["images"]])
+            image, pixel_mask = image.unflatten(0, (-1, per_item)), pixel_mask.unflatten(0, (-1, per_item))
+        else:
+            image, pixel_mask = pad_images([sample["image"] for sample in samples])
+        batch: dict[str, Any] = {"keys": [sample["key"] for sample in samples]} if "key" in samples[0] else {}
+        batch.update(
+            input_ids=encoding["input_ids"],
+            attention_mask=encoding["attention_mask"],
+            image=image,
+            pixel_mask=pixel_mask,
         )
-        image, pixel_mask = pad_images([sample["image"] for sample in samples])
-        keys = {"keys": [sample["key"] for sample in samples]} if "key" in samples[0] else {}
-        return {
-            **keys,
-            "input_ids": encoding["input_ids"],
-            "attention_mask": encoding["attention_mask"],
-            "mlm_input_ids": mlm_input_ids,
-            "mlm_labels": mlm_labels,
-            "image": image,
-            "pixel_mask": pixel_mask,
-        }
+        for step in self.steps:
+            batch.update(step(samples, encoding, generator))
+        return batch

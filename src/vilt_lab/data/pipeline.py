@@ -1,8 +1,16 @@
-"""The streaming pipeline: WebDataset shards -> batches of pre-training inputs, in the workers.
+"""The streaming pipeline: WebDataset shards -> batches of a task's inputs, in the workers.
 
-Per worker:  shards -> raw samples (bytes) -> shuffle -> decode (+ RandAugment when fine-tuning)
-+ MinMaxResize + pick a caption -> batch: tokenize (max 40), whole-word masking, pad images,
-``pixel_mask``.
+Per worker:  shards -> raw samples (bytes) -> items (every question of a VQA image, every
+statement of an NLVR2 pair; one item per sample for captions) -> shuffle -> decode (+ RandAugment
+when fine-tuning) + MinMaxResize + the item's text (a random caption, or the question/statement)
+-> batch: tokenize (max 40), pad images, ``pixel_mask``, then the task's collate steps (whole-word
+masking in pre-training, answers and labels downstream). What an item is comes from an
+:class:`ItemSpec`, chosen by the task (``vilt_lab.tasks``).
+
+Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
+bytes (shared by the items of one sample), and the questions of one image are spread out rather
+than decoded one after another. An epoch therefore counts items, not images (one VQA epoch =
+every question once, as the official dataset iterates).
 
 * Train (:func:`build_train_loader`) is an infinite stream. Each source resamples its shards
   with replacement and sources are mixed per sample by weight. Resampling is the maintainers'
@@ -47,7 +55,8 @@ from transformers import PreTrainedTokenizerBase
 from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.augment import RandAugment
-from vilt_lab.data.collate import ImageTextCollator
+from vilt_lab.data.collate import CollateStep, ItemCollator
+from vilt_lab.data.masking import MaskingStep
 from vilt_lab.data.shards import count_texts, expand_shards, sample_images, sample_meta
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
 
@@ -261,25 +270,66 @@ def pick_caption(sample: RawSample, rng: random.Random) -> str:
     return rng.choice(usable)
 
 
+ENTRY = "__entry__"  # the question / statement record an expanded item stands for
+
+
 @dataclass(frozen=True)
-class ImageTextDecoder:
-    """Raw image-caption sample -> ``{"image": uint8 (3, H, W), "text": str}``; ``augment``
-    (drawing from the worker's rng) runs on the decoded image before the resize."""
+class ItemSpec:
+    """What one item of a stream is, for a task (see the module docstring).
+
+    ``expand_field``: a list in the sample's json (``questions``, ``statements``) that becomes one
+    item per entry, whose ``text`` is the item's text; None: one item per sample, with a random
+    caption. ``num_images``: images per sample (NLVR2: 2). ``steps``: collate steps after
+    tokenization and padding (:data:`vilt_lab.data.collate.CollateStep`).
+    """
+
+    expand_field: str | None = None
+    num_images: int = 1
+    steps: tuple[CollateStep, ...] = ()
+
+
+def expand_items(samples: Iterator[RawSample], field: str, skips: SkipCounter) -> Iterator[RawSample]:
+    """One raw item per entry of ``meta[field]``: the sample (its bytes shared, not copied) plus
+    the entry; samples whose json lacks a usable ``field`` are skipped and counted."""
+    for sample in samples:
+        try:
+            entries = sample_meta(sample).get(field)
+            if not isinstance(entries, list) or not entries:
+                raise ValueError(f"no {field} in the sample's json")
+        except Exception as err:  # noqa: BLE001 - one bad sample must not stop training
+            skips.record(f"{sample.get('__url__')}:{sample.get('__key__')}", err)
+            continue
+        for entry in entries:
+            yield {**sample, ENTRY: entry}
+
+
+@dataclass(frozen=True)
+class ItemDecoder:
+    """Raw item -> ``{"image": uint8 (3, H, W)}`` (``"images": [...]`` for several), its ``text``,
+    ``key`` and, for expanded items, ``entry``; ``augment`` (drawing from the worker's rng) runs on
+    each decoded image before the resize."""
 
     resize: MinMaxResize
     augment: RandAugment | None = None
+    num_images: int = 1
 
     def __call__(self, sample: RawSample, rng: random.Random) -> dict[str, Any]:
         images = sample_images(sample)
-        if len(images) != 1:
-            raise ValueError(f"expected one image, found {len(images)}")
-        text = pick_caption(sample, rng)
+        if len(images) != self.num_images:
+            raise ValueError(f"expected {self.num_images} image(s), found {len(images)}")
+        entry = sample.get(ENTRY)
+        if entry is None:
+            item: dict[str, Any] = {"text": pick_caption(sample, rng)}
+        else:
+            text = entry.get("text") if isinstance(entry, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"entry {entry.get('id') if isinstance(entry, dict) else entry!r} has no text")
+            item = {"text": text, "entry": entry}
         augment = None if self.augment is None else functools.partial(self.augment, rng=rng)
-        return {
-            "image": decode_image(images[0], self.resize, augment),
-            "text": text,
-            "key": sample.get("__key__"),
-        }
+        decoded = [decode_image(image, self.resize, augment) for image in images]
+        item.update({"image": decoded[0]} if self.num_images == 1 else {"images": decoded})
+        item["key"] = sample.get("__key__")
+        return item
 
 
 class BatchStream(IterableDataset):
@@ -295,10 +345,12 @@ class BatchStream(IterableDataset):
         shuffle: bool,
         partial: bool,
         start_step: int = 0,
+        expand_field: str | None = None,
     ) -> None:
         super().__init__()
         self.shards, self.decoder, self.collator, self.config = shards, decoder, collator, config
         self.shuffle, self.partial, self.start_step = shuffle, partial, start_step
+        self.expand_field = expand_field
         # Shared memory, created before the workers fork: set_epoch in the main process reaches
         # them, persistent or not (a plain attribute would be a stale per-worker copy).
         self.epoch = multiprocessing.Value("q", 0)
@@ -313,6 +365,8 @@ class BatchStream(IterableDataset):
         skips = SkipCounter()
         pass_seed = stream_seed(cfg.seed, self.start_step, self.epoch.value, cfg.rank, 0)
         raw = self.shards(rng, worker, num_workers, skips.handler, pass_seed)
+        if self.expand_field is not None:
+            raw = expand_items(raw, self.expand_field, skips)
         if self.shuffle:
             # Shuffle raw samples, before decoding: the buffer holds small encoded bytes, not
             # decoded images (open_clip's order; pitfall 5).
@@ -385,17 +439,41 @@ class StreamLoader:
         return self.num_batches
 
 
-def _collator(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> ImageTextCollator:
-    return ImageTextCollator(
-        tokenizer, cfg.max_text_len, cfg.mlm_probability, cfg.whole_word_masking, cfg.text_padding
-    )
+def pretrain_items(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> ItemSpec:
+    """Image-caption items with whole-word MLM masking from ``cfg``: pre-training's stream."""
+    masking = MaskingStep(len(tokenizer), tokenizer.mask_token_id, cfg.mlm_probability, cfg.whole_word_masking)
+    return ItemSpec(steps=(masking,))
 
 
-def _decoder(cfg: LoaderConfig, *, train: bool) -> ImageTextDecoder:
+def item_decoder(cfg: LoaderConfig, *, train: bool, num_images: int = 1) -> ItemDecoder:
+    """The decoder of ``cfg``'s image size; RandAugment only for a train stream that asks for it."""
     augment = None
     if train and cfg.randaugment_ops > 0:
         augment = RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
-    return ImageTextDecoder(MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size), augment)
+    resize = MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size)
+    return ItemDecoder(resize, augment, num_images)
+
+
+def _stream(
+    shards: ShardStream,
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: LoaderConfig,
+    items: ItemSpec | None,
+    *,
+    train: bool,
+    start_step: int = 0,
+) -> BatchStream:
+    items = items or pretrain_items(tokenizer, cfg)
+    return BatchStream(
+        shards,
+        item_decoder(cfg, train=train, num_images=items.num_images),
+        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, items.steps),
+        cfg,
+        shuffle=train,
+        partial=not train,
+        start_step=start_step,
+        expand_field=items.expand_field,
+    )
 
 
 def _quiet_tokenizers() -> None:
@@ -455,8 +533,9 @@ def build_train_loader(
     start_step: int = 0,
     epoch_batches: int | None = None,
     resampled: bool = True,
+    items: ItemSpec | None = None,
 ) -> StreamLoader:
-    """The infinite, shuffled pre-training stream of this rank.
+    """The infinite, shuffled training stream of this rank.
 
     With ``resampled`` (the default) shards are drawn with replacement and sources mixed by
     weight; without it, one source is read in exact epochs, each rank on a disjoint fixed share
@@ -469,6 +548,7 @@ def build_train_loader(
         start_step: the optimizer step the run starts (or resumes) at; part of the seed.
         epoch_batches: if set, each pass (``iter()``) yields exactly this many batches and the
             next pass is re-seeded with the next epoch; otherwise one pass never ends.
+        items: what an item is (:class:`ItemSpec`); None: pre-training's (:func:`pretrain_items`).
     """
     _quiet_tokenizers()
     sources = [sources] if isinstance(sources, Source) else list(sources)
@@ -495,15 +575,7 @@ def build_train_loader(
             config.world_size,
             deal_seed=stream_seed(config.seed, 0, 0, 0, 0),
         )
-    stream = BatchStream(
-        shards,
-        _decoder(config, train=True),
-        _collator(tokenizer, config),
-        config,
-        shuffle=True,
-        partial=False,
-        start_step=start_step,
-    )
+    stream = _stream(shards, tokenizer, config, items, train=True, start_step=start_step)
     return StreamLoader(stream, config, config.num_workers, num_batches=epoch_batches, advance_epoch=True)
 
 
@@ -511,8 +583,10 @@ def build_eval_loader(
     shards: str | os.PathLike[str] | Sequence[str],
     tokenizer: PreTrainedTokenizerBase,
     config: LoaderConfig,
+    items: ItemSpec | None = None,
 ) -> StreamLoader:
     """One deterministic pass over ``shards`` (this rank's share), the last batch may be partial.
+    ``items`` as for :func:`build_train_loader`; evaluation never augments.
 
     Raises:
         ValueError: with fewer shards than ranks (a rank without data would hang collectives).
@@ -535,12 +609,5 @@ def build_eval_loader(
             config.num_workers,
             num_workers,
         )
-    stream = BatchStream(
-        ExactPass(urls, config.rank, config.world_size),
-        _decoder(config, train=False),
-        _collator(tokenizer, config),
-        config,
-        shuffle=False,
-        partial=True,
-    )
+    stream = _stream(ExactPass(urls, config.rank, config.world_size), tokenizer, config, items, train=False)
     return StreamLoader(stream, config, num_workers, num_batches=None, advance_epoch=False)

@@ -20,7 +20,10 @@ name at the first dot of its base name):
   - ``"captions": [str, ...]``: every caption of the image (pre-training, retrieval);
   - ``"questions": [{"id": str, "text": str, "answers": [str, ...], "labels": [int, ...],
     "scores": [float, ...]}, ...]``: VQA, labels index the ``answers.json`` beside the
-    split directories, scores are the VQA soft scores;
+    split directories, scores are the VQA soft scores; optionally also
+    ``"annotator_answers": [str, ...]`` (every annotator's raw answer, in order, for the
+    official accuracy; empty for test splits), ``"answer_type": str`` ("yes/no", "number",
+    "other") and ``"question_type": str``;
   - ``"statements": [{"id": str, "text": str, "label": bool}, ...]``: NLVR2, about all the
     sample's images together.
 

@@ -1,9 +1,12 @@
 """VQA answers: the official normalisation, the answer vocabulary, and soft scores.
 
-:func:`normalize_answer` gives the results of the VQA evaluation script's answer processing as
-ViLT's converter uses it (punctuation, then number words, articles and contractions, then
-commas), quirks included, because the vocabulary (3,129 answers on VQAv2) and hence every label
-id depend on them:
+:func:`normalize_answer` is the VQA evaluation script's answer processing (``vqaEval.py``:
+``processPunctuation`` then ``processDigitArticle``), quirks included. The one function serves
+both its users: ViLT's converter, whose vocabulary (3,129 answers on VQAv2) and hence every
+label id depend on it, and the accuracy of :mod:`vilt_lab.evaluation.metrics`. ViLT's copy
+(``normalize_word``) ends with a removal of commas that can never find one, since the comma is
+one of the punctuation marks every one of which is deleted or replaced first; it is left out.
+The quirks kept:
 
 * whether a punctuation mark is deleted or replaced by a space is decided on the *original*
   answer: deleted when it touches a space there, or when the answer holds a digit-comma-digit
@@ -88,10 +91,11 @@ def _punctuation(answer: str) -> str:
 
 
 def normalize_answer(answer: str) -> str:
-    """The official VQA normalisation of one answer (see the module docstring)."""
+    """The official VQA normalisation of one answer (see the module docstring): the evaluation
+    script's and the converter's, so that labels and accuracy agree on what counts as one answer."""
     words = [NUMBER_WORDS.get(word, word) for word in _punctuation(answer).lower().split()]
     words = [CONTRACTIONS.get(word, word) for word in words if word not in ARTICLES]
-    return " ".join(words).replace(",", "")
+    return " ".join(words)
 
 
 def answer_vocabulary(main_answers: Iterable[str], min_count: int = MIN_ANSWER_COUNT) -> list[str]:

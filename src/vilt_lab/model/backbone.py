@@ -138,6 +138,61 @@ class ViltBackbone(nn.Module):
         mask = torch.cat([selection.valid.new_ones(B, 1), selection.valid], dim=1)
         return x, mask, selection
 
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Text tokens ready for the joint sequence: BERT embedding plus modality-type row 0, (B, T, D).
+
+        Depends on the text alone, so a caller pairing one text with many images can embed it once.
+        """
+        return self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+
+    def image_tokens(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        max_image_len: int = -1,
+        image_token_type_idx: int = 1,
+        generator: torch.Generator | None = None,
+        masked_patches: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
+        """Image tokens ready for the joint sequence: `embed_image` plus the modality-type row.
+
+        Returns (B, 1 + L, D) tokens, their (B, 1 + L) bool mask and the patch selection. Depends on
+        the image alone, so retrieval computes it once per image and expands it over the texts.
+        """
+        if not 0 < image_token_type_idx < self.config.num_modality_types:
+            raise ValueError(
+                f"image_token_type_idx={image_token_type_idx} needs model.num_modality_types > "
+                f"{image_token_type_idx} (it is {self.config.num_modality_types})"
+            )
+        image, image_mask, selection = self.embed_image(
+            pixel_values, pixel_mask, max_image_len, generator, masked_patches, mask_token
+        )
+        return image + self.token_type_embeddings.weight[image_token_type_idx], image_mask, selection
+
+    def encode(
+        self,
+        text_tokens: torch.Tensor,
+        text_mask: torch.Tensor,
+        image_tokens: torch.Tensor,
+        image_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The transformer over [text; image]: features after the final norm, and their mask.
+
+        Returns (B, T + 1 + L, D) features and the (B, T + 1 + L) bool mask they were computed with.
+        text_tokens: (B, T, D) from `embed_text`; text_mask: (B, T), nonzero on real tokens.
+        image_tokens, image_mask: from `image_tokens`; an expanded (stride-0) batch dimension is fine,
+        the concatenation below materialises it once.
+        """
+        x = torch.cat([text_tokens, image_tokens], dim=1)
+        mask = torch.cat([text_mask.bool(), image_mask], dim=1)
+        for block in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, x, mask, use_reentrant=False)
+            else:
+                x = block(x, mask)
+        return self.norm(x), mask
+
     def forward_features(
         self,
         input_ids: torch.Tensor,
@@ -151,24 +206,20 @@ class ViltBackbone(nn.Module):
         mask_token: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, PatchSelection]:
         """Joint sequence after the final norm: (B, T + 1 + L, D), its mask, T, the patch selection."""
-        if not 0 < image_token_type_idx < self.config.num_modality_types:
-            raise ValueError(
-                f"image_token_type_idx={image_token_type_idx} needs model.num_modality_types > "
-                f"{image_token_type_idx} (it is {self.config.num_modality_types})"
-            )
-        text = self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
-        image, image_mask, selection = self.embed_image(
-            pixel_values, pixel_mask, max_image_len, generator, masked_patches, mask_token
+        # Text first: in training both embeddings draw dropout masks from the global RNG, so the order
+        # decides which mask each gets; this is the official code's order, and seeded runs rely on it.
+        text = self.embed_text(input_ids)
+        image, image_mask, selection = self.image_tokens(
+            pixel_values,
+            pixel_mask,
+            max_image_len,
+            image_token_type_idx,
+            generator,
+            masked_patches,
+            mask_token,
         )
-        image = image + self.token_type_embeddings.weight[image_token_type_idx]
-        x = torch.cat([text, image], dim=1)
-        mask = torch.cat([attention_mask.bool(), image_mask], dim=1)
-        for block in self.blocks:
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, mask, use_reentrant=False)
-            else:
-                x = block(x, mask)
-        return self.norm(x), mask, input_ids.shape[1], selection
+        x, mask = self.encode(text, attention_mask, image, image_mask)
+        return x, mask, input_ids.shape[1], selection
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """The pooled vector from the joint features."""

@@ -1,7 +1,9 @@
-"""Pre-training objectives: each owns its head and returns {"loss": ..., metrics...}.
+"""Objectives: each owns its head and returns {"loss": ..., metrics...}.
 
-Every objective is an `nn.Module` with `forward(batch, backbone, passes) -> dict`; `passes`
-(one `Passes` per step) lets objectives that read the same backbone pass share it.
+Every objective is an `nn.Module` with `forward(batch, backbone, passes) -> dict` and
+`head_spec()` (its head's build arguments for a checkpoint); `passes` (one `Passes` per step)
+lets objectives that read the same backbone pass share it. Pre-training selects among itm, mlm,
+wpa and mpp; each fine-tuning task has its own (vqa, nlvr2, irtr), and those also `predict`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ from torch import nn
 
 from vilt_lab.model import ViltConfig
 
+from .irtr import IRTRObjective
 from .itm import ITMObjective, itm_pass, sample_negatives
-from .mlm import MLMObjective, mask_tokens, word_ids_from_encoding
+from .mlm import MLMObjective
 from .mpp import MPPObjective, patch_mean_rgb
+from .nlvr2 import NLVR2Objective
 from .passes import Passes
+from .vqa import VQAObjective
 from .wpa import WPAObjective, ipot_distance
 
 OBJECTIVES: dict[str, type[nn.Module]] = {
@@ -23,6 +28,9 @@ OBJECTIVES: dict[str, type[nn.Module]] = {
     "mlm": MLMObjective,
     "wpa": WPAObjective,
     "mpp": MPPObjective,
+    "vqa": VQAObjective,
+    "nlvr2": NLVR2Objective,
+    "irtr": IRTRObjective,
 }
 
 # The paper's pre-training loss is MLM + ITM + 0.1 * WPA (reference Sec. 2.5); MPP was added
@@ -54,16 +62,17 @@ __all__ = [
     "MPP_WEIGHT",
     "OBJECTIVES",
     "WPA_WEIGHT",
+    "IRTRObjective",
     "ITMObjective",
     "MLMObjective",
     "MPPObjective",
+    "NLVR2Objective",
+    "VQAObjective",
     "Passes",
     "WPAObjective",
     "build_objective",
     "ipot_distance",
     "itm_pass",
-    "mask_tokens",
     "patch_mean_rgb",
     "sample_negatives",
-    "word_ids_from_encoding",
 ]

@@ -96,6 +96,10 @@ class ITMObjective(nn.Module):
     def from_config(cls, config: ViltConfig) -> ITMObjective:
         return cls(config.hidden_size)
 
+    def head_spec(self) -> dict[str, int]:
+        """The head's build arguments, as a checkpoint's head list stores them."""
+        return {}
+
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from torch import nn
 from vilt_lab.model import BackboneOutput, MPPHead, ViltBackbone, ViltConfig
 from vilt_lab.model.embeddings import patch_validity
 
-from .mlm import IGNORE_INDEX
+from vilt_lab.data.masking import IGNORE_INDEX
 from .passes import Passes
 
 
@@ -60,6 +60,10 @@ class MPPObjective(nn.Module):
             pixel_mask.device
         )
         return (draw < self.probability) & patch_validity(pixel_mask, grid)
+
+    def head_spec(self) -> dict[str, int]:
+        """The head's build arguments, as a checkpoint's head list stores them."""
+        return {"bins": self.head.bins}
 
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes

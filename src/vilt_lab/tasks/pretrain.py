@@ -1,99 +1,58 @@
-"""The pre-training task: the backbone plus the selected objectives, one weighted loss.
-
-This is the module DDP wraps, so every trainable parameter has to take part in every step's
-loss (no `find_unused_parameters`): parameters that no selected objective uses are frozen here.
-"""
+"""Pre-training: the selected objectives (objective=[itm,mlm,wpa]) on image-caption data."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-from torch import nn
+from omegaconf import DictConfig, OmegaConf
 
-from vilt_lab.model import ViltBackbone
-from vilt_lab.objectives import DEFAULT_WEIGHTS, Passes, build_objective
+from vilt_lab.data.masking import MaskingStep
+from vilt_lab.data.pipeline import ItemSpec
+from vilt_lab.evaluation.evaluators import MeansEvaluator
 
+from .base import Task
 
-class PretrainTask(nn.Module):
-    """Runs the selected objectives on one batch and sums their weighted losses.
-
-    Args:
-        backbone: the shared ViLT backbone.
-        objectives: name -> objective module (see `vilt_lab.objectives.build_objective`).
-        weights: name -> loss weight; None, or a missing name, takes `DEFAULT_WEIGHTS`.
-        max_image_len: patches sampled per image in training passes (-1: all); evaluation
-            (`task.eval()`) always uses all patches, so it is deterministic.
-    """
-
-    def __init__(
-        self,
-        backbone: ViltBackbone,
-        objectives: Mapping[str, nn.Module],
-        weights: Mapping[str, float] | None = None,
-        max_image_len: int = -1,
-    ) -> None:
-        super().__init__()
-        if not objectives:
-            raise ValueError("PretrainTask needs at least one objective")
-        weights = dict(weights or {})
-        unknown = sorted(set(weights) - set(objectives))
-        if unknown:
-            raise KeyError(
-                f"weights given for objective(s) {unknown} that are not selected: {sorted(objectives)}"
-            )
-        missing = sorted(name for name in objectives if name not in weights and name not in DEFAULT_WEIGHTS)
-        if missing:
-            raise KeyError(f"no weight for objective(s) {missing} and no default for them")
-        self.backbone = backbone
-        self.objectives = nn.ModuleDict(objectives)
-        self.weights = {
-            name: float(weights[name] if name in weights else DEFAULT_WEIGHTS[name]) for name in objectives
-        }
-        self.max_image_len = max_image_len
-        # Only ITM reads the pooled vector. Without it the pooler would get no gradient, which
-        # DDP (without find_unused_parameters) reports as an error, so freeze it. An objective
-        # that does not declare `uses_pooler` is assumed to use it: wrongly freezing is silent.
-        if not any(getattr(objective, "uses_pooler", True) for objective in self.objectives.values()):
-            self.backbone.pooler.requires_grad_(False)
-
-    def forward(
-        self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
-    ) -> dict[str, torch.Tensor]:
-        """{"loss": sum of weight * loss, "{name}/{key}": each objective's detached outputs}.
-
-        generator: drives every random draw of the step (negatives, patch sampling, masks).
-        """
-        max_image_len = self.max_image_len if self.training else -1
-        passes = Passes(max_image_len=max_image_len, generator=generator)
-        results: dict[str, torch.Tensor] = {}
-        total = None
-        for name, objective in self.objectives.items():
-            out = objective(batch, self.backbone, passes)
-            weighted = self.weights[name] * out["loss"]
-            total = weighted if total is None else total + weighted
-            results.update({f"{name}/{key}": value.detach() for key, value in out.items()})
-        results["loss"] = total
-        return results
+# Objective settings that the data workers use rather than the objective module.
+DATA_SIDE_KEYS = {"mlm": ("whole_word", "probability")}
 
 
-def build_pretrain_task(
-    backbone: ViltBackbone,
-    names: Sequence[str],
-    weights: Mapping[str, float] | None = None,
-    max_image_len: int = -1,
-    objective_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-) -> PretrainTask:
-    """A `PretrainTask` with the objectives `names` built for `backbone`'s config.
+class PretrainTask(Task):
+    name = "pretrain"
+    provides = "captions"
 
-    objective_kwargs: name -> constructor arguments, e.g. {"wpa": {"iterations": 100}}.
-    """
-    objective_kwargs = objective_kwargs or {}
-    unknown = sorted(set(objective_kwargs) - set(names))
-    if unknown:
-        raise KeyError(f"arguments given for objective(s) {unknown} that are not selected: {list(names)}")
-    objectives = {
-        name: build_objective(name, backbone.config, **objective_kwargs.get(name, {})) for name in names
-    }
-    return PretrainTask(backbone, objectives, weights, max_image_len)
+    def objectives(self, cfg: DictConfig, tokenizer, *, train: bool) -> dict[str, tuple[float, dict[str, Any]]]:
+        """`objective.<name>` for each selected objective: its weight and constructor arguments."""
+        selected = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
+        if not selected:
+            raise ValueError("no objective selected: set objective=[itm,mlm,...]")
+        out = {}
+        for name, values in selected.items():
+            values = dict(values or {})
+            if "weight" not in values:
+                raise KeyError(f"objective.{name}.weight is missing")
+            weight = float(values.pop("weight"))
+            for key in DATA_SIDE_KEYS.get(name, ()):
+                values.pop(key, None)
+            out[name] = (weight, values)
+        return out
+
+    def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
+        """One caption per image; whole-word masking only when MLM is selected."""
+        mlm = cfg.objective.get("mlm")
+        if mlm is None:
+            return ItemSpec()
+        masking = MaskingStep(
+            len(tokenizer),
+            tokenizer.mask_token_id,
+            float(mlm.get("probability", 0.15)),
+            bool(mlm.get("whole_word", True)),
+        )
+        return ItemSpec(steps=(masking,))
+
+    def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> MeansEvaluator:
+        return MeansEvaluator(
+            self.eval_loader(cfg, tokenizer, module, loader, urls),
+            seed=int(cfg.seed),
+            max_batches=cfg.trainer.get("eval_batches"),
+            progress=bool(cfg.trainer.progress),
+        )

@@ -56,8 +56,9 @@ class CheckpointManager:
         self.accelerator = accelerator
         self.keep_last = keep_last
 
-    def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
-        """Collective: every process must call it at the same step."""
+    def save(self, step: int, trainer_state: dict[str, Any], keep_step: int | None = None) -> Path:
+        """Collective: every process must call it at the same step. Pruning keeps the last
+        ``keep_last`` checkpoints and the one of ``keep_step`` (the best evaluation so far)."""
         acc = self.accelerator
         final = self.root / checkpoint_name(step)
         tmp = self.root / f".tmp-{final.name}"
@@ -72,8 +73,10 @@ class CheckpointManager:
             if final.exists():  # re-saving a step after a resume: replace the old copy
                 shutil.rmtree(final)
             os.replace(tmp, final)
+            keep = checkpoint_name(keep_step) if keep_step is not None else None
             for old in list_checkpoints(self.root)[: -self.keep_last]:
-                shutil.rmtree(old)
+                if old.name != keep:
+                    shutil.rmtree(old)
         acc.wait_for_everyone()
         return final
 

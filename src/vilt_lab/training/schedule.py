@@ -8,6 +8,8 @@ accumulation (dandelin/ViLT#19). Counting optimizer steps makes the curve indepe
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -41,3 +43,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, warmup: float | int, max_s
     """LambdaLR over every param group (so per-head `lr_mult` groups follow the same curve)."""
     warmup_steps = warmup_steps_from(warmup, max_steps)
     return LambdaLR(optimizer, lambda step: lr_factor(step, warmup_steps, max_steps))
+
+
+def steps_for_epochs(items: int, epochs: float, global_batch_size: int) -> int:
+    """Optimizer steps for `epochs` passes over `items` at `global_batch_size` items a step.
+
+    A function of the global batch alone, so the same under any gradient accumulation and any
+    number of processes. The official fine-tuning count, `len(train_dataloader) * max_epochs //
+    accumulate_grad_batches`, took the per-GPU loader length (dandelin/ViLT#19).
+    """
+    if items <= 0 or epochs <= 0:
+        raise ValueError(f"an epoch schedule needs items and epochs > 0, got {items} items, {epochs} epochs")
+    return max(1, math.ceil(items * epochs / global_batch_size))

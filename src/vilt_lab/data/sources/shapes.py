@@ -11,7 +11,7 @@ versus "above" is never a coin flip either.
 ``write_shapes_world(out, n_train)`` writes, through :class:`vilt_lab.data.shards.ShardWriter`::
 
     OUT/pretrain/{train,val}/    one image, 5 captions                ("captions")
-    OUT/retrieval/{train,val}/   one image, 5 captions                ("captions")
+    OUT/retrieval/{train,val,test}/  one image, 5 captions            ("captions"); test: 100 scenes
     OUT/vqa/{train,val}/         one image, 4 questions; OUT/vqa/answers.json  ("questions")
     OUT/nlvr2/{train,val}/       two images, one true + one false statement    ("statements")
     OUT/tokenizer/               WordPiece vocabulary trained on the train text
@@ -347,10 +347,19 @@ def _q_size(scene: Scene, rng: random.Random) -> tuple[str, str] | None:
 QUESTION_TEMPLATES = (_q_count, _q_count_colour, _q_colour, _q_shape, _q_exists, _q_relation, _q_size)
 
 
+def answer_type(answer: str) -> str:
+    """VQAv2's answer type of a shapes answer, so that accuracy is split as on VQAv2."""
+    if answer in ("yes", "no"):
+        return "yes/no"
+    return "number" if answer in NUMBERS else "other"
+
+
 def questions(
     scene: Scene, rng: random.Random, key: str, k: int = QUESTIONS_PER_IMAGE
 ) -> list[dict[str, Any]]:
-    """``k`` questions from different templates, in the shard schema's VQA form."""
+    """``k`` questions from different templates, in the shard schema's VQA form; the one true
+    answer stands for ten agreeing annotators, as many as VQAv2 has, so that the official
+    accuracy's leave-one-out rule applies unchanged."""
     out: list[dict[str, Any]] = []
     for template in rng.sample(QUESTION_TEMPLATES, len(QUESTION_TEMPLATES)):
         qa = template(scene, rng)
@@ -364,6 +373,8 @@ def questions(
                 "answers": [answer],
                 "labels": [ANSWERS.index(answer)],
                 "scores": [1.0],
+                "annotator_answers": [answer] * 10,
+                "answer_type": answer_type(answer),
             }
         )
         if len(out) == k:
@@ -433,9 +444,15 @@ def _samples(
             yield key, [render(left), render(right)], meta
             continue
         scene = sample_scene(rng)
-        text: dict[str, Any] = (
-            {"questions": questions(scene, rng, key)} if task == "vqa" else {"captions": captions(scene, rng)}
-        )
+        if task == "vqa":
+            text: dict[str, Any] = {"questions": questions(scene, rng, key)}
+        else:
+            text = {"captions": captions(scene, rng)}
+            # The retrieval test holds 5 captions per image, as COCO and Flickr30K do: scenes with
+            # fewer distinct true captions (one lone object) are drawn again.
+            while split == "test" and len(text["captions"]) < CAPTIONS_PER_IMAGE:
+                scene = sample_scene(rng)
+                text = {"captions": captions(scene, rng)}
         yield key, [render(scene)], {"id": key, **text, "scene": scene.to_json()}
 
 
@@ -449,6 +466,10 @@ def texts_of(meta: dict[str, Any]) -> list[str]:
 
 
 TASKS = ("pretrain", "retrieval", "vqa", "nlvr2")
+# Exact retrieval scores every test image against every test caption: 100 scenes x 5 captions is
+# 50K pairs, small enough to evaluate in seconds on a CPU, as large as the paper's F30K test is
+# relative to its 1K images (task=irtr with data=shapes_retrieval evaluates it).
+RETRIEVAL_TEST_SCENES = 100
 
 
 def write_shapes_world(
@@ -476,7 +497,10 @@ def write_shapes_world(
     corpus: list[str] = list(ANSWERS)
     counts: dict[str, dict[str, int]] = {}
     for task in TASKS:
-        for split, n in (("train", n_train), ("val", n_val)):
+        splits = [("train", n_train), ("val", n_val)]
+        if task == "retrieval":
+            splits.append(("test", RETRIEVAL_TEST_SCENES))
+        for split, n in splits:
             # A string seed is hashed with SHA-512 by random.Random: stable across runs and platforms.
             rng = random.Random(f"shapes/{seed}/{task}/{split}")
             extra = {"seed": seed, "world": "shapes", "task": task}

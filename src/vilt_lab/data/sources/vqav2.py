@@ -16,6 +16,12 @@ As the official converter (vilt-paper-and-official-code.md §4.2):
   on train + trainable_val and validates on rest_val;
 * ``vqa/test-dev`` and ``vqa/test`` carry questions with empty answers, labels and scores (for the
   evaluation server's submission file).
+
+Beyond the official converter, a question of train / val also keeps what the official
+*evaluation* needs (:func:`vilt_lab.evaluation.metrics.vqa_accuracy`): ``annotator_answers``, the
+ten raw annotator answers in the annotation file's order, and the annotation's ``answer_type``
+("yes/no", "number", "other") and ``question_type`` ("what color is the", ...) when it has them,
+for accuracy per type. Test questions have ``annotator_answers: []`` and no types.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ ANSWERS_FILE = "vqa/answers.json"
 NO_ANNOTATION = "question has no annotation"
 NO_ANSWER = "no answer in the vocabulary"
 NO_QUESTION = "no question left"
+TYPE_FIELDS = ("answer_type", "question_type")  # copied from an annotation when it has them
 
 
 @dataclass(frozen=True)
@@ -130,16 +137,26 @@ class VQAv2Reader:
                 if question_id not in by_question:
                     plan.skip(str(question_id), NO_ANNOTATION)
                     return None
-                raw_answers = [a["answer"] for a in by_question[question_id]["answers"]]
+                annotation = by_question[question_id]
+                raw_answers = [a["answer"] for a in annotation["answers"]]
                 answers, ids, scores = soft_targets(raw_answers, labels)
                 if not ids:
                     plan.skip(str(question_id), NO_ANSWER)
                     return None
-                return {"answers": answers, "labels": ids, "scores": scores}
+                types = {field: annotation[field] for field in TYPE_FIELDS if field in annotation}
+                return {
+                    "answers": answers,
+                    "labels": ids,
+                    "scores": scores,
+                    "annotator_answers": raw_answers,
+                    **types,
+                }
 
             self._add_images(plan, subset, targets)
         else:
-            self._add_images(plan, subset, lambda _: {"answers": [], "labels": [], "scores": []})
+            self._add_images(
+                plan, subset, lambda _: {"answers": [], "labels": [], "scores": [], "annotator_answers": []}
+            )
         return plan
 
     def _add_images(

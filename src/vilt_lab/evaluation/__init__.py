@@ -1,0 +1,1 @@
+"""Evaluation: prediction loop, pure metric functions, exact retrieval, the VQA submission writer."""

@@ -1,0 +1,94 @@
+"""Image-text retrieval fine-tuning (reference §4.4): rank an image's caption above 15 others.
+
+Per image: its caption (the one the data worker picked) plus ``negatives`` captions drawn from
+the whole training split, scored by the rank head (one output, started from ITM's "match" row),
+cross-entropy with the true caption as the target. Text-side negatives only, as the official
+code. The draws come from the step's generator, a function of (seed, rank, step), so a resumed
+run draws what a straight run would have. By default a negative is never a caption of the image
+itself; ``exclude_own=False`` is the official draw, which can hit them (even the positive).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vilt_lab.data.caption_pool import CaptionPool
+from vilt_lab.model import RetrievalHead, ViltBackbone, ViltConfig
+
+from .passes import Passes
+
+DRAW_FALSE_TEXT = 15  # the official configs' negatives per image
+
+
+def pad_to(input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int, pad_id: int):
+    """Right-pad (N, T) ids and mask to (N, length)."""
+    extra = length - input_ids.shape[1]
+    return F.pad(input_ids, (0, extra), value=pad_id), F.pad(attention_mask, (0, extra), value=0)
+
+
+class IRTRObjective(nn.Module):
+    """Cross-entropy over (1 + negatives) scores per image; ``accuracy``: the true caption ranks first."""
+
+    uses_pooler = True
+
+    def __init__(
+        self,
+        hidden_size: int,
+        pool: CaptionPool | None = None,
+        negatives: int = DRAW_FALSE_TEXT,
+        exclude_own: bool = True,
+    ) -> None:
+        super().__init__()
+        if negatives < 1:
+            raise ValueError(f"task.negatives={negatives}: retrieval fine-tuning needs at least one")
+        self.head = RetrievalHead(hidden_size)
+        # A plain attribute, not a buffer: DDP would broadcast a buffer every step, and the pool
+        # of a large split is far bigger than the model's inputs.
+        self.pool = pool
+        self.negatives = negatives
+        self.exclude_own = exclude_own
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ViltConfig,
+        pool: CaptionPool | None = None,
+        negatives: int = DRAW_FALSE_TEXT,
+        exclude_own: bool = True,
+    ) -> IRTRObjective:
+        return cls(config.hidden_size, pool, negatives, exclude_own)
+
+    def head_spec(self) -> dict[str, int]:
+        return {}
+
+    def score(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D) pooled vectors -> (B,) retrieval scores (what exact evaluation ranks by)."""
+        return self.head(pooled).float()
+
+    def forward(
+        self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
+    ) -> dict[str, torch.Tensor]:
+        if self.pool is None:
+            raise RuntimeError("retrieval fine-tuning needs the training split's caption pool")
+        positive_ids, positive_mask = batch["input_ids"], batch["attention_mask"]
+        B, device, K = positive_ids.shape[0], positive_ids.device, self.negatives
+        drawn = self.pool.draw_negatives(batch["pool_image"], K, passes.generator, self.exclude_own)
+        negative_ids, negative_mask = self.pool.tokens(drawn.flatten(), device)
+        length = max(positive_ids.shape[1], negative_ids.shape[1])
+        pad = self.pool.pad_token_id
+        positive_ids, positive_mask = pad_to(positive_ids, positive_mask, length, pad)
+        negative_ids, negative_mask = pad_to(negative_ids, negative_mask, length, pad)
+        # Row i * (1 + K) is image i's own caption, the next K rows its negatives.
+        input_ids = torch.cat([positive_ids[:, None], negative_ids.view(B, K, length)], 1).flatten(0, 1)
+        attention_mask = torch.cat([positive_mask[:, None], negative_mask.view(B, K, length)], 1).flatten(0, 1)
+        image_index = torch.arange(B, device=device).repeat_interleave(1 + K)
+        output = passes.run(
+            backbone, {**batch, "attention_mask": attention_mask}, input_ids, image_index=image_index
+        )
+        scores = self.score(output.pooled).view(B, 1 + K)
+        target = torch.zeros(B, dtype=torch.long, device=device)
+        loss = F.cross_entropy(scores, target)
+        accuracy = (scores.detach().argmax(-1) == 0).float().mean()
+        return {"loss": loss, "accuracy": accuracy}

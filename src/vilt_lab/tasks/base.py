@@ -1,0 +1,117 @@
+"""What a task is: the one object that knows how a training stage is wired.
+
+A task says what its data must carry, which objectives its module holds (the module DDP wraps
+is always a :class:`~vilt_lab.tasks.module.TaskModule`), what one item of its stream is (expanded
+entries, images per item, collate steps), how it is evaluated on a split, how many items make an
+epoch, and which metric selects the best checkpoint. Everything else (build.py, the trainer, the
+pipeline, checkpoints) is the same for every task; `vilt_lab.tasks.get_task` is the one dispatch.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from omegaconf import DictConfig
+from transformers import PreTrainedTokenizerBase
+
+from vilt_lab.data.pipeline import ItemSpec, LoaderConfig, build_eval_loader
+from vilt_lab.data.shards import count_samples, count_texts, expand_shards
+from vilt_lab.evaluation.evaluators import Evaluator
+
+from .module import TaskModule
+
+# Evaluation prefixes: metrics of the validation split are `eval/...`, of the test split `test/...`.
+VAL, TEST = "eval", "test"
+SPLIT_URLS = {VAL: "val_urls", TEST: "test_urls"}
+
+
+class Task(ABC):
+    """Base of the tasks in `vilt_lab.tasks.TASKS`; subclasses set the class attributes and
+    implement `objectives`, `items` and `evaluator`."""
+
+    name: ClassVar[str]
+    # What the data's samples carry (`data.provides`): captions, questions or statements.
+    provides: ClassVar[str]
+    # An epoch counts items: texts (every question / statement) or samples (images).
+    epoch_counts: ClassVar[str] = "samples"
+    # The metric (without its split prefix) that selects the best checkpoint; None: none.
+    select_key: ClassVar[str | None] = None
+
+    # ----------------------------------------------------------------------------- checks
+    def check(self, cfg: DictConfig) -> None:
+        """Stop before any work when the data cannot serve this task, naming both sides."""
+        provides = cfg.data.get("provides")
+        if provides != self.provides:
+            raise ValueError(
+                f"task={self.name} needs data whose samples carry {self.provides}, but data={cfg.data.name} "
+                f"provides {provides!r} (data.provides); pick a data config made for this task"
+            )
+        if self.selects_on_test(cfg) and not cfg.data.get("test_urls"):
+            raise ValueError(f"task.select_on_test=true but data={cfg.data.name} has no data.test_urls")
+
+    # ----------------------------------------------------------------------------- wiring
+    @abstractmethod
+    def objectives(
+        self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, *, train: bool
+    ) -> dict[str, tuple[float, dict[str, Any]]]:
+        """Objective name -> (loss weight, constructor arguments). ``train``: for a training run
+        (False: evaluation only, so training-side state such as negative pools is not built)."""
+
+    @abstractmethod
+    def items(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, module: TaskModule) -> ItemSpec:
+        """What one item of this task's train and eval streams is."""
+
+    @abstractmethod
+    def evaluator(
+        self,
+        cfg: DictConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        module: TaskModule,
+        loader: LoaderConfig,
+        urls: str | Sequence[str],
+    ) -> Evaluator:
+        """The evaluator of one split (``urls``)."""
+
+    # ----------------------------------------------------------------------------- shared
+    def eval_loader(
+        self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, module: TaskModule, loader: LoaderConfig, urls
+    ):
+        """A function that opens one deterministic pass over this process's share of ``urls``."""
+        items = self.items(cfg, tokenizer, module)
+        return lambda: build_eval_loader(urls, tokenizer, loader, items)
+
+    def selects_on_test(self, cfg: DictConfig) -> bool:
+        return bool(cfg.task.get("select_on_test", False))
+
+    def select_metric(self, cfg: DictConfig) -> str | None:
+        """The metric the trainer keeps the best checkpoint by (``task.select_metric`` wins)."""
+        if cfg.task.get("select_metric"):
+            return str(cfg.task.select_metric)
+        if self.select_key is None:
+            return None
+        return f"{TEST if self.selects_on_test(cfg) else VAL}/{self.select_key}"
+
+    def eval_splits(self, cfg: DictConfig) -> dict[str, Any]:
+        """Prefix -> the split's urls evaluated during training: validation, and the test split
+        too when it selects (``task.select_on_test``) or is asked for (``task.eval_test``)."""
+        splits = {VAL: cfg.data.get("val_urls")} if cfg.data.get("val_urls") else {}
+        if cfg.data.get("test_urls") and (self.selects_on_test(cfg) or cfg.task.get("eval_test", False)):
+            splits[TEST] = cfg.data.test_urls
+        return splits
+
+    def count_items(self, urls: str | Sequence[str]) -> int:
+        """Items in one epoch over ``urls``, from the shards' metadata (sizes.json / texts.json)."""
+        shards = expand_shards(urls)
+        return count_texts(shards) if self.epoch_counts == "texts" else count_samples(shards)
+
+
+def require_file(path: str | None, key: str, task: str) -> Path:
+    """``path`` as a Path, or an error naming the config key when it is unset or missing."""
+    if not path:
+        raise ValueError(f"task={task} needs {key}")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"task={task}: {key}={path} does not exist")
+    return Path(path)

@@ -1,0 +1,65 @@
+"""Image-text retrieval: rank-head fine-tuning with pool negatives; exact recall@k evaluation.
+
+Zero-shot retrieval is this task's evaluation on a pre-trained checkpoint: its new rank head
+starts from the ITM head's "match" row (`model.init_from`), so it scores by the ITM match logit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from vilt_lab.data.caption_pool import CaptionPool
+from vilt_lab.data.pipeline import ItemSpec
+from vilt_lab.data.targets import PoolImageIndex
+from vilt_lab.data.transforms import MinMaxResize
+from vilt_lab.evaluation.evaluators import RetrievalEvaluator
+from vilt_lab.objectives.irtr import DRAW_FALSE_TEXT
+
+from .base import Task
+
+
+def train_urls(cfg: DictConfig) -> list[str]:
+    sources = list(cfg.data.sources.values())
+    if len(sources) != 1:
+        raise ValueError(f"task=irtr fine-tunes on one dataset; data={cfg.data.name} has {len(sources)} sources")
+    urls = sources[0].urls
+    return [urls] if isinstance(urls, str) else list(urls)
+
+
+class IRTRTask(Task):
+    name = "irtr"
+    provides = "captions"
+    epoch_counts = "samples"  # one epoch = every image once (with 1 + 15 captions)
+    select_key = "irtr/the_metric"
+
+    def objectives(self, cfg: DictConfig, tokenizer, *, train: bool) -> dict[str, tuple[float, dict[str, Any]]]:
+        pool = None
+        if train:
+            pool = CaptionPool.from_shards(train_urls(cfg), tokenizer, int(cfg.data.max_text_len))
+        return {
+            "irtr": (
+                1.0,
+                {
+                    "pool": pool,
+                    "negatives": int(cfg.task.get("negatives", DRAW_FALSE_TEXT)),
+                    "exclude_own": bool(cfg.task.get("exclude_own_captions", True)),
+                },
+            )
+        }
+
+    def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
+        pool = module.objectives["irtr"].pool
+        return ItemSpec(steps=(PoolImageIndex(pool.image_of_key()),) if pool is not None else ())
+
+    def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> RetrievalEvaluator:
+        max_text_len = int(cfg.data.max_text_len)
+        return RetrievalEvaluator(
+            urls,
+            pool=lambda: CaptionPool.from_shards(urls, tokenizer, max_text_len),
+            resize=MinMaxResize(loader.image_shorter, loader.image_longer, loader.patch_size),
+            score_fn=lambda m: m.objectives["irtr"].score,
+            text_batch_size=int(cfg.task.get("text_batch_size", 64)),
+            progress=bool(cfg.trainer.progress),
+        )
