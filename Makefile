@@ -40,3 +40,22 @@ shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=
 .PHONY: bench-loader
 bench-loader: install ## time our sample pipeline against HF's ViltImageProcessor on one core (prints the ratio last)
 	$(PYTHON) -m vilt_lab.bench loader $(ARGS)
+
+# `make demo`'s last checkpoint: what the fine-tuning demo starts from.
+DEMO_CKPT = $(lastword $(sort $(wildcard $(DEMO_RUNS)/demo/checkpoints/step_*)))
+FINETUNE_RUNS ?= $(DEMO_RUNS)/finetune-demo
+FINETUNE_DEMO = OMP_NUM_THREADS=1 $(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(DEMO_PROCS) -m
+
+.PHONY: finetune-demo
+finetune-demo: install ## after `make demo`: fine-tune its checkpoint on shapes VQA, NLVR2, retrieval; zero-shot retrieval; one table
+	@test -n "$(DEMO_CKPT)" || { echo "no checkpoint under $(DEMO_RUNS)/demo/checkpoints: run make demo first"; exit 2; }
+	@test -d data/shapes/retrieval/test || { echo "data/shapes has no retrieval/test split (written by an older vilt_lab): rm -r data/shapes and run make demo again"; exit 2; }
+	$(FINETUNE_DEMO) vilt_lab.eval task=irtr data=shapes_retrieval checkpoint=$(DEMO_CKPT) out_dir=$(FINETUNE_RUNS)/irtr-zero-shot
+	$(FINETUNE_DEMO) vilt_lab.train experiment=finetune_demo_vqa model.init_from=$(DEMO_CKPT) paths.runs_dir=$(FINETUNE_RUNS) name=vqa
+	$(FINETUNE_DEMO) vilt_lab.train experiment=finetune_demo_nlvr2 model.init_from=$(DEMO_CKPT) paths.runs_dir=$(FINETUNE_RUNS) name=nlvr2
+	$(FINETUNE_DEMO) vilt_lab.train experiment=finetune_demo_irtr model.init_from=$(DEMO_CKPT) paths.runs_dir=$(FINETUNE_RUNS) name=irtr
+	$(PYTHON) -m vilt_lab.summary_table $(FINETUNE_RUNS)/irtr-zero-shot/summary.json $(FINETUNE_RUNS)/vqa/summary.json $(FINETUNE_RUNS)/nlvr2/summary.json $(FINETUNE_RUNS)/irtr/summary.json
+
+.PHONY: eval
+eval: install ## evaluate a checkpoint: make eval ARGS='checkpoint=DIR task=vqa data=vqav2 split=test'
+	$(PYTHON) -m vilt_lab.eval $(ARGS)

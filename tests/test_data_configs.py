@@ -108,7 +108,10 @@ def test_4m_mix_follows_caption_counts_and_overrides(shapes_world: Path, tmp_pat
     assert batch["image"].shape[:2] == (4, 3) and batch["input_ids"].shape[0] == 4
     assert batch["input_ids"].shape[1] <= 40
     # Held out: COCO val and GCC val, every sample once.
-    assert sum(len(b["input_ids"]) for b in evaluators["eval"].batches()) == MIX_LAYOUT["coco"][1] + MIX_LAYOUT["gcc"][1]
+    assert (
+        sum(len(b["input_ids"]) for b in evaluators["eval"].batches())
+        == MIX_LAYOUT["coco"][1] + MIX_LAYOUT["gcc"][1]
+    )
 
     weights = {"coco": 1, "vg": 1, "gcc": 2, "sbu": 4}
     cfg = _mix_config(

@@ -134,12 +134,12 @@ def test_vqa_metrics_score_accuracy_and_accuracy_per_answer_type() -> None:
         _record("2", 1, [1, 2], [0.6, 0.3], ten("2", 2, other="3"), "number"),  # 0.6, 0.6
         _record("red", 2, [3], [1.0], ["blue"] * 10, "other"),  # 0.0, 0.0
         _record("blue", 3, [3], [1.0], ["blue"] * 9 + ["Blue"], "other"),  # 1.0, 1.0 (normalised)
-        _record("blue", 3, [], [], []),  # a test question: score 0, no accuracy
+        _record("blue", 3, [], [], []),  # a test question: neither score nor accuracy
     ]
     metrics = vqa_metrics(records)
     assert metrics == pytest.approx(
         {
-            "score": (1.0 + 0.6 + 0.0 + 1.0 + 0.0) / 5,
+            "score": (1.0 + 0.6 + 0.0 + 1.0) / 4,
             "accuracy": (1.0 + 0.6 + 0.0 + 1.0) / 4,
             "accuracy/yes/no": 1.0,
             "accuracy/number": 0.6,
@@ -151,7 +151,8 @@ def test_vqa_metrics_score_accuracy_and_accuracy_per_answer_type() -> None:
 
 def test_vqa_metrics_without_annotator_answers_has_no_accuracy() -> None:
     records = [_record("yes", 0, [], [], []), {"pred_label": 0, "labels": [0], "scores": [0.3]}]
-    assert vqa_metrics(records) == pytest.approx({"score": 0.15, "questions": 2})
+    assert vqa_metrics(records) == pytest.approx({"score": 0.3, "questions": 2})
+    assert vqa_metrics(records[:1]) == {"questions": 1}  # a test split: no score to report
 
 
 def test_vqa_metrics_names_what_is_missing() -> None:

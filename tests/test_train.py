@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
 import vilt_lab.train as train_module
-from train_helpers import compose_config, fast_config
+from train_helpers import TASK_OVERRIDES, compose_config, fast_config
 from vilt_lab.build import build_streams, build_task, build_tokenizer
 from vilt_lab.train import CONF_DIR, run
 from vilt_lab.training.metrics_log import read_metrics
@@ -20,10 +20,17 @@ from vilt_lab.training.schedule import lr_factor, warmup_steps_from
 from vilt_lab.training.wandb_offline import read_offline_run
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# The shapes-world experiments run anywhere; the paper's fine-tuning recipes need real data.
+SHAPES_EXPERIMENTS = [e for e in EXPERIMENTS if e == "demo" or e.startswith("finetune_demo_")]
+PAPER_FINETUNING = [e for e in EXPERIMENTS if e.startswith("finetune_") and e not in SHAPES_EXPERIMENTS]
 CPU_PROCESS = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_is_covered():
+    assert set(EXPERIMENTS) == {*SHAPES_EXPERIMENTS, *PAPER_FINETUNING}
+
+
+@pytest.mark.parametrize("experiment", SHAPES_EXPERIMENTS)
 def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path):
     cfg = compose_config(
         [
@@ -31,6 +38,7 @@ def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path
             f"data.root={shapes_world}",
             f"paths.runs_dir={tmp_path}",
             "data.num_workers=0",
+            "model.init_from=null",
         ]
     )
     tokenizer = build_tokenizer(cfg)
@@ -41,6 +49,30 @@ def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path
     out = task(batch, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"])
     assert set(evaluators) == {"eval"}
+
+
+# The official fine-tuning hyper-parameters (reference Sec. 3.1-3.2, 4.2-4.4): task, data, global
+# batch, head learning-rate multipliers, evaluations per epoch; lr 1e-4, 10 epochs, warmup 10%.
+OFFICIAL = {
+    "finetune_vqa": ("vqa", "vqav2", 256, {"objectives.vqa.head.": 10}, 10),
+    "finetune_nlvr2": ("nlvr2", "nlvr2", 128, {}, 1),
+    "finetune_irtr_coco": ("irtr", "coco", 256, {}, 1),
+    "finetune_irtr_f30k": ("irtr", "f30k", 256, {}, 1),
+}
+
+
+@pytest.mark.parametrize("experiment", PAPER_FINETUNING)
+def test_paper_finetuning_recipes_are_official(experiment, tmp_path):
+    cfg = compose_config([f"experiment={experiment}", f"paths.runs_dir={tmp_path}", "model.init_from=/ckpt"])
+    task, data, batch, lr_mult, evals = OFFICIAL[experiment.removesuffix("_randaug")]
+    assert (cfg.task.name, cfg.data.name, cfg.model.size) == (task, data, "base32")
+    assert (cfg.optim.lr, cfg.trainer.global_batch_size, dict(cfg.optim.lr_mult)) == (1e-4, batch, lr_mult)
+    assert (cfg.schedule.max_steps, cfg.schedule.max_epochs, cfg.schedule.warmup) == (None, 10, 0.1)
+    assert cfg.trainer.evals_per_epoch == evals and cfg.task.max_image_len == -1
+    assert cfg.augment.name == ("randaugment" if experiment.endswith("_randaug") else "pixelbert")
+    assert cfg.model.get("num_modality_types", 2) == (3 if task == "nlvr2" else 2)
+    with pytest.raises(Exception, match="model.init_from is required"):  # its pre-trained start
+        compose_config([f"experiment={experiment}", f"paths.runs_dir={tmp_path}"])
 
 
 def test_bad_batch_split_names_the_keys(shapes_world, tmp_path):
@@ -101,9 +133,28 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_file(last / "model.safetensors")
 
 
-def test_resume_continues_exactly(shapes_world, tmp_path, monkeypatch):
+@pytest.mark.parametrize("task", ["pretrain", "irtr"])
+def test_resume_continues_exactly(task, shapes_world, tmp_path, monkeypatch):
+    """Retrieval too: its negatives are drawn from the step's generator, so a resumed run draws
+    the captions a straight run would have (acceptance 6 of the fine-tuning issue).
+
+    On one thread: with two, CPU matmuls may split their reductions differently from run to run,
+    and Adam turns those last-bit differences into lr-sized steps on parameters whose gradient is
+    zero in exact arithmetic (the rank head's bias and the attention key biases: a softmax does
+    not change when every logit moves together), so two straight runs would differ too.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _resume_continues_exactly(task, shapes_world, tmp_path, monkeypatch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_continues_exactly(task, shapes_world, tmp_path, monkeypatch):
     n = 3
     common = [
+        *TASK_OVERRIDES[task],
         f"schedule.max_steps={2 * n}",
         "schedule.warmup=2",
         f"trainer.ckpt_every={n}",

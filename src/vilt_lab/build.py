@@ -14,12 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
+from . import config_resolvers  # noqa: F401 - registers ${required:...} before any config resolves
 from .data.pipeline import LoaderConfig, Source, build_train_loader
 from .data.tokenizer import load_tokenizer
 from .evaluation.evaluators import Evaluator
 from .model import ViltBackbone, ViltConfig, get_config
-from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint
+from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint
 from .model.init_from import InitReport, init_model, load_into
+from .model.official import read_official
 from .model.with_heads import ViltWithHeads
 from .run_dir import RUN_CONFIG_NAME
 from .tasks import TaskModule, build_task_module, get_task
@@ -90,9 +92,63 @@ def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     cfg.model.init_from = cfg.model.init_file = None
     cfg.trainer.compile = False
     state = load_file(str(weights_path))
-    module = build_task(cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False)
+    module = build_task(
+        cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False
+    )
     module.load_state_dict(state, strict=True)
     return ViltWithHeads(module.backbone, module.heads(), module.head_specs()).to_checkpoint()
+
+
+def read_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
+    """Any checkpoint vilt_lab reads: a training run's `checkpoints/step_*`, a vilt_lab checkpoint
+    directory, or an official ViLT `.ckpt` file (converted on the fly, read weights-only)."""
+    path = Path(path)
+    if is_run_checkpoint(path):
+        return read_run_checkpoint(path)
+    if path.is_file():
+        return read_official(path)
+    return load_checkpoint(path)
+
+
+def build_eval_task(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, checkpoint_path: str) -> TaskModule:
+    """The task module of `task.name` with every weight from `checkpoint_path` (the architecture
+    is the checkpoint's own, `model.*` is not read). A head the task needs that the checkpoint
+    lacks is an error, never a random head: evaluating it would report chance as a result.
+    Retrieval's rank head may come from the checkpoint's ITM match row (zero-shot retrieval)."""
+    task = get_task(cfg.task.name)
+    task.check(cfg)
+    checkpoint = read_checkpoint(checkpoint_path)
+    if checkpoint.config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"checkpoint {checkpoint_path} has a vocabulary of {checkpoint.config.vocab_size} tokens, "
+            f"data.tokenizer={cfg.data.tokenizer} has {len(tokenizer)}: evaluate with its own tokenizer"
+        )
+    selected = task.objectives(cfg, tokenizer, train=False)
+    module = build_task_module(
+        ViltBackbone(checkpoint.config),
+        list(selected),
+        {name: weight for name, (weight, _) in selected.items()},
+        -1,
+        {name: values for name, (_, values) in selected.items()},
+    )
+    report = load_into(
+        module.backbone, module.heads(), checkpoint.state, str(checkpoint_path), checkpoint.config
+    )
+    print(report.summary(), flush=True)
+    if report.new:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} has no trained weights for {report.new[:4]}"
+            f"{' ...' if len(report.new) > 4 else ''} that task={task.name} needs "
+            f"(its heads: {sorted(checkpoint.heads) or 'none'})"
+        )
+    labels = checkpoint.heads.get("vqa", {}).get("labels")
+    vqa = module.objectives["vqa"] if "vqa" in module.objectives else None
+    if labels is not None and vqa is not None and list(labels) != list(vqa.labels or []):
+        raise ValueError(
+            f"checkpoint {checkpoint_path} answers with another vocabulary than data.answers="
+            f"{cfg.data.get('answers')} ({len(labels)} answers, first {labels[:3]}): use its own answers.json"
+        )
+    return module.eval()
 
 
 def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
@@ -217,6 +273,19 @@ def max_steps(cfg: DictConfig) -> int:
     return steps_for_epochs(train_items(cfg), float(epochs), int(cfg.trainer.global_batch_size))
 
 
+def eval_every(cfg: DictConfig) -> int | None:
+    """`trainer.eval_every`, or the steps between `trainer.evals_per_epoch` evaluations."""
+    per_epoch = cfg.trainer.get("evals_per_epoch")
+    if per_epoch is None:
+        return cfg.trainer.get("eval_every")
+    if cfg.trainer.get("eval_every") is not None:
+        raise ValueError("set trainer.eval_every or trainer.evals_per_epoch, not both")
+    if cfg.schedule.get("max_epochs") is None:
+        raise ValueError("trainer.evals_per_epoch needs an epoch schedule (schedule.max_epochs)")
+    steps_per_epoch = steps_for_epochs(train_items(cfg), 1.0, int(cfg.trainer.global_batch_size))
+    return max(1, steps_per_epoch // int(per_epoch))
+
+
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
     o, t, s = cfg.optim, cfg.trainer, cfg.schedule
     task = get_task(cfg.task.name)
@@ -234,7 +303,7 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
         log_every=int(t.log_every),
         ckpt_every=int(t.ckpt_every),
         keep_last=int(t.keep_last),
-        eval_every=t.get("eval_every"),
+        eval_every=eval_every(cfg),
         select_metric=task.select_metric(cfg),
         select_mode=str(cfg.task.get("select_mode", "max")),
         progress=bool(t.progress),

@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .build import read_run_checkpoint
-from .model.checkpoint_io import ViltCheckpoint, load_checkpoint, save_checkpoint
+from .build import read_checkpoint, read_run_checkpoint
+from .model.checkpoint_io import ViltCheckpoint, save_checkpoint
 from .model.convert import HF_HEAD_CLASSES, load_hf, save_hf
 from .model.official import read_official, read_vqa_labels
 
@@ -38,11 +38,6 @@ def describe(checkpoint: ViltCheckpoint) -> str:
     )
 
 
-def read_any(path: Path) -> ViltCheckpoint:
-    """A vilt_lab checkpoint directory, or an official `.ckpt` file."""
-    return read_official(path) if path.is_file() else load_checkpoint(path)
-
-
 def run_official(args: argparse.Namespace) -> None:
     labels = read_vqa_labels(args.vqa_labels) if args.vqa_labels else None
     checkpoint = read_official(args.ckpt, num_heads=args.num_heads, vqa_labels=labels)
@@ -51,7 +46,7 @@ def run_official(args: argparse.Namespace) -> None:
 
 
 def run_to_hf(args: argparse.Namespace) -> None:
-    checkpoint = read_any(args.ckpt)
+    checkpoint = read_checkpoint(args.ckpt)
     for note in save_hf(checkpoint, args.head, args.out):
         print(f"note: {note}")
     print(

@@ -18,7 +18,14 @@ RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
 
 # Keys that say how or where to run, not what is trained: they do not change the run's identity.
 _NOT_IDENTITY = ("name", "resume", "evaluate", "logger", "paths", "launcher")
-_NOT_IDENTITY_TRAINER = ("progress", "log_every", "keep_last", "eval_batches", "eval_every")
+_NOT_IDENTITY_TRAINER = (
+    "progress",
+    "log_every",
+    "keep_last",
+    "eval_batches",
+    "eval_every",
+    "evals_per_epoch",
+)
 _NOT_IDENTITY_DATA = ("num_workers",)
 
 

@@ -301,7 +301,9 @@ class Trainer:
         value = float(values[s.select_metric])
         if not math.isfinite(value):
             return False
-        better = self.best is None or (value > self.best["value"] if s.select_mode == "max" else value < self.best["value"])
+        better = self.best is None or (
+            value > self.best["value"] if s.select_mode == "max" else value < self.best["value"]
+        )
         if better:
             self.best = {"step": self.step, "metric": s.select_metric, "value": value}
         return better

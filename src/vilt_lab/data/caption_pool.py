@@ -117,7 +117,9 @@ class CaptionPool:
         device = generator.device if generator is not None else torch.device("cpu")
         text_image = self.text_image.to(device)
         images = images.to(device)
-        if exclude_own and bool((torch.bincount(self.text_image, minlength=self.num_images) == len(self)).any()):
+        if exclude_own and bool(
+            (torch.bincount(self.text_image, minlength=self.num_images) == len(self)).any()
+        ):
             raise ValueError("every caption of the pool belongs to one image: no negative can be drawn")
         drawn = torch.randint(len(self), (images.numel(), count), generator=generator, device=device)
         if not exclude_own:

@@ -323,7 +323,9 @@ class ItemDecoder:
         else:
             text = entry.get("text") if isinstance(entry, dict) else None
             if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"entry {entry.get('id') if isinstance(entry, dict) else entry!r} has no text")
+                raise ValueError(
+                    f"entry {entry.get('id') if isinstance(entry, dict) else entry!r} has no text"
+                )
             item = {"text": text, "entry": entry}
         augment = None if self.augment is None else functools.partial(self.augment, rng=rng)
         decoded = [decode_image(image, self.resize, augment) for image in images]
@@ -441,7 +443,9 @@ class StreamLoader:
 
 def pretrain_items(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> ItemSpec:
     """Image-caption items with whole-word MLM masking from ``cfg``: pre-training's stream."""
-    masking = MaskingStep(len(tokenizer), tokenizer.mask_token_id, cfg.mlm_probability, cfg.whole_word_masking)
+    masking = MaskingStep(
+        len(tokenizer), tokenizer.mask_token_id, cfg.mlm_probability, cfg.whole_word_masking
+    )
     return ItemSpec(steps=(masking,))
 
 

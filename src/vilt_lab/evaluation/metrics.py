@@ -168,7 +168,8 @@ def vqa_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     "number", "other" on VQAv2) splits the accuracy.
 
     Returns:
-        ``score`` (mean :func:`vqa_score` over all records), ``questions`` (their count) and, when
+        ``questions`` (the records' count), ``score`` (mean :func:`vqa_score` over the records with
+        soft targets; absent on test splits, where a 0 would read as a result) and, when
         any record has annotator answers, ``accuracy`` (mean :func:`vqa_accuracy` over those) and
         ``accuracy/<answer_type>`` per answer type they carry.
 
@@ -182,14 +183,17 @@ def vqa_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     by_type: dict[str, list[float]] = defaultdict(list)
     for index, record in enumerate(records):
         labels, soft = _field(record, "labels", index), _field(record, "scores", index)
-        scores.append(vqa_score(_field(record, "pred_label", index), labels, soft))
+        if labels:
+            scores.append(vqa_score(_field(record, "pred_label", index), labels, soft))
         if not record.get("annotator_answers"):
             continue
         value = vqa_accuracy(_field(record, "pred_answer", index), record["annotator_answers"])
         accuracies.append(value)
         if "answer_type" in record:
             by_type[record["answer_type"]].append(value)
-    metrics: dict[str, float] = {"score": sum(scores) / len(scores), "questions": len(records)}
+    metrics: dict[str, float] = {"questions": len(records)}
+    if scores:
+        metrics["score"] = sum(scores) / len(scores)
     if accuracies:
         metrics["accuracy"] = sum(accuracies) / len(accuracies)
         metrics.update({f"accuracy/{kind}": sum(v) / len(v) for kind, v in by_type.items()})

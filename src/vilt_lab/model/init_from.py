@@ -82,6 +82,11 @@ def load_into(
     config = backbone.config
     report = InitReport(source=source)
     if source_config is not None:
+        if source_config.vocab_size != config.vocab_size:
+            raise ValueError(
+                f"{source} was trained with a vocabulary of {source_config.vocab_size} tokens, the model has "
+                f"{config.vocab_size} (data.tokenizer, model.vocab_size): use the tokenizer it was trained with"
+            )
         if source_config.num_heads != config.num_heads:
             raise ValueError(
                 f"{source}: trained with {source_config.num_heads} heads, model.num_heads={config.num_heads}"

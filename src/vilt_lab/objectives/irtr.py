@@ -82,7 +82,9 @@ class IRTRObjective(nn.Module):
         negative_ids, negative_mask = pad_to(negative_ids, negative_mask, length, pad)
         # Row i * (1 + K) is image i's own caption, the next K rows its negatives.
         input_ids = torch.cat([positive_ids[:, None], negative_ids.view(B, K, length)], 1).flatten(0, 1)
-        attention_mask = torch.cat([positive_mask[:, None], negative_mask.view(B, K, length)], 1).flatten(0, 1)
+        attention_mask = torch.cat([positive_mask[:, None], negative_mask.view(B, K, length)], 1).flatten(
+            0, 1
+        )
         image_index = torch.arange(B, device=device).repeat_interleave(1 + K)
         output = passes.run(
             backbone, {**batch, "attention_mask": attention_mask}, input_ids, image_index=image_index

@@ -1,6 +1,6 @@
 """Tasks: pre-training and the downstream tasks, chosen by `task.name` (the one dispatch).
 
-    TASKS["vqa"]  ->  objectives, items, evaluator, epoch size, selection metric of VQA
+TASKS["vqa"]  ->  objectives, items, evaluator, epoch size, selection metric of VQA
 """
 
 from __future__ import annotations

@@ -77,7 +77,12 @@ class Task(ABC):
 
     # ----------------------------------------------------------------------------- shared
     def eval_loader(
-        self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, module: TaskModule, loader: LoaderConfig, urls
+        self,
+        cfg: DictConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        module: TaskModule,
+        loader: LoaderConfig,
+        urls,
     ):
         """A function that opens one deterministic pass over this process's share of ``urls``."""
         items = self.items(cfg, tokenizer, module)

@@ -23,7 +23,9 @@ from .base import Task
 def train_urls(cfg: DictConfig) -> list[str]:
     sources = list(cfg.data.sources.values())
     if len(sources) != 1:
-        raise ValueError(f"task=irtr fine-tunes on one dataset; data={cfg.data.name} has {len(sources)} sources")
+        raise ValueError(
+            f"task=irtr fine-tunes on one dataset; data={cfg.data.name} has {len(sources)} sources"
+        )
     urls = sources[0].urls
     return [urls] if isinstance(urls, str) else list(urls)
 
@@ -34,7 +36,9 @@ class IRTRTask(Task):
     epoch_counts = "samples"  # one epoch = every image once (with 1 + 15 captions)
     select_key = "irtr/the_metric"
 
-    def objectives(self, cfg: DictConfig, tokenizer, *, train: bool) -> dict[str, tuple[float, dict[str, Any]]]:
+    def objectives(
+        self, cfg: DictConfig, tokenizer, *, train: bool
+    ) -> dict[str, tuple[float, dict[str, Any]]]:
         pool = None
         if train:
             pool = CaptionPool.from_shards(train_urls(cfg), tokenizer, int(cfg.data.max_text_len))

@@ -92,7 +92,9 @@ class TaskModule(nn.Module):
 
     def heads(self) -> dict[str, nn.Module]:
         """Objective name -> its head: a checkpoint's `heads.<name>` is `objectives.<name>.head`."""
-        return {name: objective.head for name, objective in self.objectives.items() if hasattr(objective, "head")}
+        return {
+            name: objective.head for name, objective in self.objectives.items() if hasattr(objective, "head")
+        }
 
     def head_specs(self) -> dict[str, dict[str, Any]]:
         """Each head's build arguments (and label names), as a checkpoint's head list."""

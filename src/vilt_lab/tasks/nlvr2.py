@@ -20,7 +20,9 @@ class NLVR2Task(Task):
     epoch_counts = "texts"  # one epoch = every statement once
     select_key = "nlvr2/accuracy"
 
-    def objectives(self, cfg: DictConfig, tokenizer, *, train: bool) -> dict[str, tuple[float, dict[str, Any]]]:
+    def objectives(
+        self, cfg: DictConfig, tokenizer, *, train: bool
+    ) -> dict[str, tuple[float, dict[str, Any]]]:
         return {"nlvr2": (1.0, {})}
 
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:

@@ -20,7 +20,9 @@ class PretrainTask(Task):
     name = "pretrain"
     provides = "captions"
 
-    def objectives(self, cfg: DictConfig, tokenizer, *, train: bool) -> dict[str, tuple[float, dict[str, Any]]]:
+    def objectives(
+        self, cfg: DictConfig, tokenizer, *, train: bool
+    ) -> dict[str, tuple[float, dict[str, Any]]]:
         """`objective.<name>` for each selected objective: its weight and constructor arguments."""
         selected = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
         if not selected:

@@ -33,7 +33,9 @@ class VQATask(Task):
         super().check(cfg)
         read_answers(cfg)
 
-    def objectives(self, cfg: DictConfig, tokenizer, *, train: bool) -> dict[str, tuple[float, dict[str, Any]]]:
+    def objectives(
+        self, cfg: DictConfig, tokenizer, *, train: bool
+    ) -> dict[str, tuple[float, dict[str, Any]]]:
         answers = read_answers(cfg)
         return {"vqa": (1.0, {"num_labels": len(answers), "labels": answers})}
 

@@ -1,0 +1,134 @@
+"""``vilt-eval``: a checkpoint, a task and a split -> metrics table, summary.json, submission.
+
+    vilt-eval checkpoint=ckpt/vilt_nlvr2 task=nlvr2 data=nlvr2 split=test
+    accelerate launch -m vilt_lab.eval checkpoint=ckpt/vilt_irtr_coco task=irtr data=coco split=test
+
+Every process evaluates its own share; the results are gathered once (see vilt_lab.evaluation).
+Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+
+from .build import build_eval_task, build_tokenizer, ensure_data, loader_config
+from .data.shards import iter_samples
+from .evaluation.submission import write_vqa_submission
+from .run_dir import RUN_CONFIG_NAME, git_info
+from .tasks import get_task
+from .tasks.base import SPLIT_URLS, TEST, VAL
+from .train import CONF_DIR, format_summary
+from .training.metrics_log import MetricsLog
+from .training.tracking import reset_accelerate_state
+
+log = logging.getLogger("vilt_lab.eval")
+SPLITS = {"val": VAL, "test": TEST}
+SUBMISSION_NAME = "submission.json"
+
+
+def default_out_dir(cfg: DictConfig) -> Path:
+    checkpoint = Path(cfg.checkpoint)
+    # A run's checkpoints/step_N is named after its run: <run>-step_N.
+    name = (
+        checkpoint.name
+        if checkpoint.parent.name != "checkpoints"
+        else f"{checkpoint.parent.parent.name}-{checkpoint.name}"
+    )
+    return (
+        Path(cfg.paths.runs_dir)
+        / "eval"
+        / f"{cfg.task.name}-{cfg.split}-{checkpoint.stem if checkpoint.is_file() else name}"
+    )
+
+
+def split_urls(cfg: DictConfig) -> Any:
+    if cfg.split not in SPLITS:
+        raise ValueError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
+    key = SPLIT_URLS[SPLITS[cfg.split]]
+    urls = cfg.data.get(key)
+    if not urls:
+        raise ValueError(f"split={cfg.split} needs data.{key}, which data={cfg.data.name} does not set")
+    return urls
+
+
+def question_ids(urls: Any) -> list[str]:
+    """Every question id of a VQA split, in order (what the submission must cover exactly once)."""
+    return [question["id"] for _, _, meta in iter_samples(urls) for question in meta.get("questions", [])]
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate as `cfg` says; returns the summary (also written to `out_dir`)."""
+    urls = split_urls(cfg)  # a wrong split fails before any work
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.trainer.precision)
+    try:
+        return _evaluate(cfg, accelerator, urls)
+    finally:
+        # Accelerate's state is process-wide: a later run or evaluation in this process (a test,
+        # a notebook) must start from a clean one.
+        reset_accelerate_state()
+
+
+def _evaluate(cfg: DictConfig, accelerator: Accelerator, urls: Any) -> dict[str, Any]:
+    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_out_dir(cfg)
+    if accelerator.is_local_main_process:
+        ensure_data(cfg)
+    accelerator.wait_for_everyone()
+    tokenizer = build_tokenizer(cfg)
+    module = build_eval_task(cfg, tokenizer, str(cfg.checkpoint)).to(accelerator.device)
+    task = get_task(cfg.task.name)
+    loader = loader_config(
+        cfg,
+        module.backbone.config.patch_size,
+        accelerator.process_index,
+        accelerator.num_processes,
+        accelerator.device.type == "cuda",
+    )
+    evaluator = task.evaluator(cfg, tokenizer, module, loader, urls)
+    t0 = time.perf_counter()
+    values = {f"eval/{k}": v for k, v in evaluator(module, accelerator).items()}
+    summary: dict[str, Any] = {
+        "run_dir": str(out_dir),
+        "task": cfg.task.name,
+        "checkpoint": str(cfg.checkpoint),
+        "split": cfg.split,
+        "eval_seconds": time.perf_counter() - t0,
+        "eval": values,
+    }
+    write_submission = cfg.submission if cfg.get("submission") is not None else cfg.split == "test"
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (out_dir / "git.json").write_text(json.dumps(git_info(), indent=1))
+        metrics = MetricsLog(out_dir / "metrics.jsonl")
+        metrics.truncate_after(-1)  # one evaluation per out_dir: a rerun replaces it
+        metrics.write(0, values)
+        if write_submission and hasattr(evaluator, "records") and cfg.task.name == "vqa":
+            predictions = {r["question_id"]: r["pred_answer"] for r in evaluator.records}
+            path = write_vqa_submission(
+                out_dir / SUBMISSION_NAME, predictions, question_ids(urls), evaluator.vocabulary
+            )
+            summary["submission"] = str(path)
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        print(format_summary(summary), flush=True)
+    accelerator.wait_for_everyone()
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    OmegaConf.resolve(cfg)
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()
