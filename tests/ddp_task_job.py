@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 from train_helpers import TASK_OVERRIDES, compose_config, compose_eval_config
-
 from vilt_lab.eval import evaluate
 from vilt_lab.train import run
 

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
+from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.shards import expand_shards, sample_images
 from vilt_lab.data.transforms import MinMaxResize, decode_image
 from vilt_lab.training.metric_means import WeightedMeans, means_from_vector
 from vilt_lab.training.seeds import step_seed
-from webdataset.tariterators import tarfile_samples
 
 from .loop import Record, predict_records, to_device
 from .metrics import accuracy, retrieval_recall, vqa_metrics

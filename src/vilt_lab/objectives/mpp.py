@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import BackboneOutput, MPPHead, ViltBackbone, ViltConfig
 from vilt_lab.model.embeddings import patch_validity
 
-from vilt_lab.data.masking import IGNORE_INDEX
 from .passes import Passes
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vilt_lab.model import VQAHead, ViltBackbone, ViltConfig
+from vilt_lab.model import ViltBackbone, ViltConfig, VQAHead
 
 from .passes import Passes
 
