@@ -24,9 +24,11 @@ from vilt_lab.data.sources.shapes import (
     SIZES,
     TASKS,
     Obj,
+    Scene,
     relation,
     write_shapes_world,
 )
+from vilt_lab.data.sources.shapes_ceiling import retrieval_ceiling, true_captions
 
 KIND = re.compile(rf"\b(?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 RELATION = re.compile(r"the (\w+) (\w+) is (to the left of|to the right of|above|below) the (\w+) (\w+)$")
@@ -155,3 +157,12 @@ def test_deterministic_given_seed(tmp_path: Path) -> None:
     assert not any(scene in train for scene in val)  # splits come from different seeds
     with pytest.raises(FileExistsError):
         write_shapes_world(tmp_path / "a", 12, 3, seed=7)
+
+
+def test_retrieval_ceiling_counts_captions_true_of_several_images(shapes_world) -> None:
+    _, _, meta = next(iter_samples(shapes_world / "retrieval" / "val"))
+    assert set(meta["captions"]) <= true_captions(Scene.from_json(meta["scene"]), draws=100)
+    ceiling = retrieval_ceiling(shapes_world / "retrieval" / "val", draws=50)
+    assert ceiling["images"] == 30 and 0 < ceiling["texts_true_of_several_images"] < 1
+    # Some texts are true of several images, so neither direction can reach 1.
+    assert 0 < ceiling["ir_r1_ceiling"] < 1 and 0 < ceiling["tr_r1_ceiling"] < 1

@@ -95,6 +95,12 @@ class Scene:
         """The scene as plain JSON types (stored with every sample)."""
         return asdict(self)
 
+    @classmethod
+    def from_json(cls, values: dict[str, Any]) -> Scene:
+        """The scene a sample's ``"scene"`` describes (the inverse of :meth:`to_json`)."""
+        objects = tuple(Obj(**obj) for obj in values["objects"])
+        return cls(values["width"], values["height"], tuple(values["background"]), objects)
+
 
 # ----------------------------------------------------------------------------------------------
 # Scenes and images
