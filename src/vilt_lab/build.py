@@ -224,19 +224,24 @@ def loader_config(
     )
 
 
-def build_streams(
-    cfg: DictConfig, tokenizer, accelerator, module: TaskModule
-) -> tuple[Callable[[int], Iterable[dict[str, Any]]], dict[str, Evaluator]]:
-    """The train stream of this process (a function of the start step) and the evaluators of the
-    task's evaluation splits (prefix -> evaluator; empty with `evaluate=false`)."""
-    task = get_task(cfg.task.name)
-    config = loader_config(
+def process_loader_config(cfg: DictConfig, accelerator, module: TaskModule) -> LoaderConfig:
+    """The loader settings of this process: its rank, the model's patch size, pinned memory on GPUs."""
+    return loader_config(
         cfg,
         module.backbone.config.patch_size,
         accelerator.process_index,
         accelerator.num_processes,
         accelerator.device.type == "cuda",
     )
+
+
+def build_streams(
+    cfg: DictConfig, tokenizer, accelerator, module: TaskModule
+) -> tuple[Callable[[int], Iterable[dict[str, Any]]], dict[str, Evaluator]]:
+    """The train stream of this process (a function of the start step) and the evaluators of the
+    task's evaluation splits (prefix -> evaluator; empty with `evaluate=false`)."""
+    task = get_task(cfg.task.name)
+    config = process_loader_config(cfg, accelerator, module)
     sources = [Source(s.urls, s.get("weight"), name) for name, s in cfg.data.sources.items()]
     resampled = bool(cfg.data.resampled)
     items = task.items(cfg, tokenizer, module)

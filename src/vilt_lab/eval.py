@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from .build import build_eval_task, build_tokenizer, ensure_data, loader_config
+from .build import build_eval_task, build_tokenizer, ensure_data, process_loader_config
 from .data.shards import iter_samples
 from .evaluation.submission import write_vqa_submission
 from .run_dir import RUN_CONFIG_NAME, git_info
@@ -86,14 +86,7 @@ def _evaluate(cfg: DictConfig, accelerator: Accelerator, urls: Any) -> dict[str,
     tokenizer = build_tokenizer(cfg)
     module = build_eval_task(cfg, tokenizer, str(cfg.checkpoint)).to(accelerator.device)
     task = get_task(cfg.task.name)
-    loader = loader_config(
-        cfg,
-        module.backbone.config.patch_size,
-        accelerator.process_index,
-        accelerator.num_processes,
-        accelerator.device.type == "cuda",
-    )
-    evaluator = task.evaluator(cfg, tokenizer, module, loader, urls)
+    evaluator = task.evaluator(cfg, tokenizer, module, process_loader_config(cfg, accelerator, module), urls)
     t0 = time.perf_counter()
     values = {f"eval/{k}": v for k, v in evaluator(module, accelerator).items()}
     summary: dict[str, Any] = {
