@@ -155,7 +155,7 @@ class RetrievalEvaluator:
     """Exact image-text retrieval on a split: every image against every caption.
 
     Every process reads the split's captions (the texts of all scores), then scores its share of
-    the images (every world_size-th shard) with ``score_fn(module)`` (the rank head, or the ITM
+    the images (every world_size-th image) with ``score_fn(module)`` (the rank head, or the ITM
     match logit for zero-shot); the score matrix is gathered once. Recall@1/5/10 both ways and
     ``the_metric`` = IR@1 + TR@1 (the official selection metric).
     """
@@ -169,10 +169,16 @@ class RetrievalEvaluator:
     _pool: CaptionPool | None = None
 
     def my_images(self, rank: int, world_size: int, image_of_key: dict[str, int]):
-        urls = expand_shards(self.shards)[rank::world_size]
+        """(index, decoded image) of every world_size-th image of the split, from rank on.
+
+        Dealt by image, not by shard: a test split is often one or two shards (the shapes
+        world's is one), and a process without a shard would leave the others all the work.
+        Every process reads the whole split's bytes but decodes only its own images.
+        """
+        urls = expand_shards(self.shards)
         for sample in tarfile_samples(iter([{"url": url} for url in urls])):
             index = image_of_key.get(sample["__key__"])
-            if index is None:  # no caption: not in the pool, so not ranked either
+            if index is None or index % world_size != rank:  # not captioned (not ranked), or not ours
                 continue
             images = sample_images(sample)
             if len(images) != 1:
