@@ -21,8 +21,6 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_eval_task, build_tokenizer, ensure_data, process_loader_config
-from .data.shards import iter_samples
-from .evaluation.submission import write_vqa_submission
 from .run_dir import RUN_CONFIG_NAME, git_info
 from .tasks import get_task
 from .tasks.base import SPLIT_URLS, TEST, VAL
@@ -58,11 +56,6 @@ def split_urls(cfg: DictConfig) -> Any:
     if not urls:
         raise ValueError(f"split={cfg.split} needs data.{key}, which data={cfg.data.name} does not set")
     return urls
-
-
-def question_ids(urls: Any) -> list[str]:
-    """Every question id of a VQA split, in order (what the submission must cover exactly once)."""
-    return [question["id"] for _, _, meta in iter_samples(urls) for question in meta.get("questions", [])]
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
@@ -102,14 +95,10 @@ def _evaluate(cfg: DictConfig, accelerator: Accelerator, urls: Any) -> dict[str,
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (out_dir / "git.json").write_text(json.dumps(git_info(), indent=1))
-        metrics = MetricsLog(out_dir / "metrics.jsonl")
-        metrics.truncate_after(-1)  # one evaluation per out_dir: a rerun replaces it
-        metrics.write(0, values)
-        if write_submission and hasattr(evaluator, "records") and cfg.task.name == "vqa":
-            predictions = {r["question_id"]: r["pred_answer"] for r in evaluator.records}
-            path = write_vqa_submission(
-                out_dir / SUBMISSION_NAME, predictions, question_ids(urls), evaluator.vocabulary
-            )
+        (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # one evaluation per out_dir: a rerun replaces it
+        MetricsLog(out_dir / "metrics.jsonl").write(0, values)
+        path = task.write_submission(evaluator, urls, out_dir / SUBMISSION_NAME) if write_submission else None
+        if path is not None:
             summary["submission"] = str(path)
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)

@@ -75,6 +75,11 @@ class Task(ABC):
     ) -> Evaluator:
         """The evaluator of one split (``urls``)."""
 
+    def write_submission(self, evaluator: Evaluator, urls: str | Sequence[str], path: Path) -> Path | None:
+        """After evaluating a test split: the file an evaluation server takes, written to ``path``
+        (VQA's); None for tasks without one."""
+        return None
+
     # ----------------------------------------------------------------------------- shared
     def eval_loader(
         self,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
 from vilt_lab.data.pipeline import ItemSpec
+from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.targets import VQATargets
 from vilt_lab.evaluation.evaluators import VQAEvaluator
+from vilt_lab.evaluation.submission import write_vqa_submission
 
 from .base import Task, require_file
 
@@ -48,3 +52,10 @@ class VQATask(Task):
             module.objectives["vqa"].labels or read_answers(cfg),
             progress=bool(cfg.trainer.progress),
         )
+
+    def write_submission(self, evaluator: VQAEvaluator, urls: str | Sequence[str], path: Path) -> Path:
+        """The evaluation server's file: every question of the split once (its ids read from the
+        shards themselves, so a question the evaluation missed is an error, not a gap)."""
+        question_ids = [q["id"] for _, _, meta in iter_samples(urls) for q in meta.get("questions", [])]
+        predictions = {r["question_id"]: r["pred_answer"] for r in evaluator.records}
+        return write_vqa_submission(path, predictions, question_ids, evaluator.vocabulary)
