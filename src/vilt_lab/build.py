@@ -25,6 +25,7 @@ from .model.official import read_official
 from .model.with_heads import ViltWithHeads
 from .run_dir import RUN_CONFIG_NAME
 from .tasks import TaskModule, build_task_module, get_task
+from .tasks.pretrain import mark_unmarked_selection
 from .trainer import TrainerSettings
 from .training.checkpoint import TRAINER_STATE
 from .training.schedule import steps_for_epochs
@@ -88,6 +89,7 @@ def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
     cfg = OmegaConf.load(config_path)
+    mark_unmarked_selection(cfg)
     # The weights come from the checkpoint: neither re-initialise nor compile.
     cfg.model.init_from = cfg.model.init_file = None
     cfg.trainer.compile = False

@@ -45,6 +45,13 @@ def run_name(cfg: DictConfig) -> str:
     return cfg.name if cfg.get("name") else f"{cfg.tag}-{config_hash(cfg)}"
 
 
+def sweep_job_name(cfg: DictConfig, job_num: int) -> str:
+    """The name of job `job_num` of a multirun: the run name and the job's number, so the jobs of
+    a sweep never share a run dir (a fixed `name`, as the demo's, would otherwise be every job's;
+    a config hash leaves out settings that may change on resume, and a sweep may sweep those)."""
+    return f"{run_name(cfg)}-{job_num}"
+
+
 def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(cfg.paths.runs_dir) / run_name(cfg)
 

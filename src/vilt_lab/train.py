@@ -22,7 +22,7 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_streams, build_task, build_tokenizer, ensure_data, trainer_settings
-from .run_dir import git_info, resolve_run_dir, run_name, write_run_files
+from .run_dir import git_info, resolve_run_dir, run_name, sweep_job_name, write_run_files
 from .trainer import Trainer
 from .training.tracking import init_tracking, reset_accelerate_state
 
@@ -121,9 +121,13 @@ def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dic
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    overrides = list(HydraConfig.get().overrides.task)
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
     OmegaConf.resolve(cfg)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
     summary = run(cfg, overrides)
     # The return value is what Hydra sweepers optimise: the task's selection metric, else the
     # held-out loss.

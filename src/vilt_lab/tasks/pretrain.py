@@ -1,7 +1,15 @@
-"""Pre-training: the selected objectives (objective=[itm,mlm,wpa]) on image-caption data."""
+"""Pre-training: the selected objectives (objective=[itm,mlm,wpa]) on image-caption data.
+
+Which objectives run is the `objective` group's selection alone. Each conf/objective/<name>.yaml
+marks its entry `selected: true`; settings that reach `objective.<name>` otherwise (an experiment
+tuning `objective.wpa.weight`, an override) only tune an objective the group selected. The mark is
+part of the resolved config, so a composed config, `run(cfg)` and a run's saved config.yaml all
+select the same objectives, with or without Hydra's runtime.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,8 +20,29 @@ from vilt_lab.evaluation.evaluators import MeansEvaluator
 
 from .base import Task
 
+log = logging.getLogger(__name__)
+
+# The key only the objective group's files set: `objective.<name>.selected: true`.
+SELECTED_KEY = "selected"
 # Objective settings that the data workers use rather than the objective module.
 DATA_SIDE_KEYS = {"mlm": ("whole_word", "probability")}
+
+
+def objective_settings(cfg: DictConfig) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(name -> `objective.<name>` of each selected objective, names of the unselected entries)."""
+    entries = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
+    entries = {name: dict(values or {}) for name, values in entries.items()}
+    selected = {name: values for name, values in entries.items() if values.get(SELECTED_KEY)}
+    return selected, sorted(set(entries) - set(selected))
+
+
+def mark_unmarked_selection(cfg: DictConfig) -> None:
+    """Mark every `objective.<name>` selected in a run's config.yaml written before the group
+    marked its selection (no entry carries the mark): each entry was a selected objective then."""
+    entries = cfg.get("objective") or {}
+    if not any(SELECTED_KEY in values for values in entries.values()):
+        for values in entries.values():
+            values[SELECTED_KEY] = True
 
 
 class PretrainTask(Task):
@@ -24,23 +53,28 @@ class PretrainTask(Task):
         self, cfg: DictConfig, tokenizer, *, train: bool
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         """`objective.<name>` for each selected objective: its weight and constructor arguments."""
-        selected = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
+        selected, ignored = objective_settings(cfg)
         if not selected:
             raise ValueError("no objective selected: set objective=[itm,mlm,...]")
+        if ignored:
+            log.warning(
+                "%s: set, but not selected by objective=[%s]; ignored",
+                ", ".join(f"objective.{name}" for name in ignored),
+                ",".join(selected),
+            )
         out = {}
         for name, values in selected.items():
-            values = dict(values or {})
             if "weight" not in values:
                 raise KeyError(f"objective.{name}.weight is missing")
             weight = float(values.pop("weight"))
-            for key in DATA_SIDE_KEYS.get(name, ()):
+            for key in (SELECTED_KEY, *DATA_SIDE_KEYS.get(name, ())):
                 values.pop(key, None)
             out[name] = (weight, values)
         return out
 
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
         """One caption per image; whole-word masking only when MLM is selected."""
-        mlm = cfg.objective.get("mlm")
+        mlm = objective_settings(cfg)[0].get("mlm")
         if mlm is None:
             return ItemSpec()
         masking = MaskingStep(
