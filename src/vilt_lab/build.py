@@ -29,27 +29,32 @@ from .tasks.pretrain import mark_unmarked_selection
 from .trainer import TrainerSettings
 from .training.checkpoint import TRAINER_STATE
 from .training.schedule import steps_for_epochs
+from .write_once import write_once
 
 # model.* keys that say where the weights come from, not what the model is.
 MODEL_INIT_KEYS = ("init_from", "init_file")
 
 
-def ensure_data(cfg: DictConfig) -> None:
-    """Write the shapes world on first use (`data.generate_n` set and no tokenizer there yet).
+def shapes_world_complete(root: Path) -> bool:
+    """The tokenizer is the last file the shapes world's writer produces: it marks a complete world."""
+    return (Path(root) / "tokenizer" / "tokenizer.json").is_file()
 
-    The tokenizer is the last file the writer produces, so its absence also catches a world whose
-    writing was interrupted; that one is rewritten from scratch.
-    """
+
+def ensure_data(cfg: DictConfig) -> None:
+    """Write the shapes world on first use (`data.generate_n` set and no world there yet): once,
+    by one process, while every other process that calls this waits (`write_once`)."""
     n = cfg.data.get("generate_n")
     if cfg.data.name != "shapes" or not n:
         return
-    root = Path(cfg.data.root)
-    if (root / "tokenizer" / "tokenizer.json").is_file():
-        return
     from .data.sources.shapes import write_shapes_world
 
-    print(f"writing the shapes world ({n} training scenes) to {root}", flush=True)
-    write_shapes_world(root, int(n), seed=int(cfg.data.get("world_seed", 0)), overwrite=True)
+    root = Path(cfg.data.root)
+
+    def write(out: Path) -> None:
+        print(f"writing the shapes world ({n} training scenes) to {root}", flush=True)
+        write_shapes_world(out, int(n), seed=int(cfg.data.get("world_seed", 0)))
+
+    write_once(root, shapes_world_complete, write)
 
 
 def build_tokenizer(cfg: DictConfig):

@@ -82,7 +82,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
 def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dict[str, Any]:
     run_dir = resolve_run_dir(cfg)
     set_seed(cfg.seed)
-    # One writer per machine for data (nodes may not share a disk), one per job for run files.
+    # Data: each machine's main process asks (nodes may not share a disk) and ensure_data's lock
+    # makes one of them the writer where they do. Run files: the job's main process.
     if accelerator.is_local_main_process:
         ensure_data(cfg)
     if accelerator.is_main_process:
