@@ -21,6 +21,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_eval_task, build_tokenizer, ensure_data, process_loader_config
+from .config_validation import validate_eval_config
 from .run_dir import RUN_CONFIG_NAME, git_info
 from .tasks import get_task
 from .tasks.base import SPLIT_URLS, TEST, VAL
@@ -61,6 +62,7 @@ def split_urls(cfg: DictConfig) -> Any:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate as `cfg` says; returns the summary (also written to `out_dir`)."""
     urls = split_urls(cfg)  # a wrong split fails before any work
+    validate_eval_config(cfg, {f"data.{SPLIT_URLS[SPLITS[cfg.split]]}": urls})
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.trainer.precision)
     try:

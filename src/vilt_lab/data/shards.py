@@ -39,6 +39,7 @@ cut by count and bytes) and the parallel, resumable converter runner
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -364,6 +365,23 @@ def _read_counts(directory: str | os.PathLike[str], name: str) -> dict[str, int]
 def read_sizes(directory: str | os.PathLike[str]) -> dict[str, int]:
     """``sizes.json`` of a split directory (local path or any URL ``webdataset.gopen`` opens)."""
     return _read_counts(directory, SIZES_FILE)
+
+
+def is_local(url: str) -> bool:
+    """A path on this machine's file system, not a URL or a ``pipe:`` command."""
+    return "://" not in url and not url.startswith("pipe:")
+
+
+def known_sizes(shards: Iterable[str]) -> dict[str, int]:
+    """Samples per shard from the ``sizes.json`` beside each local shard; shards without one
+    (remote, or written by another tool) are left out rather than fetched or guessed."""
+    sizes: dict[str, int] = {}
+    for parent, urls in itertools.groupby(sorted(shards, key=_parent), key=_parent):
+        if not (is_local(parent) and os.path.isfile(os.path.join(parent, SIZES_FILE))):
+            continue
+        counts = read_sizes(parent)
+        sizes.update({url: counts[name] for url in urls if (name := url.rsplit("/", 1)[-1]) in counts})
+    return sizes
 
 
 def _count(shards: Iterable[str], name: str) -> int:

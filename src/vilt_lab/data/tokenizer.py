@@ -14,18 +14,43 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 _TRUE = {"1", "true", "yes", "on"}
 
 
-def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+def missing_directory(name: str) -> str | None:
+    """Why ``name`` cannot be the local tokenizer directory it must mean, or None.
+
+    A name means a directory when no Hub id could look like it: an absolute path, one starting
+    with ``./``, ``../`` or ``~``, or more parts than a Hub id's ``namespace/name``. Such a name
+    that is not a directory is reported as a missing path, not as a model the Hub lacks.
+    """
+    if Path(name).is_dir():
+        return None
+    means_path = (
+        os.path.isabs(name)
+        or name.startswith(("./", "../", "~", f".{os.sep}", f"..{os.sep}"))
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
+    if not means_path:
+        return None
+    return f"tokenizer directory {name} {'is not a directory' if Path(name).exists() else 'does not exist'}"
+
+
+def load_tokenizer(name_or_path: str | os.PathLike[str], key: str | None = None) -> PreTrainedTokenizerBase:
     """A fast tokenizer (whole-word masking needs its word ids) from a local directory or the Hub.
 
     A directory (e.g. the shapes world's ``OUT/tokenizer``) is loaded as is. A name such as
     ``bert-base-uncased`` (the paper's tokenizer) is resolved through the Hugging Face cache,
-    and downloaded only when ``HF_HUB_OFFLINE`` is unset.
+    and downloaded only when ``HF_HUB_OFFLINE`` is unset. ``key``: the config key the name came
+    from (e.g. ``data.tokenizer``), for the messages.
 
     Raises:
+        FileNotFoundError: when a name that can only be a path is not a directory.
         OSError: naming the tokenizer and the fix, when it is neither cached nor reachable.
         ValueError: when only a slow (pure Python) tokenizer exists for it.
     """
     name = os.fspath(name_or_path)
+    setting = f"{key}={name!r}: " if key else ""
+    if (problem := missing_directory(name)) is not None:
+        raise FileNotFoundError(setting + problem)
     local = Path(name).is_dir()
     # Read at call time rather than relying on huggingface_hub's import-time constant, so a job
     # that sets HF_HUB_OFFLINE late (or a test) still gets a fast, network-free failure.
@@ -37,7 +62,7 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerB
             raise
         mode = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub is not reachable"
         raise OSError(
-            f"Tokenizer {name!r} is neither in the local Hugging Face cache nor reachable ({mode}). "
+            f"{setting}Tokenizer {name!r} is neither in the local Hugging Face cache nor reachable ({mode}). "
             f"Fix: pre-download it on a machine with internet (`hf download {name}`, "
             f"then copy the cache, see HF_HOME), or point the tokenizer setting to a local directory "
             f"holding tokenizer.json (e.g. `AutoTokenizer.from_pretrained({name!r}).save_pretrained(DIR)`)."

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from vilt_lab.data.pipeline import ItemSpec, LoaderConfig, build_eval_loader
+from vilt_lab.data.pipeline import ItemSpec, LoaderConfig, build_eval_loader, check_eval_shards
 from vilt_lab.data.shards import count_samples, count_texts, expand_shards
 from vilt_lab.evaluation.evaluators import Evaluator
 
@@ -111,6 +111,11 @@ class Task(ABC):
         if cfg.data.get("test_urls") and (self.selects_on_test(cfg) or cfg.task.get("eval_test", False)):
             splits[TEST] = cfg.data.test_urls
         return splits
+
+    def check_split(self, shards: Sequence[str], world_size: int) -> None:
+        """Raise (ValueError) when ``world_size`` processes cannot evaluate ``shards`` (a split's
+        expanded shard list): the eval loader deals whole shards, one at least to each process."""
+        check_eval_shards(shards, world_size)
 
     def count_items(self, urls: str | Sequence[str]) -> int:
         """Items in one epoch over ``urls``, from the shards' metadata (sizes.json / texts.json)."""

@@ -6,6 +6,7 @@ starts from the ITM head's "match" row (`model.init_from`), so it scores by the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig
@@ -52,6 +53,9 @@ class IRTRTask(Task):
                 },
             )
         }
+
+    def check_split(self, shards: Sequence[str], world_size: int) -> None:
+        """Any split: exact retrieval deals images, not shards, to the processes."""
 
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
         pool = module.objectives["irtr"].pool

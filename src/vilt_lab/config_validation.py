@@ -1,0 +1,235 @@
+"""One validation pass over a composed, resolved config, before any work.
+
+`validate_train_config` runs at the top of `vilt_lab.train.run`, before the Accelerator (so before
+any process group, run dir, data write or model), `validate_eval_config` at the top of vilt-eval.
+A config that fails is refused with a :class:`ConfigError` (a ValueError) listing every problem of
+the stage that failed, each naming the key, the bad value and what is allowed. A stage runs only
+when the ones before it passed, since its rules would trip over an earlier bad value:
+
+1. every key and value against the typed schema (`vilt_lab.config_schema`); unknown keys anywhere
+   are refused with the closest valid name;
+2. rules across keys: the global batch over micro batch x processes, the model preset with its
+   overrides, the augment sizes, the checkpoint to evaluate;
+3. the data on disk: `data.root` / `data.roots.*`, the tokenizer directory, every split's shards,
+   enough shards for every process (exact training epochs, evaluation passes that deal shards),
+   the mix weights;
+4. the task's own check (what the data carries, answers.json; its errors pass as they are), then
+   the trainer settings that need the data's counts (an epoch schedule, evaluations per epoch,
+   the warmup against the steps).
+
+A shapes world that `build.ensure_data` writes on first use is not there yet: stages 3 and 4 are
+then left to the run. The loaders and `trainer_settings` apply the same rules, before training,
+except the eval loader's shard split, met at the first evaluation (the world's default size
+writes 4 shards per validation split: enough for 4 processes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from .build import model_config, trainer_settings
+from .config_schema import EvalSchema, TrainSchema
+from .data.pipeline import Source, check_exact_epochs, missing_shards, mix_weights
+from .data.shards import SIZES_FILE, expand_shards, is_local
+from .data.tokenizer import missing_directory
+from .tasks import Task, get_task
+from .tasks.base import SPLIT_URLS
+from .trainer import accumulation_steps
+from .training.schedule import warmup_steps_from
+from .typed_check import check
+
+# The model's vocabulary is the tokenizer's, unknown before it is loaded: checking the model
+# against a one-token vocabulary lets any `model.vocab_size` pass (build_task checks it later).
+ANY_VOCABULARY = 1
+
+
+class ConfigError(ValueError):
+    """Settings refused before any work; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("bad settings, nothing was run:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+def launched_world_size() -> int:
+    """The processes this job was launched as (torchrun / accelerate launch set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> None:
+    """Refuse a training config that cannot run as ``world_size`` processes (default: this
+    job's), before any work (see the module docstring)."""
+    world_size = world_size or launched_world_size()
+    _refuse(check(OmegaConf.to_container(cfg, resolve=True), TrainSchema))
+    _refuse([*_batch_split(cfg, world_size), *_model(cfg), *_augment(cfg)])
+    if _written_on_first_use(cfg):
+        return
+    task = get_task(cfg.task.name)
+    sources = {f"data.sources.{name}.urls": source.urls for name, source in cfg.data.sources.items()}
+    evaluated = task.eval_splits(cfg) if cfg.evaluate else {}
+    splits = {f"data.{SPLIT_URLS[prefix]}": urls for prefix, urls in evaluated.items()}
+    _refuse(list(_data(cfg, task, sources, splits, world_size)))
+    task.check(cfg)
+    _refuse(_caught(_settings, cfg))
+
+
+def validate_eval_config(cfg: DictConfig, splits: Mapping[str, Any], world_size: int | None = None) -> None:
+    """Refuse a vilt-eval config before any work; ``splits``: config key -> urls of the split it
+    evaluates (e.g. ``{"data.val_urls": ...}``)."""
+    world_size = world_size or launched_world_size()
+    _refuse(check(OmegaConf.to_container(cfg, resolve=True), EvalSchema))
+    _refuse([*_augment(cfg), *_checkpoint(cfg)])
+    if _written_on_first_use(cfg):
+        return
+    task = get_task(cfg.task.name)
+    _refuse(list(_data(cfg, task, {}, splits, world_size)))
+    task.check(cfg)
+
+
+def _refuse(problems: Sequence[str]) -> None:
+    if problems:
+        raise ConfigError(problems)
+
+
+def _caught(rule: Callable[..., Any], *args: Any) -> list[str]:
+    """A rule that raises (the code that applies it later, reused here): its message, if any."""
+    try:
+        rule(*args)
+    except (ValueError, KeyError, OSError) as err:  # OSError: a count file that cannot be read
+        return [str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)]
+    return []
+
+
+# ---------------------------------------------------------------------------------- across keys
+def _batch_split(cfg: DictConfig, world_size: int) -> list[str]:
+    """The global batch is micro batch x accumulation x processes (the trainer's own rule)."""
+    t = cfg.trainer
+    return _caught(accumulation_steps, t.global_batch_size, t.micro_batch_size, world_size)
+
+
+def _model(cfg: DictConfig) -> list[str]:
+    """The preset `model.size` with the `model.*` overrides is a valid ViltConfig."""
+    return _caught(model_config, cfg, ANY_VOCABULARY)
+
+
+def _augment(cfg: DictConfig) -> Iterator[str]:
+    shorter, longer = cfg.augment.shorter, cfg.augment.longer
+    if longer < shorter:
+        yield f"augment.longer={longer}: expected >= augment.shorter={shorter} (the longer side's cap)"
+
+
+def _checkpoint(cfg: DictConfig) -> Iterator[str]:
+    if not Path(cfg.checkpoint).exists():
+        yield (
+            f"checkpoint={cfg.checkpoint!r}: does not exist; expected a vilt_lab checkpoint directory, "
+            "a run's checkpoints/step_N or an official ViLT .ckpt file"
+        )
+
+
+def _settings(cfg: DictConfig) -> None:
+    """The trainer's settings build (their rules, from the data's counts) and the warmup fits."""
+    settings = trainer_settings(cfg)
+    warmup_steps_from(settings.warmup, settings.max_steps)
+
+
+# ---------------------------------------------------------------------------------- data on disk
+def _written_on_first_use(cfg: DictConfig) -> bool:
+    """The shapes world `build.ensure_data` is about to write: `data.generate_n` set and no
+    complete world under `data.root` (its tokenizer is the writer's last file)."""
+    root = cfg.data.get("root")
+    return (
+        bool(cfg.data.get("generate_n"))
+        and bool(root)
+        and not (Path(root) / "tokenizer" / "tokenizer.json").is_file()
+    )
+
+
+def _data(
+    cfg: DictConfig, task: Task, sources: Mapping[str, Any], splits: Mapping[str, Any], world_size: int
+) -> Iterator[str]:
+    """Paths first (a missing one makes every count meaningless), then the shards per process."""
+    missing: dict[str, str] = {}  # key -> its first path that does not exist
+    problems: list[str] = []
+    shards: dict[str, list[str]] = {}
+    if missing_directory(str(cfg.data.tokenizer)) is not None:
+        missing["data.tokenizer"] = str(cfg.data.tokenizer)
+    for key, spec in {**sources, **splits}.items():
+        shards[key] = _split_shards(key, spec, missing, problems)
+    yield from _missing_paths(cfg, missing)
+    yield from problems
+    if missing or problems:
+        return
+    for key, split in splits.items():
+        yield from (f"{key}={_urls(split)}: {p}" for p in _caught(task.check_split, shards[key], world_size))
+    if not sources:
+        return
+    if cfg.data.resampled:
+        named = [Source(s.urls, s.get("weight"), name) for name, s in cfg.data.sources.items()]
+        yield from _caught(mix_weights, named, [shards[key] for key in sources])
+    else:
+        names = ", ".join(cfg.data.sources)
+        yield from (
+            f"data.resampled=false with data.sources {names}: {p}"
+            for p in _caught(
+                check_exact_epochs, [shards[key] for key in sources], world_size, cfg.data.num_workers
+            )
+        )
+
+
+def _split_shards(key: str, spec: Any, missing: dict[str, str], problems: list[str]) -> list[str]:
+    """The shards of one split setting (a directory, pattern or URL, or a list of them); a path
+    that does not exist goes to ``missing``, other defects to ``problems``."""
+    shards: list[str] = []
+    for item in [spec] if isinstance(spec, str) else list(spec):
+        if os.path.isdir(item) and not os.path.isfile(os.path.join(item, SIZES_FILE)):
+            problems.append(
+                f"{key}={item!r}: no {SIZES_FILE} in this directory (the converters write one per split)"
+            )
+            continue
+        found = expand_shards(item)
+        absent = missing_shards(found)
+        if is_local(item) and len(absent) == len(found):
+            missing.setdefault(key, item)
+        elif absent:
+            problems.append(
+                f"{key}={item!r}: {len(absent)} of {len(found)} shards do not exist, e.g. {absent[0]}"
+            )
+        shards += found
+    return shards
+
+
+def _missing_paths(cfg: DictConfig, missing: Mapping[str, str]) -> Iterator[str]:
+    """One line per missing path, or one per missing data root for the paths under it."""
+    roots = {
+        "data.root": cfg.data.get("root"),
+        **{f"data.roots.{k}": v for k, v in (cfg.data.get("roots") or {}).items()},
+    }
+    absent_roots = {
+        key: path for key, path in roots.items() if path and is_local(path) and not os.path.isdir(path)
+    }
+    under: dict[str, list[str]] = {key: [] for key in absent_roots}
+    for key, path in missing.items():
+        root = next((r for r, root_path in absent_roots.items() if _is_under(path, root_path)), None)
+        if root is not None:
+            under[root].append(key)
+        elif key == "data.tokenizer":
+            yield f"data.tokenizer={path!r}: {missing_directory(path)}"
+        else:
+            yield f"{key}={path!r}: does not exist"
+    for root, keys in under.items():
+        if keys:
+            yield f"{root}={absent_roots[root]!r}: the directory does not exist (it should hold {', '.join(keys)})"
+
+
+def _is_under(path: str, root: str) -> bool:
+    path, root = os.path.abspath(os.path.expanduser(path)), os.path.abspath(os.path.expanduser(root))
+    return os.path.commonpath([path, root]) == root
+
+
+def _urls(spec: Any) -> str:
+    return repr(spec if isinstance(spec, str) else list(spec))
