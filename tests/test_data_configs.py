@@ -71,7 +71,7 @@ def _write_mix_roots(base: Path) -> dict[str, Path]:
             with ShardWriter(roots[source] / split, source=source, split=split, maxcount=2) as writer:
                 for i in range(images):
                     texts = [f"a red square number {i} caption {c}" for c in range(captions)]
-                    writer.write(f"{source}{i}", [encode_image((40, 30))], {"id": str(i), "captions": texts})
+                    writer.write(f"{source}{i}", [encode_image((40, 32))], {"id": str(i), "captions": texts})
     return roots
 
 

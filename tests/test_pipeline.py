@@ -23,6 +23,7 @@ from vilt_lab.data.masking import MaskingStep
 from vilt_lab.data.pipeline import (
     LoaderConfig,
     ResampledMix,
+    SkipCounter,
     Source,
     build_eval_loader,
     build_train_loader,
@@ -324,7 +325,7 @@ def test_resampled_mix_matches_its_weights_over_20k_draws(write_raw_shard) -> No
         samples = [{"__key__": f"{name}{i}", "json": json.dumps({"captions": ["c"]})} for i in range(50)]
         urls.append((str(write_raw_shard(name, samples) / "shard-000000.tar"),))
     mix = ResampledMix(tuple(urls), tuple(weights.values()))
-    draws = islice(mix(random.Random(0), 0, 1, lambda err: False, 0), 20_000)
+    draws = islice(mix(random.Random(0), 0, 1, SkipCounter(), 0), 20_000)
     counts = Counter(sample["__key__"].rstrip("0123456789") for sample in draws)
     for name, weight in weights.items():
         assert abs(counts[name] / 20_000 - weight) <= 0.02, (name, counts)

@@ -29,9 +29,12 @@ stream position, so the stream is re-seeded rather than replayed). The epoch liv
 and is set by the main process before each pass, so it is not lost in forked or persistent
 workers (pitfall 3, wds#172).
 
-Corrupt samples (undecodable or truncated image, non-image payload, missing or empty text,
-unreadable tar member) are skipped, logged (rate-limited) and counted; each batch reports in
-``"skipped"`` how many its worker skipped since its previous batch (pitfall 6).
+Corrupt samples (undecodable or truncated image, non-image payload, missing or empty text, an
+image the converter's rules refuse) are skipped, logged (rate-limited) and counted; each batch
+reports in ``"skipped"`` how many its worker skipped since its previous batch (pitfall 6). A shard
+that cannot be read to its end (a truncated tar, a missing file) counts the samples it lost: its
+``sizes.json`` count minus the samples it gave, or one when no count is known (see
+:func:`shard_samples`).
 """
 
 from __future__ import annotations
@@ -42,8 +45,8 @@ import logging
 import multiprocessing
 import os
 import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
@@ -57,13 +60,19 @@ from webdataset.tariterators import tarfile_samples
 from vilt_lab.data.augment import RandAugment
 from vilt_lab.data.collate import CollateStep, ItemCollator
 from vilt_lab.data.masking import MaskingStep
-from vilt_lab.data.shards import count_texts, expand_shards, sample_images, sample_meta
+from vilt_lab.data.shards import (
+    count_texts,
+    expand_shards,
+    is_local,
+    known_sizes,
+    sample_images,
+    sample_meta,
+)
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
 
 logger = logging.getLogger(__name__)
 
 RawSample = dict[str, Any]
-Handler = Callable[[Exception], bool]
 MAX_SKIPS_IN_A_ROW = 1000  # past this, a "corrupt data" problem is really a bug or a wrong path
 MAX_EMPTY_SHARDS_IN_A_ROW = 100
 
@@ -133,20 +142,35 @@ class SkipCounter:
 
     def record(self, where: str, err: BaseException) -> None:
         """Count one skipped sample (``where``: shard and key) and log it, rate-limited."""
-        self.total += 1
-        self.pending += 1
-        self.in_a_row += 1
+        self._skip(1, where, err)
         if self.total <= 10 or self.total % 1000 == 0:
             logger.warning(
                 "skipping %s: %s: %s (%d skipped by this worker)", where, type(err).__name__, err, self.total
             )
-        if self.in_a_row >= MAX_SKIPS_IN_A_ROW:
-            raise RuntimeError(f"{self.in_a_row} samples in a row were unusable, last at {where}") from err
 
-    def handler(self, err: Exception) -> bool:
-        """A WebDataset exception handler: count, log, and continue with the next member/shard."""
-        self.record("tar stream", err)
-        return True
+    def lost(self, url: str, count: int, err: BaseException) -> None:
+        """Count the ``count`` samples a shard could not give (it ended early: ``err``) and log it
+        (always: a shard that breaks off is rare and costs many samples)."""
+        logger.warning(
+            "shard %s lost %d sample(s): %s: %s (%d skipped by this worker)",
+            url,
+            count,
+            type(err).__name__,
+            err,
+            self.total + count,
+        )
+        self._skip(count, url, err)
+
+    def _skip(self, count: int, where: str, err: BaseException) -> None:
+        # A shard that lost thousands of samples is one step of a run of failures, as a bad
+        # sample is: a run of MAX_SKIPS_IN_A_ROW of them in a row is a bug or a wrong path.
+        self.total += count
+        self.pending += count
+        self.in_a_row += 1
+        if self.in_a_row >= MAX_SKIPS_IN_A_ROW:
+            raise RuntimeError(
+                f"{self.in_a_row} samples or shards in a row were unusable, last at {where}"
+            ) from err
 
     def success(self) -> None:
         """A sample decoded fine: the run of consecutive skips is broken."""
@@ -162,12 +186,44 @@ class SkipCounter:
 # Shard streams (one call per worker and pass)
 
 
-def _resampled_samples(urls: Sequence[str], rng: random.Random, handler: Handler) -> Iterator[RawSample]:
+def _one_shard(url: str, skips: SkipCounter, expected: int | None) -> Iterator[RawSample]:
+    errors: list[Exception] = []
+
+    def keep_going(err: Exception) -> bool:
+        errors.append(err)
+        return True
+
+    given = 0
+    for sample in tarfile_samples(iter([{"url": url}]), handler=keep_going):
+        given += 1
+        yield sample
+    # WebDataset reports a truncated tar as one or two exceptions, however many samples followed
+    # the cut (and a tar cut between members as none): the shard's recorded count says how many
+    # there were.
+    lost = max(0, expected - given) if expected is not None else int(bool(errors))
+    if lost:
+        skips.lost(url, lost, errors[0] if errors else EOFError(f"ended after {given} of {expected} samples"))
+    elif errors:  # e.g. a repeated member name: logged, but the shard gave every sample
+        logger.warning("shard %s: %s: %s", url, type(errors[0]).__name__, errors[0])
+
+
+def shard_samples(urls: Iterable[str], skips: SkipCounter, sizes: Mapping[str, int]) -> Iterator[RawSample]:
+    """The raw samples of ``urls``, shard by shard. A shard that cannot be read to its end (a
+    truncated tar, a missing or unreadable file) is logged and the samples it lost are counted
+    in ``skips``: its count in ``sizes`` (from ``sizes.json``) minus the samples it gave, so a
+    shard cut in half counts half its samples; without a count, one (the least it lost)."""
+    for url in urls:
+        yield from _one_shard(url, skips, sizes.get(url))
+
+
+def _resampled_samples(
+    urls: Sequence[str], rng: random.Random, skips: SkipCounter, sizes: Mapping[str, int]
+) -> Iterator[RawSample]:
     """Raw samples of shards drawn with replacement from ``urls``, forever."""
     empty_in_a_row = 0
     while True:
         count = 0
-        for sample in tarfile_samples(iter([{"url": rng.choice(urls)}]), handler=handler):
+        for sample in shard_samples([rng.choice(urls)], skips, sizes):
             count += 1
             yield sample
         empty_in_a_row = 0 if count else empty_in_a_row + 1
@@ -181,11 +237,12 @@ class ResampledMix:
 
     urls: tuple[tuple[str, ...], ...]
     weights: tuple[float, ...]
+    sizes: Mapping[str, int] = field(default_factory=dict)  # samples per shard, where known
 
     def __call__(
-        self, rng: random.Random, worker: int, num_workers: int, handler: Handler, pass_seed: int
+        self, rng: random.Random, worker: int, num_workers: int, skips: SkipCounter, pass_seed: int
     ) -> Iterator[RawSample]:
-        streams = [_resampled_samples(urls, rng, handler) for urls in self.urls]
+        streams = [_resampled_samples(urls, rng, skips, self.sizes) for urls in self.urls]
         picks = range(len(streams))
         while True:
             yield next(streams[rng.choices(picks, self.weights)[0]])
@@ -198,12 +255,13 @@ class ExactPass:
     urls: tuple[str, ...]
     rank: int
     world_size: int
+    sizes: Mapping[str, int] = field(default_factory=dict)  # samples per shard, where known
 
     def __call__(
-        self, rng: random.Random, worker: int, num_workers: int, handler: Handler, pass_seed: int
+        self, rng: random.Random, worker: int, num_workers: int, skips: SkipCounter, pass_seed: int
     ) -> Iterator[RawSample]:
         mine = self.urls[self.rank :: self.world_size][worker::num_workers]
-        return tarfile_samples(iter([{"url": url} for url in mine]), handler=handler)
+        return shard_samples(mine, skips, self.sizes)
 
 
 @dataclass(frozen=True)
@@ -224,9 +282,10 @@ class RankEpochs:
     rank: int
     world_size: int
     deal_seed: int
+    sizes: Mapping[str, int] = field(default_factory=dict)  # samples per shard, where known
 
     def __call__(
-        self, rng: random.Random, worker: int, num_workers: int, handler: Handler, pass_seed: int
+        self, rng: random.Random, worker: int, num_workers: int, skips: SkipCounter, pass_seed: int
     ) -> Iterator[RawSample]:
         dealt = list(self.urls)
         random.Random(self.deal_seed).shuffle(dealt)
@@ -236,14 +295,12 @@ class RankEpochs:
             # taking its own slice of it: the workers of a rank stay disjoint too.
             order = list(mine)
             random.Random(f"{pass_seed}/{epoch}").shuffle(order)
-            yield from tarfile_samples(
-                iter([{"url": url} for url in order[worker::num_workers]]), handler=handler
-            )
+            yield from shard_samples(order[worker::num_workers], skips, self.sizes)
 
 
-# (rng of this worker, worker, num_workers, skip handler, seed of this pass shared by the rank's
+# (rng of this worker, worker, num_workers, skip counter, seed of this pass shared by the rank's
 # workers) -> raw samples
-ShardStream = Callable[[random.Random, int, int, Handler, int], Iterator[RawSample]]
+ShardStream = Callable[[random.Random, int, int, SkipCounter, int], Iterator[RawSample]]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -366,7 +423,7 @@ class BatchStream(IterableDataset):
         generator = torch.Generator().manual_seed(seed)
         skips = SkipCounter()
         pass_seed = stream_seed(cfg.seed, self.start_step, self.epoch.value, cfg.rank, 0)
-        raw = self.shards(rng, worker, num_workers, skips.handler, pass_seed)
+        raw = self.shards(rng, worker, num_workers, skips, pass_seed)
         if self.expand_field is not None:
             raw = expand_items(raw, self.expand_field, skips)
         if self.shuffle:
@@ -487,6 +544,42 @@ def _quiet_tokenizers() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def missing_shards(urls: Sequence[str]) -> list[str]:
+    """The local ``urls`` that do not exist (URLs and ``pipe:`` commands are left to the reader)."""
+    return [u for u in urls if is_local(u) and not os.path.exists(u)]
+
+
+def check_eval_shards(urls: Sequence[str], world_size: int) -> None:
+    """An evaluation pass deals whole shards to ranks (:class:`ExactPass`): each rank needs one,
+    since a rank without data would hang the collectives that gather the results.
+
+    Raises:
+        ValueError: with fewer shards than ranks.
+    """
+    if len(urls) < world_size:
+        raise ValueError(
+            f"{len(urls)} eval shards cannot be split over {world_size} ranks; write more, smaller shards"
+        )
+
+
+def check_exact_epochs(urls: Sequence[Sequence[str]], world_size: int, num_workers: int) -> None:
+    """Exact epochs (``data.resampled=false``, :class:`RankEpochs`) read one source, and give
+    each worker of each rank shards of its own.
+
+    Raises:
+        ValueError: for several sources, or fewer shards than ranks x workers.
+    """
+    if len(urls) != 1:
+        raise ValueError("mixing several sources needs resampled shards (data.resampled=true)")
+    needed = world_size * max(1, num_workers)
+    if len(urls[0]) < needed:
+        raise ValueError(
+            f"{len(urls[0])} shards cannot give each of {world_size} ranks x "
+            f"{max(1, num_workers)} workers its own: write more, smaller shards, or set "
+            "data.resampled=true"
+        )
+
+
 def check_local_shards(urls: Sequence[str], label: str) -> None:
     """Fail early, naming the path, when local shards do not exist (a wrong ``data.root`` would
     otherwise surface as a missing ``texts.json`` or as a worker that never yields). URLs and
@@ -495,7 +588,7 @@ def check_local_shards(urls: Sequence[str], label: str) -> None:
     Raises:
         FileNotFoundError: naming ``label`` (e.g. the source's config key) and a missing shard.
     """
-    missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not os.path.exists(u)]
+    missing = missing_shards(urls)
     if missing:
         raise FileNotFoundError(
             f"data {label}: {len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]} "
@@ -561,23 +654,17 @@ def build_train_loader(
         if not u:
             raise ValueError(f"no shards found for {source.shards!r}")
         check_local_shards(u, source.name or "")
+    sizes = known_sizes(url for u in urls for url in u)
     if resampled:
-        shards: ShardStream = ResampledMix(tuple(tuple(u) for u in urls), mix_weights(sources, urls))
+        shards: ShardStream = ResampledMix(tuple(tuple(u) for u in urls), mix_weights(sources, urls), sizes)
     else:
-        if len(sources) != 1:
-            raise ValueError("mixing several sources needs resampled shards (data.resampled=true)")
-        needed = config.world_size * max(1, config.num_workers)
-        if len(urls[0]) < needed:
-            raise ValueError(
-                f"{len(urls[0])} shards cannot give each of {config.world_size} ranks x "
-                f"{max(1, config.num_workers)} workers its own: write more, smaller shards, or set "
-                "data.resampled=true"
-            )
+        check_exact_epochs(urls, config.world_size, config.num_workers)
         shards = RankEpochs(
             tuple(urls[0]),
             config.rank,
             config.world_size,
             deal_seed=stream_seed(config.seed, 0, 0, 0, 0),
+            sizes=sizes,
         )
     stream = _stream(shards, tokenizer, config, items, train=True, start_step=start_step)
     return StreamLoader(stream, config, config.num_workers, num_batches=epoch_batches, advance_epoch=True)
@@ -598,10 +685,7 @@ def build_eval_loader(
     _quiet_tokenizers()
     urls = tuple(expand_shards(shards))
     check_local_shards(urls, "eval")
-    if len(urls) < config.world_size:
-        raise ValueError(
-            f"{len(urls)} eval shards cannot be split over {config.world_size} ranks; write more, smaller shards"
-        )
+    check_eval_shards(urls, config.world_size)
     num_workers = config.num_workers
     if len(urls) < config.world_size * num_workers:
         # A worker without a shard would yield nothing; fewer workers is the honest fix.
@@ -613,5 +697,6 @@ def build_eval_loader(
             config.num_workers,
             num_workers,
         )
-    stream = _stream(ExactPass(urls, config.rank, config.world_size), tokenizer, config, items, train=False)
+    exact = ExactPass(urls, config.rank, config.world_size, known_sizes(urls))
+    stream = _stream(exact, tokenizer, config, items, train=False)
     return StreamLoader(stream, config, num_workers, num_batches=None, advance_epoch=False)

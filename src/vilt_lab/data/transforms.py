@@ -9,11 +9,14 @@ such as a 640x480 COCO image headed for 512x384. That one goes through ``simplej
 libjpeg-turbo with the same settings (accurate DCT, smooth chroma upsampling), so the pixels are
 identical, but decoded straight into a NumPy array without a PIL image in between, about 1.4x
 faster on one core (1.88 against 2.62 ms for a noisy 640x480 JPEG, decode plus tensor).
+
+Both paths read the header first and apply the converter's image rules (``ImagePolicy``: the
+minimum side, PIL's decompression-bomb limit) before decoding: shards another tool wrote have not
+been through the converter, and a 100-Mpx image must be refused before it costs 300 MB.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
+
+from vilt_lab.data.sources.images import ImagePolicy, check_image_size, open_image
 
 # The paper's "longer side 640" is computed in the official code as int(1333 / 800 * 384) = 639,
 # which, after flooring to a multiple of 32, caps the longer side at 608 (vilt-paper ref. §0.5).
@@ -32,6 +37,8 @@ PAPER_LONGER = int(1333 / 800 * PAPER_SHORTER)
 
 # An augmentation of a decoded RGB image that keeps its size and mode.
 ImageAugment = Callable[[Image.Image], Image.Image]
+# The converter's own rules (its defaults), applied again to every image a loader reads.
+SHARD_IMAGES = ImagePolicy()
 
 
 def min_max_size(width: int, height: int, shorter: int, longer: int, patch: int) -> tuple[int, int]:
@@ -87,13 +94,18 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 _SIMPLEJPEG_SPACES = ("RGB", "YCbCr", "Gray")
 
 
-def _decode_jpeg_direct(data: bytes, resize: MinMaxResize) -> torch.Tensor | None:
+def _decode_jpeg_direct(
+    data: bytes, resize: MinMaxResize, policy: ImagePolicy = SHARD_IMAGES
+) -> torch.Tensor | None:
     """The JPEG as a uint8 (3, h, w) tensor via simplejpeg, or None to leave it to PIL.
 
     None when the payload is not a plain JPEG, needs a colour conversion libjpeg-turbo cannot do,
     would be drafted (PIL's draft path is what shrinks large photos), or makes libjpeg-turbo so
     much as warn (``strict``): PIL then decodes it or raises, so both paths accept and refuse
     exactly the same files.
+
+    Raises:
+        BadImage: for a size ``policy`` skips (from the header, before decoding).
     """
     if not data.startswith(JPEG_MAGIC):
         return None
@@ -101,6 +113,7 @@ def _decode_jpeg_direct(data: bytes, resize: MinMaxResize) -> torch.Tensor | Non
         height, width, colour_space, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
+    check_image_size(width, height, policy)
     target_w, target_h = resize.size(width, height)
     if colour_space not in _SIMPLEJPEG_SPACES or min(width // target_w, height // target_h) >= 2:
         return None
@@ -111,19 +124,22 @@ def _decode_jpeg_direct(data: bytes, resize: MinMaxResize) -> torch.Tensor | Non
     return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
-def decode_image(data: bytes, resize: MinMaxResize, augment: ImageAugment | None = None) -> torch.Tensor:
+def decode_image(
+    data: bytes, resize: MinMaxResize, augment: ImageAugment | None = None, policy: ImagePolicy = SHARD_IMAGES
+) -> torch.Tensor:
     """Encoded image bytes -> (augmented,) resized RGB uint8 tensor of shape (3, H, W).
 
     ``augment`` runs on the decoded RGB image before the final resize, as the official
     fine-tuning transform does (RandAugment, then MinMaxResize).
 
     Raises:
-        PIL.UnidentifiedImageError / OSError: for a payload that is not an image or is truncated
-        (the caller skips such samples).
+        BadImage: for a payload that is not an image, or whose size ``policy`` skips (checked
+        on the header, before decoding);
+        OSError: for a truncated image (the caller skips such samples).
     """
-    if augment is None and (pixels := _decode_jpeg_direct(data, resize)) is not None:
+    if augment is None and (pixels := _decode_jpeg_direct(data, resize, policy)) is not None:
         return resize_bicubic(pixels, resize.size(pixels.shape[2], pixels.shape[1]))
-    with Image.open(io.BytesIO(data)) as image:  # reads the header only
+    with open_image(data, policy) as image:  # reads the header only
         target = resize.size(*image.size)
         # JPEG can decode at 1/2, 1/4 or 1/8 scale for almost nothing: a 4000 px photo headed for
         # 384 px decodes about 8x faster. draft() only picks a scale that stays >= target, and is a

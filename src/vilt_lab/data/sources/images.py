@@ -90,9 +90,20 @@ class CleanImage:
     action: str
 
 
-def _open_checked(data: bytes, policy: ImagePolicy) -> tuple[Image.Image, tuple[int, int]]:
-    """Open and fully decode ``data``: the image and its size in the file (a JPEG headed for a
-    pre-resize is decoded smaller); raise :class:`BadImage` for anything the policy skips."""
+def check_image_size(width: int, height: int, policy: ImagePolicy) -> None:
+    """Raise :class:`BadImage` for a size the policy skips: over PIL's decompression-bomb limit
+    (``Image.MAX_IMAGE_PIXELS``; None turns it off) or a shorter side below ``min_side``. Needs
+    the header alone, so readers check before decoding anything."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise BadImage(TOO_LARGE, f"{width}x{height} = {width * height} px, over PIL's limit of {limit}")
+    if min(width, height) < policy.min_side:
+        raise BadImage(TOO_SMALL, f"{width}x{height} px, shorter side below {policy.min_side}")
+
+
+def open_image(data: bytes, policy: ImagePolicy) -> Image.Image:
+    """Open ``data`` (its header: no pixel is decoded yet) and check its size against ``policy``;
+    raise :class:`BadImage` for anything the policy skips. The caller closes the image."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -103,16 +114,27 @@ def _open_checked(data: bytes, policy: ImagePolicy) -> tuple[Image.Image, tuple[
             raise BadImage(NOT_AN_IMAGE, f"{len(data)} bytes starting {bytes(data[:8])!r}") from err
         except (OSError, SyntaxError, ValueError) as err:  # PIL's plugins raise all three on bad headers
             raise BadImage(CORRUPT, str(err)) from err
-        width, height = image.size
-        if min(width, height) < policy.min_side:
-            raise BadImage(TOO_SMALL, f"{width}x{height} px, shorter side below {policy.min_side}")
-        if policy.resize_shorter and min(width, height) > policy.resize_shorter:
-            # JPEG decodes at 1/2..1/8 scale nearly for free; draft keeps both sides >= the request.
-            image.draft("RGB", _scaled(image.size, policy.resize_shorter))
-        try:
-            image.load()
-        except (OSError, SyntaxError, ValueError, EOFError) as err:
-            raise BadImage(CORRUPT, str(err)) from err
+    try:
+        check_image_size(*image.size, policy)
+    except BadImage:
+        image.close()
+        raise
+    return image
+
+
+def _open_checked(data: bytes, policy: ImagePolicy) -> tuple[Image.Image, tuple[int, int]]:
+    """Open and fully decode ``data``: the image and its size in the file (a JPEG headed for a
+    pre-resize is decoded smaller); raise :class:`BadImage` for anything the policy skips."""
+    image = open_image(data, policy)
+    width, height = image.size
+    if policy.resize_shorter and min(width, height) > policy.resize_shorter:
+        # JPEG decodes at 1/2..1/8 scale nearly for free; draft keeps both sides >= the request.
+        image.draft("RGB", _scaled(image.size, policy.resize_shorter))
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        image.close()
+        raise BadImage(CORRUPT, str(err)) from err
     return image, (width, height)
 
 
