@@ -58,7 +58,7 @@ def ensure_data(cfg: DictConfig) -> None:
 
 
 def build_tokenizer(cfg: DictConfig):
-    return load_tokenizer(cfg.data.tokenizer)
+    return load_tokenizer(cfg.data.tokenizer, key="data.tokenizer")
 
 
 def model_config(cfg: DictConfig, vocab_size: int) -> ViltConfig:

@@ -22,6 +22,7 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from .build import build_streams, build_task, build_tokenizer, ensure_data, trainer_settings
+from .config_validation import validate_train_config
 from .run_dir import git_info, resolve_run_dir, run_name, sweep_job_name, write_run_files
 from .trainer import Trainer
 from .training.tracking import init_tracking, reset_accelerate_state
@@ -54,6 +55,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (and evaluate) as `cfg` says; returns the summary written to the run dir."""
     if cfg.launcher.name == "slurm" and "RANK" not in os.environ:
         export_slurm_environment()
+    validate_train_config(cfg)  # from here on WORLD_SIZE is the job's, under SLURM too
     # Accelerate logs every file it saves at INFO; the progress bar and our own lines suffice.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     accelerator = Accelerator(
