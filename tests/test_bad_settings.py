@@ -85,15 +85,15 @@ BAD_SETTINGS = {
         r"objective\.mlm\.probability=1\.5: expected a number > 0 and < 1",
     ),
     "nonfinite": (
-        ["trainer.nonfinite=ignore"],
+        ["++trainer.nonfinite=ignore"],
         r"trainer\.nonfinite='ignore': expected one of 'stop', 'skip'",
     ),
     "max skipped -1": (
-        ["trainer.max_skipped_steps=-1"],
+        ["++trainer.max_skipped_steps=-1"],
         r"trainer\.max_skipped_steps=-1: expected an integer >= 0",
     ),
     "deterministic": (
-        ["trainer.deterministic=maybe"],
+        ["++trainer.deterministic=maybe"],
         r"trainer\.deterministic='maybe': expected true or false",
     ),
     "augment longer < shorter": (
