@@ -140,8 +140,16 @@ def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> tor
 
     r0, r1, fr = source(rows, h)
     c0, c1, fc = source(cols, w)
-    pos = (1 - fr) * ((1 - fc) * table[r0 * G + c0] + fc * table[r0 * G + c1]) + fr * (
-        (1 - fc) * table[r1 * G + c0] + fc * table[r1 * G + c1]
+
+    def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        # A row lookup, as `table[r * G + c]` but deterministic: the backward of advanced indexing
+        # (index_put_ with accumulate) adds the many repeated rows with atomic adds from several
+        # threads on CPU, so two runs got different gradients at 2 threads (issue 11); embedding's
+        # backward adds them in index order at any thread count (the same sums as one thread).
+        return F.embedding(r * G + c, table)
+
+    pos = (1 - fr) * ((1 - fc) * corner(r0, c0) + fc * corner(r0, c1)) + fr * (
+        (1 - fc) * corner(r1, c0) + fc * corner(r1, c1)
     )
     # Padding positions get no position embedding (HF zero-pads the resized table).
     return pos * selection.valid.unsqueeze(-1).to(pos.dtype)
