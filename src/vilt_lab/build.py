@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
 from transformers import PreTrainedTokenizerBase
 
 from . import config_resolvers  # noqa: F401 - registers ${required:...} before any config resolves
@@ -19,7 +18,7 @@ from .data.pipeline import LoaderConfig, Source, build_train_loader
 from .data.tokenizer import load_tokenizer
 from .evaluation.evaluators import Evaluator
 from .model import ViltBackbone, ViltConfig, get_config
-from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint
+from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, read_safetensors
 from .model.init_from import InitReport, init_model, load_into
 from .model.official import read_official
 from .model.with_heads import ViltWithHeads
@@ -40,12 +39,22 @@ def shapes_world_complete(root: Path) -> bool:
     return (Path(root) / "tokenizer" / "tokenizer.json").is_file()
 
 
+def written_on_first_use(cfg: DictConfig) -> bool:
+    """The data is a shapes world that `ensure_data` is about to write (`data.generate_n` set and
+    no complete world under `data.root` yet): there is nothing on disk to check before it."""
+    return (
+        cfg.data.name == "shapes"
+        and bool(cfg.data.get("generate_n"))
+        and not shapes_world_complete(Path(cfg.data.root))
+    )
+
+
 def ensure_data(cfg: DictConfig) -> None:
-    """Write the shapes world on first use (`data.generate_n` set and no world there yet): once,
-    by one process, while every other process that calls this waits (`write_once`)."""
-    n = cfg.data.get("generate_n")
-    if cfg.data.name != "shapes" or not n:
+    """Write the shapes world on first use (`written_on_first_use`): once, by one process, while
+    every other process that calls this waits (`write_once`)."""
+    if not written_on_first_use(cfg):
         return
+    n = cfg.data.generate_n
     from .data.sources.shapes import write_shapes_world
 
     root = Path(cfg.data.root)
@@ -98,7 +107,7 @@ def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     # The weights come from the checkpoint: neither re-initialise nor compile.
     cfg.model.init_from = cfg.model.init_file = None
     cfg.trainer.compile = False
-    state = load_file(str(weights_path))
+    state = read_safetensors(weights_path)
     module = build_task(
         cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False
     )
@@ -320,4 +329,6 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
         select_mode=str(cfg.task.get("select_mode", "max")),
         progress=bool(t.progress),
         seed=int(cfg.seed),
+        nonfinite=str(t.nonfinite),
+        max_skipped_steps=int(t.max_skipped_steps),
     )

@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .build import model_config, trainer_settings
+from .build import model_config, trainer_settings, written_on_first_use
 from .config_schema import EvalSchema, TrainSchema
 from .data.pipeline import Source, check_exact_epochs, missing_shards, mix_weights
 from .data.shards import SIZES_FILE, expand_shards, is_local
@@ -67,7 +67,7 @@ def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> Non
     world_size = world_size or launched_world_size()
     _refuse(check(OmegaConf.to_container(cfg, resolve=True), TrainSchema))
     _refuse([*_batch_split(cfg, world_size), *_model(cfg), *_augment(cfg)])
-    if _written_on_first_use(cfg):
+    if written_on_first_use(cfg):
         return
     task = get_task(cfg.task.name)
     sources = {f"data.sources.{name}.urls": source.urls for name, source in cfg.data.sources.items()}
@@ -84,7 +84,7 @@ def validate_eval_config(cfg: DictConfig, splits: Mapping[str, Any], world_size:
     world_size = world_size or launched_world_size()
     _refuse(check(OmegaConf.to_container(cfg, resolve=True), EvalSchema))
     _refuse([*_augment(cfg), *_checkpoint(cfg)])
-    if _written_on_first_use(cfg):
+    if written_on_first_use(cfg):
         return
     task = get_task(cfg.task.name)
     _refuse(list(_data(cfg, task, {}, splits, world_size)))
@@ -138,17 +138,6 @@ def _settings(cfg: DictConfig) -> None:
 
 
 # ---------------------------------------------------------------------------------- data on disk
-def _written_on_first_use(cfg: DictConfig) -> bool:
-    """The shapes world `build.ensure_data` is about to write: `data.generate_n` set and no
-    complete world under `data.root` (its tokenizer is the writer's last file)."""
-    root = cfg.data.get("root")
-    return (
-        bool(cfg.data.get("generate_n"))
-        and bool(root)
-        and not (Path(root) / "tokenizer" / "tokenizer.json").is_file()
-    )
-
-
 def _data(
     cfg: DictConfig, task: Task, sources: Mapping[str, Any], splits: Mapping[str, Any], world_size: int
 ) -> Iterator[str]:

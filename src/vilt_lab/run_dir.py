@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,29 +17,126 @@ from omegaconf import DictConfig, OmegaConf
 
 RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
 
-# Keys that say how or where to run, not what is trained: they do not change the run's identity.
-_NOT_IDENTITY = ("name", "resume", "evaluate", "logger", "paths", "launcher")
-_NOT_IDENTITY_TRAINER = (
-    "progress",
-    "log_every",
-    "keep_last",
-    "eval_batches",
-    "eval_every",
-    "evals_per_epoch",
+# Keys that say how or where a run runs, not what it trains (a key covers everything under it).
+# They are left out of the run-dir hash, so `trainer.grad_checkpointing=true` to resume on a
+# smaller GPU finds the same run dir, and they are the only keys a resume may change: the micro
+# batch and accumulation (the global batch stays), memory and speed switches, workers, logging,
+# checkpoint and evaluation intervals, progress. Everything else (model, objectives, data, seed,
+# schedule, optimizer, precision) defines the run.
+MAY_CHANGE = (
+    "name",
+    "resume",
+    "evaluate",
+    "logger",
+    "paths",
+    "launcher",
+    "trainer.micro_batch_size",
+    "trainer.grad_checkpointing",
+    "trainer.compile",
+    "trainer.deterministic",
+    "trainer.nonfinite",
+    "trainer.max_skipped_steps",
+    "trainer.progress",
+    "trainer.log_every",
+    "trainer.ckpt_every",
+    "trainer.keep_last",
+    "trainer.eval_batches",
+    "trainer.eval_every",
+    "trainer.evals_per_epoch",
+    "data.num_workers",
 )
-_NOT_IDENTITY_DATA = ("num_workers",)
+RESUME_HISTORY = "resume_history.jsonl"
+
+
+def flat_config(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The resolved config as {dotted key: leaf value}."""
+    values = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            flat[prefix] = value
+
+    walk("", values)
+    return flat
+
+
+def may_change(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)
 
 
 def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits over the resolved config minus the keys that do not change what is trained."""
-    values = OmegaConf.to_container(cfg, resolve=True)
-    for key in _NOT_IDENTITY:
-        values.pop(key, None)
-    for key in _NOT_IDENTITY_TRAINER:
-        values.get("trainer", {}).pop(key, None)
-    for key in _NOT_IDENTITY_DATA:
-        values.get("data", {}).pop(key, None)
-    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    """8 hex digits over the resolved config minus the keys that may change (`MAY_CHANGE`)."""
+    identity = {k: v for k, v in flat_config(cfg).items() if not may_change(k)}
+    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (recorded, current)} for every leaf that differs (a missing key is None)."""
+    return {
+        key: (recorded.get(key), current.get(key))
+        for key in sorted(set(recorded) | set(current))
+        if recorded.get(key) != current.get(key)
+    }
+
+
+class ResumeRefused(ValueError):
+    """A resume whose config differs from the run's record in a key that defines the run."""
+
+
+def check_resume(run_dir: Path, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """Compare `cfg` with the config `run_dir` recorded; return the changes a resume may make,
+    or refuse (listing every key) when a setting that defines the run differs. Reads only."""
+    record = Path(run_dir) / RUN_CONFIG_NAME
+    if not record.is_file():
+        return {}
+    changes = config_changes(flat_config(OmegaConf.load(record)), flat_config(cfg))
+    refused = {k: v for k, v in changes.items() if not may_change(k)}
+    if refused:
+        lines = "\n".join(f"  {k}: {old!r} (recorded) -> {new!r} (now)" for k, (old, new) in refused.items())
+        raise ResumeRefused(
+            f"resume refused: {record} records other values for settings that define the run:\n{lines}\n"
+            "Resume with the recorded values, or start a new run (name=<new name>). Only these may "
+            f"change on resume: {', '.join(MAY_CHANGE)}"
+        )
+    return {k: v for k, v in changes.items() if k not in ("resume",)}
+
+
+def record_resume(
+    run_dir: Path, step: int, changes: dict[str, tuple[Any, Any]], overrides: list[str]
+) -> None:
+    """Append one resume (its step, the changed settings, the command line) to the run's history;
+    the original config.yaml stays as it was written. Main process only."""
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "step": step,
+        "changes": {k: {"recorded": old, "now": new} for k, (old, new) in changes.items()},
+        "overrides": list(overrides),
+    }
+    with (Path(run_dir) / RUN_CONFIG_NAME).with_name(RESUME_HISTORY).open("a") as f:
+        f.write(json.dumps(entry, default=str) + "\n")
+
+
+# What an earlier attempt leaves that a fresh start must not append to.
+_ATTEMPT_FILES = ("metrics.jsonl", "summary.json", RESUME_HISTORY)
+
+
+def set_aside_earlier_attempt(run_dir: Path) -> Path | None:
+    """Move what an earlier, checkpoint-less attempt left in `run_dir` (its metrics, summary,
+    resume history) into `earlier_attempts/<n>/`, so a fresh start does not log step 5 twice and
+    nothing is lost. Main process only; returns where they went."""
+    found = [Path(run_dir) / name for name in _ATTEMPT_FILES if (Path(run_dir) / name).exists()]
+    if not found:
+        return None
+    attempts = Path(run_dir) / "earlier_attempts"
+    target = attempts / str(len(list(attempts.glob("*"))) if attempts.is_dir() else 0)
+    target.mkdir(parents=True)
+    for path in found:
+        path.rename(target / path.name)
+    return target
 
 
 def run_name(cfg: DictConfig) -> str:

@@ -23,8 +23,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build import build_streams, build_task, build_tokenizer, ensure_data, trainer_settings
 from .config_validation import validate_train_config
-from .run_dir import git_info, resolve_run_dir, run_name, sweep_job_name, write_run_files
+from .run_dir import (
+    RUN_CONFIG_NAME,
+    check_resume,
+    git_info,
+    record_resume,
+    resolve_run_dir,
+    run_name,
+    set_aside_earlier_attempt,
+    sweep_job_name,
+    write_run_files,
+)
 from .trainer import Trainer
+from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
+from .training.determinism import deterministic_mode
 from .training.tracking import init_tracking, reset_accelerate_state
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -73,12 +85,47 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
             "check the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR)"
         )
     try:
-        return _run(cfg, accelerator, overrides or [])
+        with deterministic_mode(bool(cfg.trainer.deterministic)):
+            return _run(cfg, accelerator, overrides or [])
     finally:
         accelerator.end_training()
         # Hydra's sequential sweeps run every job in this process; Accelerate's state is a
         # process-wide singleton, so the next job must start from a clean one.
         reset_accelerate_state()
+
+
+def prepare_run_dir(
+    cfg: DictConfig, accelerator: Accelerator, run_dir: Path, overrides: list[str]
+) -> Path | None:
+    """Decide fresh start or resume before anything in the run dir is touched; return the
+    checkpoint to continue from (None: fresh).
+
+    Fresh: what an earlier attempt without a checkpoint left is set aside and the run files are
+    written. Resume: the config is checked against the run's record (a setting that defines the
+    run must match, see `run_dir.MAY_CHANGE`) and the changes are appended to its resume
+    history; config.yaml is never rewritten.
+    """
+    checkpoints = run_dir / "checkpoints"
+    if accelerator.is_main_process:
+        recover(checkpoints)  # finish a save or prune that a kill interrupted
+    accelerator.wait_for_everyone()
+    resume_from = resume_checkpoint(checkpoints, cfg.resume)
+    if resume_from is None:
+        if accelerator.is_main_process:
+            moved = set_aside_earlier_attempt(run_dir)
+            if moved is not None:
+                log.warning("fresh start in %s: an earlier attempt's files are now in %s", run_dir, moved)
+            write_run_files(run_dir, cfg, overrides, git_info())
+    else:
+        # Every process checks (reading only), so a refusal stops them all alike.
+        record_dir = resume_from.parent.parent
+        changes = check_resume(record_dir, cfg)
+        if accelerator.is_main_process:
+            if not (run_dir / RUN_CONFIG_NAME).is_file():  # resume= a checkpoint of another run
+                write_run_files(run_dir, cfg, overrides, git_info())
+            record_resume(run_dir, checkpoint_step(resume_from), changes, overrides)
+    accelerator.wait_for_everyone()
+    return resume_from
 
 
 def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dict[str, Any]:
@@ -88,16 +135,14 @@ def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dic
     # makes one of them the writer where they do. Run files: the job's main process.
     if accelerator.is_local_main_process:
         ensure_data(cfg)
-    if accelerator.is_main_process:
-        write_run_files(run_dir, cfg, overrides, git_info())
-    accelerator.wait_for_everyone()
+    resume_from = prepare_run_dir(cfg, accelerator, run_dir, overrides)
 
     tokenizer = build_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     train_stream, evaluators = build_streams(cfg, tokenizer, accelerator, task)
     settings = trainer_settings(cfg)
     trainer = Trainer(accelerator, task, settings, run_dir, train_stream, evaluators)
-    state = trainer.resume(cfg.resume)
+    state = trainer.restore(resume_from)
     trainer.extra_state["wandb_run_id"] = init_tracking(
         accelerator, cfg, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
     )

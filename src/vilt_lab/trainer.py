@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from .evaluation.evaluators import Evaluator
 from .evaluation.loop import to_device
-from .training.checkpoint import CheckpointManager, latest_checkpoint
+from .training.checkpoint import CheckpointManager, TrainingState
+from .training.faults import fault_point
 from .training.metric_means import WeightedMeans, means_from_vector
 from .training.metrics_log import MetricsLog
 from .training.optim import build_optimizer
@@ -38,6 +39,10 @@ log = logging.getLogger(__name__)
 
 # A stream of batches starting at a given optimizer step (data position is a function of it).
 TrainStream = Callable[[int], Iterable[dict[str, Any]]]
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient or parameter went non-finite (see `trainer.nonfinite`)."""
 
 
 def accumulation_steps(global_batch: int, micro_batch: int, num_processes: int) -> int:
@@ -80,8 +85,12 @@ class TrainerSettings:
     select_mode: str = "max"
     progress: bool = True
     seed: int = 0
+    nonfinite: str = "stop"
+    max_skipped_steps: int = 10
 
     def __post_init__(self) -> None:
+        if self.nonfinite not in ("stop", "skip"):
+            raise ValueError(f"trainer.nonfinite={self.nonfinite!r}: expected stop or skip")
         if self.select_mode not in ("max", "min"):
             raise ValueError(f"task.select_mode={self.select_mode!r}: expected max or min")
         if self.eval_every is not None and self.eval_every < 1:
@@ -119,11 +128,16 @@ class Trainer:
         # The scheduler is deliberately not prepared (see training/schedule.py).
         self.scheduler = build_scheduler(optimizer, settings.warmup, settings.max_steps)
         self.model, self.optimizer = accelerator.prepare(task, optimizer)
-        accelerator.register_for_checkpointing(self.scheduler)
-        self.checkpoints = CheckpointManager(self.run_dir / "checkpoints", accelerator, settings.keep_last)
+        restored = TrainingState(
+            accelerator.unwrap_model(self.model), self.optimizer, self.scheduler, accelerator.scaler
+        )
+        self.checkpoints = CheckpointManager(
+            self.run_dir / "checkpoints", accelerator, restored, settings.keep_last
+        )
         self.metrics = MetricsLog(self.run_dir / "metrics.jsonl", enabled=accelerator.is_main_process)
         self.step = 0
         self.samples_skipped = 0
+        self.steps_skipped = 0  # optimizer steps left out for a non-finite loss (trainer.nonfinite=skip)
         self.extra_state: dict[str, Any] = {}
         # {"step", "metric", "value"} of the best evaluation so far (kept in every checkpoint).
         self.best: dict[str, Any] | None = None
@@ -132,37 +146,30 @@ class Trainer:
         self.eval_seconds = 0.0  # spent in evaluation, so training time can be told apart
 
     # ----------------------------------------------------------------------------- resume
-    def resume(self, mode: str | None) -> dict[str, Any]:
-        """Apply `resume` (null | latest | auto | a checkpoint path); return the restored trainer state."""
-        root = self.run_dir / "checkpoints"
-        found = latest_checkpoint(root)
-        if mode is None:
-            if found is not None:
-                raise FileExistsError(
-                    f"run dir {self.run_dir} already holds checkpoint {found.name}; pass resume=latest to "
-                    "continue it, or name=<new name> for a new run"
-                )
+    def restore(self, path: Path | None) -> dict[str, Any]:
+        """Continue from checkpoint `path` (None: a fresh start); return its trainer state.
+        Choosing the checkpoint is `training.checkpoint.resume_checkpoint`'s job."""
+        if path is None:
             return {}
-        if mode in ("latest", "auto"):
-            if found is None:
-                if mode == "latest":
-                    raise FileNotFoundError(f"resume=latest: no complete checkpoint under {root}")
-                return {}
-            path = found
-        else:
-            path = Path(mode)
         state = self.checkpoints.load(path)
         self.step = int(state["step"])
         self.samples_skipped = int(state.get("samples_skipped", 0))
+        self.steps_skipped = int(state.get("steps_skipped", 0))
         self.best = state.get("best")
         self.metrics.truncate_after(self.step)
         log.info("resumed from %s at step %d", path, self.step)
         return state
 
     def trainer_state(self) -> dict[str, Any]:
-        return {"samples_skipped": self.samples_skipped, "best": self.best, **self.extra_state}
+        return {
+            "samples_skipped": self.samples_skipped,
+            "steps_skipped": self.steps_skipped,
+            "best": self.best,
+            **self.extra_state,
+        }
 
     def _save(self) -> None:
+        self._check_finite_parameters()
         keep = self.best["step"] if self.best is not None else None
         self.checkpoints.save(self.step, self.trainer_state(), keep_step=keep)
 
@@ -180,16 +187,78 @@ class Trainer:
             acc.backward(out["loss"] / self.accumulation)
         return out
 
-    def _optimizer_step(self) -> float | None:
-        grad_norm = None
-        if self.settings.grad_clip:
-            grad_norm = float(self.acc.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip))
+    def _optimizer_step(self, losses: torch.Tensor, loss_names: list[str]) -> float | None:
+        """Step unless a loss or the gradient norm is non-finite; return the gradient norm.
+
+        losses: this process's per-objective losses summed over the step's micro-batches (on the
+        device). Their finiteness and the gradient norm's travel in one small all-reduce and come
+        to the host once: the step's one sync, and every process takes the same decision (a NaN on
+        one rank alone would otherwise leave the others stepping, and the job hung).
+        """
+        s, acc = self.settings, self.acc
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if s.grad_clip:
+            grad_norm = acc.clip_grad_norm_(params, s.grad_clip)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        # Under fp16 an inf gradient is routine: the GradScaler skips that step and lowers the
+        # scale. Only the losses are ours to judge there.
+        checked_norm = torch.zeros_like(grad_norm) if acc.scaler is not None else grad_norm
+        health = torch.cat([losses.float(), checked_norm.reshape(1).float()])
+        if acc.num_processes > 1:
+            health = acc.reduce(health, reduction="sum")
+        values = health.tolist()
+        bad = [
+            name
+            for name, v in zip([*loss_names, "gradient norm"], values, strict=True)
+            if not math.isfinite(v)
+        ]
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._refuse_step(bad)
+            return None
         self.optimizer.step()
         # An fp16 step skipped for inf gradients must not advance the learning-rate curve.
-        if not self.acc.optimizer_step_was_skipped:
+        if not acc.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+        return float(grad_norm) if s.grad_clip else None
+
+    def _refuse_step(self, bad: list[str]) -> None:
+        """A step whose loss or gradient went non-finite took no optimizer step: stop, or count it."""
+        s = self.settings
+        step = self.step + 1
+        if s.nonfinite == "skip" and self.steps_skipped < s.max_skipped_steps:
+            self.steps_skipped += 1
+            log.warning(
+                "step %d: non-finite %s: no optimizer step (%d of trainer.max_skipped_steps=%d skipped)",
+                step,
+                ", ".join(bad),
+                self.steps_skipped,
+                s.max_skipped_steps,
+            )
+            return
+        allowed = (
+            f"trainer.max_skipped_steps={s.max_skipped_steps} already skipped"
+            if s.nonfinite == "skip"
+            else "trainer.nonfinite=stop; trainer.nonfinite=skip leaves such steps out"
+        )
+        raise NonFiniteError(
+            f"step {step}: non-finite {', '.join(bad)}; no optimizer step was taken and no checkpoint "
+            f"written, the run dir's checkpoints hold finite weights ({allowed})"
+        )
+
+    def _check_finite_parameters(self) -> None:
+        """No checkpoint with a non-finite parameter is ever written (one host sync per save)."""
+        model = self.acc.unwrap_model(self.model)
+        named = list(model.named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named]).tolist()
+        bad = [name for (name, _), ok in zip(named, finite, strict=True) if not ok]
+        if bad:
+            raise NonFiniteError(
+                f"step {self.step}: non-finite parameters {bad[:3]}{' ...' if len(bad) > 3 else ''}: "
+                "the checkpoint is not written"
+            )
 
     def _batches(self) -> Iterator[dict[str, Any]]:
         return iter(self.train_stream(self.step))
@@ -210,6 +279,7 @@ class Trainer:
         )
         while self.step < s.max_steps:
             t0 = time.perf_counter()
+            losses = None
             for micro in range(self.accumulation):
                 tw = time.perf_counter()
                 batch = next(batches)
@@ -217,8 +287,18 @@ class Trainer:
                 self.samples_skipped += int(batch.pop("skipped", 0))
                 out = self._micro_step(to_device(batch, acc.device), micro)
                 running.add(out)
-            grad_norm = self._optimizer_step()
+                loss_names = sorted(k for k in out if k.endswith("/loss"))
+                micro_losses = (
+                    torch.stack([out[k].float() for k in loss_names])
+                    if loss_names
+                    else out["loss"].detach().reshape(1)
+                )
+                losses = micro_losses if losses is None else losses + micro_losses
+            grad_norm = self._optimizer_step(losses, loss_names or ["loss"])
+            # A left-out step still counts: the data position and the random draws are functions
+            # of the step, so a resumed run stays aligned with this one.
             self.step += 1
+            fault_point("step")
             busy += time.perf_counter() - t0
             bar.update(1)
             if self.step % s.log_every == 0 or self.step == s.max_steps:
@@ -264,8 +344,8 @@ class Trainer:
         )
         if grad_norm is not None:
             values["train/grad_norm"] = grad_norm
-        if not math.isfinite(values.get("train/loss", 0.0)):
-            log.warning("non-finite loss at step %d: %s", self.step, values["train/loss"])
+        if self.steps_skipped:
+            values["train/steps_skipped"] = self.steps_skipped
         self.metrics.write(self.step, values)
         acc.log(values, step=self.step)
         bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.3f}", lr=f"{values['train/lr']:.2e}")

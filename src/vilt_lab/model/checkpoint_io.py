@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .config import ViltConfig
@@ -31,6 +32,26 @@ HEADS_PREFIX = "heads."
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A pickled checkpoint that holds more than tensors and plain containers."""
+
+
+class CheckpointFileError(ValueError):
+    """A checkpoint file that is missing, truncated, corrupt or not what vilt_lab writes."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"checkpoint file {path}: {reason}")
+        self.path = Path(path)
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; a missing or unreadable one is an error naming it
+    (safetensors itself says only "incomplete metadata" or "header too large")."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointFileError(path, "missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointFileError(path, f"not a readable safetensors file ({err})") from err
 
 
 @dataclass
@@ -113,7 +134,10 @@ def load_checkpoint(directory: str | os.PathLike) -> ViltCheckpoint:
     for path in (config_path, weights_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: {directory} is not a vilt_lab checkpoint directory")
-    meta = json.loads(config_path.read_text())
+    try:
+        meta = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointFileError(config_path, f"not valid JSON ({err})") from err
     if meta.get("format") != FORMAT_NAME:
         raise ValueError(
             f"{config_path}: format is {meta.get('format')!r}, not {FORMAT_NAME!r}"
@@ -129,7 +153,7 @@ def load_checkpoint(directory: str | os.PathLike) -> ViltCheckpoint:
     except KeyError as err:
         raise KeyError(f"{config_path}: field 'model': {err}") from err
     return ViltCheckpoint(
-        config=config, heads=dict(meta.get("heads", {})), state=load_file(str(weights_path))
+        config=config, heads=dict(meta.get("heads", {})), state=read_safetensors(weights_path)
     )
 
 

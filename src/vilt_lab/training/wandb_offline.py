@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import struct
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def _payloads(data: bytes, path: Path) -> Iterator[bytes]:
 
 
 def read_offline_run(run_path: str | Path) -> dict[str, Any]:
-    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...]} of one offline run.
+    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...], "finished": bool}
+    of one offline run; `finished` says the run's exit record is there (W&B's service writes the
+    file asynchronously, so a reader right after `finish()` may still see part of it).
 
     run_path: the `offline-run-*` directory or its `.wandb` file.
     """
@@ -67,6 +70,7 @@ def read_offline_run(run_path: str | Path) -> dict[str, Any]:
         path = files[0]
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
+    finished = False
     for payload in _payloads(path.read_bytes(), path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
@@ -80,7 +84,19 @@ def read_offline_run(run_path: str | Path) -> dict[str, Any]:
                 key = item.key or "/".join(item.nested_key)
                 row[key] = json.loads(item.value_json)
             history.append(row)
-    return {"config": config, "history": history}
+        elif kind == "exit":
+            finished = True
+    return {"config": config, "history": history, "finished": finished}
+
+
+def wait_for_offline_run(run_path: str | Path, timeout_s: float = 60.0) -> dict[str, Any]:
+    """`read_offline_run` once the run's exit record is on disk (or `timeout_s` has passed)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recorded = read_offline_run(run_path)
+        if recorded["finished"] or time.monotonic() > deadline:
+            return recorded
+        time.sleep(0.5)
 
 
 if __name__ == "__main__":
