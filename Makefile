@@ -32,6 +32,11 @@ lint: install ## ruff over the sources and tests
 params: install ## print ViLT-B/32's parameter counts in the paper's Table 6 accounting
 	$(PYTHON) -m vilt_lab.model.param_count base32
 
+# Runs on any machine in a minute or two: no data, no weights, the GPU if there is one.
+.PHONY: table6
+table6: install ## the paper's Table 6 here (params, counted FLOPs, B=1 latency): experiments/table6/result.md [ARGS='--repeats 50']
+	$(PYTHON) -m vilt_lab.bench table6 $(ARGS)
+
 # One target per raw-dataset converter: coco f30k vg gcc sbu vqav2 nlvr2 (README, "Datasets").
 shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=/shards/coco [ARGS='--resize-shorter 384']
 	@test -n "$(RAW)" -a -n "$(OUT)" || { echo "usage: make shards-$* RAW=/raw/$* OUT=/shards/$* [ARGS='--split ...']"; exit 2; }

@@ -2,6 +2,8 @@
 
 python -m vilt_lab.bench loader              # our sample pipeline vs HF ViltImageProcessor
 python -m vilt_lab.bench loader --tiny       # seconds, for the test suite
+python -m vilt_lab.bench latency             # ViLT's visual embedding + transformer at batch 1
+python -m vilt_lab.bench table6              # the paper's Table 6 here: experiments/table6/result.md
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from vilt_lab.bench import loader
+from vilt_lab.bench import latency, loader, table6
 
-BENCHMARKS = {"loader": loader}
+BENCHMARKS = {"loader": loader, "latency": latency, "table6": table6}
 
 
 def build_parser() -> argparse.ArgumentParser:
