@@ -84,6 +84,10 @@ BAD_SETTINGS = {
         ["objective.mlm.probability=1.5"],
         r"objective\.mlm\.probability=1\.5: expected a number > 0 and < 1",
     ),
+    "mlm rule": (
+        ["objective.mlm.rule=bert"],
+        r"objective\.mlm\.rule='bert': expected one of 'per_word', 'official'",
+    ),
     "nonfinite": (
         ["++trainer.nonfinite=ignore"],
         r"trainer\.nonfinite='ignore': expected one of 'stop', 'skip'",

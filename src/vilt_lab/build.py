@@ -19,7 +19,7 @@ from .data.tokenizer import load_tokenizer
 from .evaluation.evaluators import Evaluator
 from .model import ViltBackbone, ViltConfig, get_config
 from .model.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, read_safetensors
-from .model.init_from import InitReport, init_model, load_into
+from .model.init_from import INIT_FILE_USE, InitReport, init_model, load_into
 from .model.official import read_official
 from .model.with_heads import ViltWithHeads
 from .run_dir import RUN_CONFIG_NAME
@@ -172,7 +172,7 @@ def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
     init_from, init_file = cfg.model.get("init_from"), cfg.model.get("init_file")
     if init_from is not None and is_run_checkpoint(init_from):
         if init_file is not None:
-            raise ValueError("model.init_file only applies to model.init_from=timm:<name>")
+            raise ValueError(f"model.init_file is set for model.init_from={init_from} ({INIT_FILE_USE})")
         checkpoint = read_run_checkpoint(init_from)
         return load_into(module.backbone, module.heads(), checkpoint.state, str(init_from), checkpoint.config)
     return init_model(module.backbone, module.heads(), init_from, init_file)
@@ -217,7 +217,6 @@ def build_task(
 def loader_config(
     cfg: DictConfig, patch_size: int, rank: int, world_size: int, pin_memory: bool
 ) -> LoaderConfig:
-    mlm = cfg.objective.get("mlm") or {}
     randaugment = cfg.augment.get("randaugment") or {}  # null (pixelbert): no augmentation
     return LoaderConfig(
         batch_size=cfg.trainer.micro_batch_size,
@@ -229,8 +228,6 @@ def loader_config(
         randaugment_magnitude=int(randaugment.get("m", 9)),
         max_text_len=cfg.data.max_text_len,
         text_padding=cfg.data.get("text_padding", "longest"),
-        mlm_probability=float(mlm.get("probability", 0.15)),
-        whole_word_masking=bool(mlm.get("whole_word", True)),
         shuffle_buffer=cfg.data.shuffle_buffer,
         shuffle_initial=min(1000, cfg.data.shuffle_buffer),
         seed=cfg.seed,

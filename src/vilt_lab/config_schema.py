@@ -12,6 +12,7 @@ from typing import Annotated, Literal, get_type_hints
 
 from .data.augment import MAX_MAGNITUDE
 from .data.collate import TEXT_PADDING
+from .data.masking import WHOLE_WORD_RULES
 from .model.config import SIZES, ViltConfig
 from .objectives.irtr import DRAW_FALSE_TEXT
 from .typed_check import Allowed, Bound, NonEmpty
@@ -45,7 +46,8 @@ def _model_schema() -> type:
         "ModelSchema",
         [
             ("size", Literal[tuple(SIZES)]),
-            # null (fresh), timm:<ViT name>, a vilt_lab checkpoint dir or a run's checkpoint.
+            # null (fresh), timm:<ViT name>, original:<ViT name>, a vilt_lab checkpoint dir or a
+            # run's checkpoint.
             ("init_from", str | None, field(default=None)),
             ("init_file", str | None, field(default=None)),
             *overrides,
@@ -76,6 +78,7 @@ class ITMSchema(ObjectiveSchema):
 class MLMSchema(ObjectiveSchema):
     whole_word: bool = True
     probability: Probability = 0.15
+    rule: Literal[WHOLE_WORD_RULES] = "per_word"
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,6 @@ class LoaderConfig:
     randaugment_magnitude: int = 9
     max_text_len: int = 40
     text_padding: str = "longest"
-    mlm_probability: float = 0.15
-    whole_word_masking: bool = True
     shuffle_buffer: int = 5000
     shuffle_initial: int = 1000
     seed: int = 0
@@ -499,10 +497,10 @@ class StreamLoader:
 
 
 def pretrain_items(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> ItemSpec:
-    """Image-caption items with whole-word MLM masking from ``cfg``: pre-training's stream."""
-    masking = MaskingStep(
-        len(tokenizer), tokenizer.mask_token_id, cfg.mlm_probability, cfg.whole_word_masking
-    )
+    """Image-caption items with default whole-word masking, for callers that name no task
+    (benchmarks, tests); a run's items come from its task, pre-training's masking from
+    `objective.mlm` (vilt_lab.tasks.pretrain)."""
+    masking = MaskingStep(len(tokenizer), tokenizer.mask_token_id, padded_length=cfg.max_text_len)
     return ItemSpec(steps=(masking,))
 
 

@@ -1,9 +1,12 @@
-"""`model.init_from`: start a model from timm ViT weights or from a vilt_lab checkpoint.
+"""`model.init_from`: start a model from ImageNet ViT weights or from a vilt_lab checkpoint.
 
     model.init_from=null                                  fresh initialisation
-    model.init_from=timm:vit_base_patch32_384             timm's pretrained weights (downloaded)
-    model.init_from=timm:vit_base_patch32_384 model.init_file=/weights/jx_vit_base_p32_384.pth
-                                                          the same model, weights from a local file
+    model.init_from=timm:vit_base_patch32_384             timm's pretrained weights (downloaded;
+                                                          timm 1.0's are AugReg, not the paper's)
+    model.init_from=original:vit_base_patch32_384         the original release the official code
+                                                          loaded (downloaded, SHA-256 checked)
+    model.init_from=original:vit_base_patch32_384 model.init_file=/weights/jx_vit_base_p32_384-830016f5.pth
+                                                          the same weights from a local file
     model.init_from=/ckpt/vilt_200k_mlm_itm               a vilt_lab checkpoint directory
 
 Every parameter of the backbone and the heads is either loaded, adapted (with the reason), or
@@ -26,9 +29,13 @@ from .checkpoint_io import BACKBONE_PREFIX, HEADS_PREFIX, is_checkpoint_dir, loa
 from .config import ViltConfig
 from .embeddings import resize_pos_embed
 from .heads import RetrievalHead
+from .original_vit import original_backbone_state
 from .timm_init import timm_backbone_state
 
-TIMM_PREFIX = "timm:"
+# `model.init_from=<prefix><name>` -> the ViT weights of `name` under checkpoint names, from
+# `model.init_file` when it is set: (name, config, init_file) -> state.
+VIT_SOURCES = {"timm:": timm_backbone_state, "original:": original_backbone_state}
+INIT_FILE_USE = "init_file is for timm:<name> and original:<name>"
 
 
 @dataclass
@@ -160,17 +167,16 @@ def init_model(
     """Apply `model.init_from` (and `model.init_file`) to `backbone` and `heads`; None if unset."""
     if init_from is None:
         if init_file is not None:
-            raise ValueError(
-                "model.init_file is set but model.init_from is null (init_file is for timm:<name>)"
-            )
+            raise ValueError(f"model.init_file is set but model.init_from is null ({INIT_FILE_USE})")
         return None
-    if init_from.startswith(TIMM_PREFIX):
-        name = init_from[len(TIMM_PREFIX) :]
-        state = timm_backbone_state(name, backbone.config, init_file)
-        source = f"timm {name}" + (f" ({init_file})" if init_file else "")
-        return load_into(backbone, heads, state, source)
+    for prefix, vit_state in VIT_SOURCES.items():
+        if init_from.startswith(prefix):
+            name = init_from[len(prefix) :]
+            state = vit_state(name, backbone.config, init_file)
+            source = f"{prefix[:-1]} {name}" + (f" ({init_file})" if init_file else "")
+            return load_into(backbone, heads, state, source)
     if init_file is not None:
-        raise ValueError("model.init_file only applies to model.init_from=timm:<name>")
+        raise ValueError(f"model.init_file is set for model.init_from={init_from} ({INIT_FILE_USE})")
     if not is_checkpoint_dir(init_from):
         hint = (
             " (an official .ckpt? convert it first: vilt-convert official)"
@@ -178,7 +184,8 @@ def init_model(
             else ""
         )
         raise FileNotFoundError(
-            f"model.init_from={init_from}: not 'timm:<name>' nor a vilt_lab checkpoint directory{hint}"
+            f"model.init_from={init_from}: not 'timm:<name>', 'original:<name>' nor a vilt_lab"
+            f" checkpoint directory{hint}"
         )
     checkpoint = load_checkpoint(init_from)
     return load_into(backbone, heads, checkpoint.state, str(init_from), checkpoint.config)

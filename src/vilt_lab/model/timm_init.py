@@ -2,7 +2,8 @@
 
 The backbone's parameter names are timm's (`patch_embed.proj`, `cls_token`, `pos_embed`,
 `blocks.{i}.*`, `norm`), so a plain timm `VisionTransformer` maps by name. The paper starts from
-`vit_base_patch32_384` (ImageNet-21k, fine-tuned on 1k at 384).
+`vit_base_patch32_384` (ImageNet-21k, fine-tuned on 1k at 384) as timm 0.3 released it; timm 1.0's
+weights of that name are a later training (vilt_lab.model.original_vit has the original ones).
 """
 
 from __future__ import annotations
@@ -56,12 +57,17 @@ def _check_matches(model, name: str, config: ViltConfig) -> None:
 def timm_backbone_state(
     name: str, config: ViltConfig, file: str | os.PathLike | None = None
 ) -> dict[str, torch.Tensor]:
-    """The timm ViT's weights under our checkpoint names (`backbone.*`), checked against `config`.
+    """timm model `name`'s pretrained weights (`create_timm_vit`) as `vit_backbone_state`."""
+    return vit_backbone_state(create_timm_vit(name, file), name, config)
+
+
+def vit_backbone_state(model, name: str, config: ViltConfig) -> dict[str, torch.Tensor]:
+    """The weights of timm ViT `model` (architecture `name`) under our checkpoint names
+    (`backbone.*`), checked against `config`.
 
     Every timm weight must have a place in the backbone: a ViT variant with extra parameters
     (layer scale, register tokens, qk-norm, a pooling norm) is refused rather than partly loaded.
     """
-    model = create_timm_vit(name, file)
     _check_matches(model, name, config)
     with torch.device("meta"):  # names only: nothing is allocated or initialised
         ours = set(ViltBackbone(config).state_dict())

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from vilt_lab.data.masking import MaskingStep
+from vilt_lab.data.masking import MASKING_KEYS, MaskingStep
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.evaluation.evaluators import MeansEvaluator
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 # The key only the objective group's files set: `objective.<name>.selected: true`.
 SELECTED_KEY = "selected"
 # Objective settings that the data workers use rather than the objective module.
-DATA_SIDE_KEYS = {"mlm": ("whole_word", "probability")}
+DATA_SIDE_KEYS = {"mlm": MASKING_KEYS}
 
 
 def objective_settings(cfg: DictConfig) -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -77,12 +77,7 @@ class PretrainTask(Task):
         mlm = objective_settings(cfg)[0].get("mlm")
         if mlm is None:
             return ItemSpec()
-        masking = MaskingStep(
-            len(tokenizer),
-            tokenizer.mask_token_id,
-            float(mlm.get("probability", 0.15)),
-            bool(mlm.get("whole_word", True)),
-        )
+        masking = MaskingStep.from_settings(tokenizer, mlm, cfg.data.max_text_len)
         return ItemSpec(steps=(masking,))
 
     def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> MeansEvaluator:
