@@ -125,6 +125,14 @@ BAD_SETTINGS = {
         ["data.text_padding=left"],
         r"data\.text_padding='left': expected one of 'longest', 'max_length'",
     ),
+    "itm negatives": (
+        ["objective.itm.negatives=random"],
+        r"objective\.itm\.negatives='random': expected one of 'same_source', 'batch'",
+    ),
+    "caption sampling": (
+        ["data.caption_sampling=per_word"],
+        r"data\.caption_sampling='per_word': expected one of 'per_image', 'per_caption'",
+    ),
     "mix weight 0": (
         ["data.sources.shapes.weight=0"],
         r"data\.sources\.shapes\.weight=0: expected a number > 0 or null",

@@ -276,7 +276,7 @@ def build_streams(
 def train_items(cfg: DictConfig) -> int:
     """Items in one epoch of the training data (every source's shards), for `schedule.max_epochs`."""
     task = get_task(cfg.task.name)
-    return sum(task.count_items(source.urls) for source in cfg.data.sources.values())
+    return sum(task.count_items(cfg, source.urls) for source in cfg.data.sources.values())
 
 
 def max_steps(cfg: DictConfig) -> int:

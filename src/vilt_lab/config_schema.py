@@ -13,8 +13,10 @@ from typing import Annotated, Literal, get_type_hints
 from .data.augment import MAX_MAGNITUDE
 from .data.collate import TEXT_PADDING
 from .data.masking import WHOLE_WORD_RULES
+from .data.pipeline import CAPTION_SAMPLING, PER_IMAGE
 from .model.config import SIZES, ViltConfig
 from .objectives.irtr import DRAW_FALSE_TEXT
+from .objectives.itm import ITM_NEGATIVES, SAME_SOURCE
 from .typed_check import Allowed, Bound, NonEmpty
 
 PositiveInt = Annotated[int, Bound(">=", 1)]
@@ -71,7 +73,7 @@ class ObjectiveSchema:
 
 @dataclass(frozen=True)
 class ITMSchema(ObjectiveSchema):
-    pass
+    negatives: Literal[ITM_NEGATIVES] = SAME_SOURCE
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class DataSchema:
     shuffle_buffer: PositiveInt
     resampled: bool
     text_padding: Literal[TEXT_PADDING] = "longest"
+    caption_sampling: Literal[tuple(CAPTION_SAMPLING)] = PER_IMAGE
     val_urls: Urls | None = None
     test_urls: Urls | None = None
     root: Text | None = None

@@ -48,8 +48,9 @@ class ItemCollator:
     ``pixel_mask`` (B, H, W) bool, or for items of k images (NLVR2's pairs) ``image``
     (B, k, 3, H, W) and ``pixel_mask`` (B, k, H, W), all padded to the batch's largest image as
     HF's `ViltForImagesAndTextClassification` takes them; ``keys`` (the samples' shard keys) when
-    the samples carry a ``key``; then whatever each of ``steps`` adds (MLM masking in
-    pre-training, the answers of VQA, ...).
+    the samples carry a ``key``; ``source`` ((B,) long, the index of each sample's dataset in the
+    training mix, which ITM's same-source negatives read) when they carry a ``source``; then
+    whatever each of ``steps`` adds (MLM masking in pre-training, the answers of VQA, ...).
 
     ``text_padding="longest"`` pads to the batch's longest text (T <= ``max_text_len``);
     ``"max_length"`` always pads to ``max_text_len``, as the official code does. The model's
@@ -93,6 +94,8 @@ class ItemCollator:
         else:
             image, pixel_mask = pad_images([sample["image"] for sample in samples])
         batch: dict[str, Any] = {"keys": [sample["key"] for sample in samples]} if "key" in samples[0] else {}
+        if "source" in samples[0]:
+            batch["source"] = torch.tensor([sample["source"] for sample in samples], dtype=torch.long)
         batch.update(
             input_ids=encoding["input_ids"],
             attention_mask=encoding["attention_mask"],

@@ -1,19 +1,23 @@
 """The streaming pipeline: WebDataset shards -> batches of a task's inputs, in the workers.
 
 Per worker:  shards -> raw samples (bytes) -> items (every question of a VQA image, every
-statement of an NLVR2 pair; one item per sample for captions) -> shuffle -> decode (+ RandAugment
-when fine-tuning) + MinMaxResize + the item's text (a random caption, or the question/statement)
--> batch: tokenize (max 40), pad images, ``pixel_mask``, then the task's collate steps (whole-word
-masking in pre-training, answers and labels downstream). What an item is comes from an
-:class:`ItemSpec`, chosen by the task (``vilt_lab.tasks``).
+statement of an NLVR2 pair; for captions one item per sample, or one per caption with
+``data.caption_sampling=per_caption``) -> mix of the sources -> shuffle -> decode (+ RandAugment
+when fine-tuning) + MinMaxResize + the item's text (a random caption, or the item's caption,
+question or statement) -> batch: tokenize (max 40), pad images, ``pixel_mask``, the items'
+``source``, then the task's collate steps (whole-word masking in pre-training, answers and labels
+downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
+(``vilt_lab.tasks``).
 
 Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
 bytes (shared by the items of one sample), and the questions of one image are spread out rather
 than decoded one after another. An epoch therefore counts items, not images (one VQA epoch =
-every question once, as the official dataset iterates).
+every question once, as the official dataset iterates). Items are made per source, before the
+sources are mixed, so a mix weight is a share of items: with per-caption sampling a VG image and
+its 50 phrases are 50 draws of VG's weight, not one draw that brings 50 items.
 
 * Train (:func:`build_train_loader`) is an infinite stream. Each source resamples its shards
-  with replacement and sources are mixed per sample by weight. Resampling is the maintainers'
+  with replacement and sources are mixed per item by weight. Resampling is the maintainers'
   recipe for multi-node training: every rank always has data, so DDP never hangs on a rank that
   ran out of shards (WebDataset pitfalls 1 and 4, wds#188, #75). Ranks and workers need no shard
   split: each draws from its own seed.
@@ -83,9 +87,10 @@ class Source:
 
     ``shards``: a split directory (reads its ``sizes.json``), a brace pattern such as
     ``/data/coco/train/shard-{000000..000113}.tar`` or ``https://host/gcc-{0000..0331}.tar``,
-    or a list of those. ``weight``: the share of samples drawn from this source (weights are
-    normalised); None for all sources means "in proportion to their text counts", i.e.
-    uniform over captions as the official ``ConcatDataset`` (needs ``texts.json``). ``name``
+    or a list of those. ``weight``: the share of items drawn from this source (weights are
+    normalised); None for all sources means "in proportion to their text counts", i.e. the
+    official ``ConcatDataset``'s shares, uniform over captions with per-caption items (needs
+    ``texts.json``). ``name``
     (the config key, e.g. ``gcc``) only labels error messages.
     """
 
@@ -231,16 +236,21 @@ def _resampled_samples(
 
 @dataclass(frozen=True)
 class ResampledMix:
-    """Infinite mix: per sample, pick a source by weight, then its next resampled sample."""
+    """Infinite mix: per item, pick a source by weight, then its next item (see
+    :func:`source_items`) from its resampled shards."""
 
     urls: tuple[tuple[str, ...], ...]
     weights: tuple[float, ...]
     sizes: Mapping[str, int] = field(default_factory=dict)  # samples per shard, where known
+    expand_field: str | None = None  # ItemSpec.expand_field
 
     def __call__(
         self, rng: random.Random, worker: int, num_workers: int, skips: SkipCounter, pass_seed: int
     ) -> Iterator[RawSample]:
-        streams = [_resampled_samples(urls, rng, skips, self.sizes) for urls in self.urls]
+        streams = [
+            source_items(_resampled_samples(urls, rng, skips, self.sizes), source, self.expand_field, skips)
+            for source, urls in enumerate(self.urls)
+        ]
         picks = range(len(streams))
         while True:
             yield next(streams[rng.choices(picks, self.weights)[0]])
@@ -254,12 +264,13 @@ class ExactPass:
     rank: int
     world_size: int
     sizes: Mapping[str, int] = field(default_factory=dict)  # samples per shard, where known
+    expand_field: str | None = None  # ItemSpec.expand_field
 
     def __call__(
         self, rng: random.Random, worker: int, num_workers: int, skips: SkipCounter, pass_seed: int
     ) -> Iterator[RawSample]:
         mine = self.urls[self.rank :: self.world_size][worker::num_workers]
-        return shard_samples(mine, skips, self.sizes)
+        return source_items(shard_samples(mine, skips, self.sizes), 0, self.expand_field, skips)
 
 
 @dataclass(frozen=True)
@@ -281,6 +292,7 @@ class RankEpochs:
     world_size: int
     deal_seed: int
     sizes: Mapping[str, int] = field(default_factory=dict)  # samples per shard, where known
+    expand_field: str | None = None  # ItemSpec.expand_field
 
     def __call__(
         self, rng: random.Random, worker: int, num_workers: int, skips: SkipCounter, pass_seed: int
@@ -293,11 +305,12 @@ class RankEpochs:
             # taking its own slice of it: the workers of a rank stay disjoint too.
             order = list(mine)
             random.Random(f"{pass_seed}/{epoch}").shuffle(order)
-            yield from shard_samples(order[worker::num_workers], skips, self.sizes)
+            samples = shard_samples(order[worker::num_workers], skips, self.sizes)
+            yield from source_items(samples, 0, self.expand_field, skips)
 
 
 # (rng of this worker, worker, num_workers, skip counter, seed of this pass shared by the rank's
-# workers) -> raw samples
+# workers) -> raw items, each tagged with its source (see source_items)
 ShardStream = Callable[[random.Random, int, int, SkipCounter, int], Iterator[RawSample]]
 
 
@@ -305,14 +318,17 @@ ShardStream = Callable[[random.Random, int, int, SkipCounter, int], Iterator[Raw
 # Samples and batches
 
 
-def pick_caption(sample: RawSample, rng: random.Random) -> str:
-    """One random non-empty caption: from json ``captions``, or an img2dataset-style ``txt``.
+CAPTIONS = "captions"
+
+
+def sample_captions(sample: RawSample) -> list[str]:
+    """The non-empty captions: from json ``captions``, or an img2dataset-style ``txt``.
 
     Raises:
         ValueError: when the sample has no usable caption.
     """
-    if "json" in sample and "captions" in (meta := sample_meta(sample)):
-        captions = meta["captions"]
+    if "json" in sample and CAPTIONS in (meta := sample_meta(sample)):
+        captions = meta[CAPTIONS]
     elif "txt" in sample:
         captions = [sample["txt"].decode("utf-8")]
     else:
@@ -322,10 +338,16 @@ def pick_caption(sample: RawSample, rng: random.Random) -> str:
     usable = [c for c in captions if isinstance(c, str) and c.strip()]
     if not usable:
         raise ValueError("all captions are empty")
-    return rng.choice(usable)
+    return usable
 
 
-ENTRY = "__entry__"  # the question / statement record an expanded item stands for
+def pick_caption(sample: RawSample, rng: random.Random) -> str:
+    """One random non-empty caption (:func:`sample_captions`)."""
+    return rng.choice(sample_captions(sample))
+
+
+ENTRY = "__entry__"  # the caption / question / statement record an expanded item stands for
+SOURCE = "__source__"  # the index of the mix's source (data.sources order) an item comes from
 
 
 @dataclass(frozen=True)
@@ -333,9 +355,10 @@ class ItemSpec:
     """What one item of a stream is, for a task (see the module docstring).
 
     ``expand_field``: a list in the sample's json (``questions``, ``statements``) that becomes one
-    item per entry, whose ``text`` is the item's text; None: one item per sample, with a random
-    caption. ``num_images``: images per sample (NLVR2: 2). ``steps``: collate steps after
-    tokenization and padding (:data:`vilt_lab.data.collate.CollateStep`).
+    item per entry, whose ``text`` is the item's text, or ``captions`` (:data:`CAPTIONS`): one
+    item per caption; None: one item per sample, with a random caption. ``num_images``: images
+    per sample (NLVR2: 2). ``steps``: collate steps after tokenization and padding
+    (:data:`vilt_lab.data.collate.CollateStep`).
     """
 
     expand_field: str | None = None
@@ -343,14 +366,41 @@ class ItemSpec:
     steps: tuple[CollateStep, ...] = ()
 
 
+# data.caption_sampling -> ItemSpec.expand_field of caption items. per_image: draw an image, then
+# one of its captions; per_caption: every caption is an item, as the official datasets iterate
+# (an image with 50 VG phrases is seen 50 times as often as one with a single caption).
+PER_IMAGE, PER_CAPTION = "per_image", "per_caption"
+CAPTION_SAMPLING = {PER_IMAGE: None, PER_CAPTION: CAPTIONS}
+
+
+def caption_items(sampling: str, steps: tuple[CollateStep, ...] = ()) -> ItemSpec:
+    """The items of an image-caption stream under ``sampling`` (a key of :data:`CAPTION_SAMPLING`)."""
+    if sampling not in CAPTION_SAMPLING:
+        raise ValueError(f"data.caption_sampling={sampling!r}: expected one of {tuple(CAPTION_SAMPLING)}")
+    return ItemSpec(CAPTION_SAMPLING[sampling], steps=steps)
+
+
+def item_entries(sample: RawSample, field: str) -> list[Any]:
+    """The entries of ``field`` that become items: captions as :func:`sample_captions` reads them,
+    otherwise the non-empty json list ``field``.
+
+    Raises:
+        ValueError: when there is none.
+    """
+    if field == CAPTIONS:
+        return sample_captions(sample)
+    entries = sample_meta(sample).get(field)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"no {field} in the sample's json")
+    return entries
+
+
 def expand_items(samples: Iterator[RawSample], field: str, skips: SkipCounter) -> Iterator[RawSample]:
-    """One raw item per entry of ``meta[field]``: the sample (its bytes shared, not copied) plus
-    the entry; samples whose json lacks a usable ``field`` are skipped and counted."""
+    """One raw item per entry of ``field`` (:func:`item_entries`): the sample (its bytes shared,
+    not copied) plus the entry; samples without a usable ``field`` are skipped and counted."""
     for sample in samples:
         try:
-            entries = sample_meta(sample).get(field)
-            if not isinstance(entries, list) or not entries:
-                raise ValueError(f"no {field} in the sample's json")
+            entries = item_entries(sample, field)
         except Exception as err:  # noqa: BLE001 - one bad sample must not stop training
             skips.record(f"{sample.get('__url__')}:{sample.get('__key__')}", err)
             continue
@@ -358,11 +408,20 @@ def expand_items(samples: Iterator[RawSample], field: str, skips: SkipCounter) -
             yield {**sample, ENTRY: entry}
 
 
+def source_items(
+    samples: Iterator[RawSample], source: int, expand_field: str | None, skips: SkipCounter
+) -> Iterator[RawSample]:
+    """The raw items of one source's ``samples`` (expanded by ``expand_field``, see
+    :class:`ItemSpec`), each tagged with the source's index for the batch's ``source``."""
+    tagged = ({**sample, SOURCE: source} for sample in samples)
+    return tagged if expand_field is None else expand_items(tagged, expand_field, skips)
+
+
 @dataclass(frozen=True)
 class ItemDecoder:
     """Raw item -> ``{"image": uint8 (3, H, W)}`` (``"images": [...]`` for several), its ``text``,
-    ``key`` and, for expanded items, ``entry``; ``augment`` (drawing from the worker's rng) runs on
-    each decoded image before the resize."""
+    ``key``, ``source`` and, for expanded questions and statements, ``entry``; ``augment`` (drawing
+    from the worker's rng) runs on each decoded image before the resize."""
 
     resize: MinMaxResize
     augment: RandAugment | None = None
@@ -375,6 +434,8 @@ class ItemDecoder:
         entry = sample.get(ENTRY)
         if entry is None:
             item: dict[str, Any] = {"text": pick_caption(sample, rng)}
+        elif isinstance(entry, str):  # a caption of per-caption sampling is its own text
+            item = {"text": entry}
         else:
             text = entry.get("text") if isinstance(entry, dict) else None
             if not isinstance(text, str) or not text.strip():
@@ -386,6 +447,7 @@ class ItemDecoder:
         decoded = [decode_image(image, self.resize, augment) for image in images]
         item.update({"image": decoded[0]} if self.num_images == 1 else {"images": decoded})
         item["key"] = sample.get("__key__")
+        item["source"] = sample.get(SOURCE, 0)
         return item
 
 
@@ -402,12 +464,10 @@ class BatchStream(IterableDataset):
         shuffle: bool,
         partial: bool,
         start_step: int = 0,
-        expand_field: str | None = None,
     ) -> None:
         super().__init__()
         self.shards, self.decoder, self.collator, self.config = shards, decoder, collator, config
         self.shuffle, self.partial, self.start_step = shuffle, partial, start_step
-        self.expand_field = expand_field
         # Shared memory, created before the workers fork: set_epoch in the main process reaches
         # them, persistent or not (a plain attribute would be a stale per-worker copy).
         self.epoch = multiprocessing.Value("q", 0)
@@ -422,8 +482,6 @@ class BatchStream(IterableDataset):
         skips = SkipCounter()
         pass_seed = stream_seed(cfg.seed, self.start_step, self.epoch.value, cfg.rank, 0)
         raw = self.shards(rng, worker, num_workers, skips, pass_seed)
-        if self.expand_field is not None:
-            raw = expand_items(raw, self.expand_field, skips)
         if self.shuffle:
             # Shuffle raw samples, before decoding: the buffer holds small encoded bytes, not
             # decoded images (open_clip's order; pitfall 5).
@@ -517,12 +575,11 @@ def _stream(
     shards: ShardStream,
     tokenizer: PreTrainedTokenizerBase,
     cfg: LoaderConfig,
-    items: ItemSpec | None,
+    items: ItemSpec,
     *,
     train: bool,
     start_step: int = 0,
 ) -> BatchStream:
-    items = items or pretrain_items(tokenizer, cfg)
     return BatchStream(
         shards,
         item_decoder(cfg, train=train, num_images=items.num_images),
@@ -531,7 +588,6 @@ def _stream(
         shuffle=train,
         partial=not train,
         start_step=start_step,
-        expand_field=items.expand_field,
     )
 
 
@@ -646,6 +702,7 @@ def build_train_loader(
         items: what an item is (:class:`ItemSpec`); None: pre-training's (:func:`pretrain_items`).
     """
     _quiet_tokenizers()
+    items = items or pretrain_items(tokenizer, config)
     sources = [sources] if isinstance(sources, Source) else list(sources)
     urls = [expand_shards(s.shards) for s in sources]
     for source, u in zip(sources, urls, strict=True):
@@ -654,7 +711,9 @@ def build_train_loader(
         check_local_shards(u, source.name or "")
     sizes = known_sizes(url for u in urls for url in u)
     if resampled:
-        shards: ShardStream = ResampledMix(tuple(tuple(u) for u in urls), mix_weights(sources, urls), sizes)
+        shards: ShardStream = ResampledMix(
+            tuple(tuple(u) for u in urls), mix_weights(sources, urls), sizes, items.expand_field
+        )
     else:
         check_exact_epochs(urls, config.world_size, config.num_workers)
         shards = RankEpochs(
@@ -663,6 +722,7 @@ def build_train_loader(
             config.world_size,
             deal_seed=stream_seed(config.seed, 0, 0, 0, 0),
             sizes=sizes,
+            expand_field=items.expand_field,
         )
     stream = _stream(shards, tokenizer, config, items, train=True, start_step=start_step)
     return StreamLoader(stream, config, config.num_workers, num_batches=epoch_batches, advance_epoch=True)
@@ -681,6 +741,7 @@ def build_eval_loader(
         ValueError: with fewer shards than ranks (a rank without data would hang collectives).
     """
     _quiet_tokenizers()
+    items = items or pretrain_items(tokenizer, config)
     urls = tuple(expand_shards(shards))
     check_local_shards(urls, "eval")
     check_eval_shards(urls, config.world_size)
@@ -695,6 +756,6 @@ def build_eval_loader(
             config.num_workers,
             num_workers,
         )
-    exact = ExactPass(urls, config.rank, config.world_size, known_sizes(urls))
+    exact = ExactPass(urls, config.rank, config.world_size, known_sizes(urls), items.expand_field)
     stream = _stream(exact, tokenizer, config, items, train=False)
     return StreamLoader(stream, config, num_workers, num_batches=None, advance_epoch=False)

@@ -3,6 +3,11 @@
 Negatives come from inside the batch: exactly floor(B/2) pairs, chosen at random, take the
 image of another pair. The official code pre-loads a random image of the same dataset per
 sample instead (a second image decode per sample, and it can hit the true image by chance).
+
+`negatives` (`objective.itm.negatives`) says which other pairs: `same_source` takes the image
+of a pair from the same dataset of the mix (the batch's `source`), as the official negative is:
+in the 4M mix a VG region phrase beside a GCC photo is an easier negative than beside another VG
+image. `batch` takes any pair's. With one source the two draw the same negatives, bit for bit.
 """
 
 from __future__ import annotations
@@ -35,15 +40,25 @@ def random_derangement(n: int, generator: torch.Generator | None = None) -> torc
             return perm
 
 
+# objective.itm.negatives: where a negative's image comes from (see the module docstring).
+SAME_SOURCE, BATCH = "same_source", "batch"
+ITM_NEGATIVES = (SAME_SOURCE, BATCH)
+
+
 def sample_negatives(
-    batch_size: int, generator: torch.Generator | None = None
+    batch_size: int, generator: torch.Generator | None = None, sources: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which image each pair sees and whether it is its own: (image_index, labels), both (B,) long.
 
-    Exactly floor(B/2) pairs, chosen uniformly, are negatives (label 0); they swap images along a
-    random derangement among themselves, so every image of the batch is still used once. A single
-    negative (B = 2 or 3) takes any other pair's image. B = 1 has no negative. Tensors are on the
-    CPU (or the generator's device).
+    Exactly floor(B/2) pairs are negatives (label 0), each taking the image of another pair of
+    its source (``sources``: (B,) source index per pair; None: one source). The negatives are
+    drawn uniformly among the pairs whose source has another pair in the batch; those of one
+    source swap images along a random derangement among themselves, so each of their images is
+    still used once, and a source's single negative takes any other pair's image of that source.
+    Only when too few pairs share a source (a micro batch of 4 from 4 sources) do the remaining
+    negatives come from pairs alone in their source, each taking a random other pair's image:
+    the balance of labels stays exact, and ITM reports the share of such negatives
+    (``cross_source``). B = 1 has no negative. Tensors are on the CPU (or the generator's device).
     """
     device = generator.device if generator is not None else torch.device("cpu")
     image_index = torch.arange(batch_size, device=device)
@@ -51,12 +66,32 @@ def sample_negatives(
     num_negatives = batch_size // 2
     if num_negatives == 0:
         return image_index, labels
-    negatives = torch.randperm(batch_size, generator=generator, device=device)[:num_negatives]
-    if num_negatives == 1:
-        shift = torch.randint(1, batch_size, (1,), generator=generator, device=device)
-        image_index[negatives] = (negatives + shift) % batch_size
-    else:
-        image_index[negatives] = negatives[random_derangement(num_negatives, generator)]
+    if sources is None:
+        sources = torch.zeros(batch_size, dtype=torch.long, device=device)
+    sources = sources.to(device)
+    _, source_of, source_size = torch.unique(sources, return_inverse=True, return_counts=True)
+    shared = source_size[source_of] > 1
+    # With one source every pair is a candidate, and the draws below are the in-batch draws of
+    # the plain derangement (the same calls on the generator, in the same order).
+    candidates = shared.nonzero().squeeze(1)
+    negatives = candidates[torch.randperm(len(candidates), generator=generator, device=device)]
+    negatives = negatives[:num_negatives]
+    short = num_negatives - len(negatives)
+    if short:
+        alone = (~shared).nonzero().squeeze(1)
+        crossing = alone[torch.randperm(len(alone), generator=generator, device=device)[:short]]
+        shift = torch.randint(1, batch_size, (short,), generator=generator, device=device)
+        image_index[crossing] = (crossing + shift) % batch_size
+        labels[crossing] = 0
+    for source in source_of[negatives].unique().tolist():
+        mine = negatives[source_of[negatives] == source]
+        if len(mine) == 1:
+            members = (source_of == source).nonzero().squeeze(1)
+            position = (members == mine).nonzero().squeeze(1)
+            shift = torch.randint(1, len(members), (1,), generator=generator, device=device)
+            image_index[mine] = members[(position + shift) % len(members)]
+        else:
+            image_index[mine] = mine[random_derangement(len(mine), generator)]
     labels[negatives] = 0
     return image_index, labels
 
@@ -68,19 +103,40 @@ class ITMPass:
     output: BackboneOutput
     labels: torch.Tensor
     image_index: torch.Tensor
+    negatives: str
 
 
-def itm_pass(batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes) -> ITMPass:
-    """The step's ITM pass, run on first use and shared through `passes` (ITM and WPA)."""
+def itm_pass(
+    batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes, negatives: str = SAME_SOURCE
+) -> ITMPass:
+    """The step's ITM pass, run on first use and shared through `passes` (ITM and WPA), with
+    ``negatives`` (one of `ITM_NEGATIVES`) drawn from the same source or the whole batch. A batch
+    without ``source`` is one source."""
+    if negatives not in ITM_NEGATIVES:
+        raise ValueError(f"objective.itm.negatives={negatives!r}: expected one of {ITM_NEGATIVES}")
 
     def compute() -> ITMPass:
         device = batch["input_ids"].device
-        image_index, labels = sample_negatives(batch["input_ids"].shape[0], passes.generator)
+        sources = batch.get("source") if negatives == SAME_SOURCE else None
+        image_index, labels = sample_negatives(batch["input_ids"].shape[0], passes.generator, sources)
         image_index, labels = image_index.to(device), labels.to(device)
         output = passes.run(backbone, batch, batch["input_ids"], image_index=image_index)
-        return ITMPass(output=output, labels=labels, image_index=image_index)
+        return ITMPass(output=output, labels=labels, image_index=image_index, negatives=negatives)
 
-    return passes.get("itm", compute)
+    result = passes.get("itm", compute)
+    if result.negatives != negatives:  # ITM and WPA share one pass: they must agree on it
+        raise ValueError(f"the ITM pass drew {result.negatives} negatives, {negatives} asked for")
+    return result
+
+
+def cross_source_share(result: ITMPass, sources: torch.Tensor | None) -> torch.Tensor:
+    """The share of the pass's negatives whose image comes from another source (0 without any);
+    no host sync, so the step keeps its one."""
+    negative = result.labels == 0
+    if sources is None:
+        return torch.zeros((), device=result.labels.device)
+    crossing = (sources[result.image_index] != sources) & negative
+    return crossing.sum() / negative.sum().clamp(min=1)
 
 
 class ITMObjective(nn.Module):
@@ -88,13 +144,14 @@ class ITMObjective(nn.Module):
 
     uses_pooler = True
 
-    def __init__(self, hidden_size: int) -> None:
+    def __init__(self, hidden_size: int, negatives: str = SAME_SOURCE) -> None:
         super().__init__()
         self.head = ITMHead(hidden_size)
+        self.negatives = negatives
 
     @classmethod
-    def from_config(cls, config: ViltConfig) -> ITMObjective:
-        return cls(config.hidden_size)
+    def from_config(cls, config: ViltConfig, negatives: str = SAME_SOURCE) -> ITMObjective:
+        return cls(config.hidden_size, negatives)
 
     def head_spec(self) -> dict[str, int]:
         """The head's build arguments, as a checkpoint's head list stores them."""
@@ -103,8 +160,12 @@ class ITMObjective(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
-        result = itm_pass(batch, backbone, passes)
+        result = itm_pass(batch, backbone, passes, self.negatives)
         logits = self.head(result.output.pooled).float()
         loss = F.cross_entropy(logits, result.labels)
         accuracy = (logits.detach().argmax(-1) == result.labels).float().mean()
-        return {"loss": loss, "accuracy": accuracy}
+        return {
+            "loss": loss,
+            "accuracy": accuracy,
+            "cross_source": cross_source_share(result, batch.get("source")),
+        }

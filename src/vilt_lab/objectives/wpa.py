@@ -13,7 +13,7 @@ from torch import nn
 
 from vilt_lab.model import BackboneOutput, ViltBackbone, ViltConfig
 
-from .itm import itm_pass
+from .itm import SAME_SOURCE, itm_pass
 from .passes import Passes
 
 
@@ -122,29 +122,33 @@ class WPAObjective(nn.Module):
     """WPA on the ITM pass: (sum of distances of matched pairs - sum over mismatched) / B.
 
     The paper's factor 0.1 is this objective's weight in the task, not part of the loss.
-    Has no parameters of its own; it shares the ITM pass (and runs it if ITM is not selected).
+    Has no parameters of its own; it shares the ITM pass (and runs it if ITM is not selected),
+    so ``negatives`` must be ITM's (`objective.itm.negatives`; the pre-training task passes it on).
     """
 
     uses_pooler = False
 
-    def __init__(self, beta: float = 0.5, iterations: int = 50, k: int = 1) -> None:
+    def __init__(
+        self, beta: float = 0.5, iterations: int = 50, k: int = 1, negatives: str = SAME_SOURCE
+    ) -> None:
         super().__init__()
         self.beta = beta
         self.iterations = iterations
         self.k = k
+        self.negatives = negatives
 
     def extra_repr(self) -> str:
-        return f"beta={self.beta}, iterations={self.iterations}, k={self.k}"
+        return f"beta={self.beta}, iterations={self.iterations}, k={self.k}, negatives={self.negatives}"
 
     @classmethod
-    def from_config(cls, config: ViltConfig, **kwargs: float) -> WPAObjective:
+    def from_config(cls, config: ViltConfig, **kwargs: float | str) -> WPAObjective:
         """WPA needs nothing from the backbone config; kwargs go to the constructor."""
         return cls(**kwargs)
 
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
-        result = itm_pass(batch, backbone, passes)
+        result = itm_pass(batch, backbone, passes, self.negatives)
         distance = wpa_distance(result.output, self.beta, self.iterations, self.k)
         positive = result.labels == 1
         sign = torch.where(positive, 1.0, -1.0).to(distance.dtype)

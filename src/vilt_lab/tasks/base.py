@@ -17,7 +17,15 @@ from typing import Any, ClassVar
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
-from vilt_lab.data.pipeline import ItemSpec, LoaderConfig, build_eval_loader, check_eval_shards
+from vilt_lab.data.collate import CollateStep
+from vilt_lab.data.pipeline import (
+    PER_IMAGE,
+    ItemSpec,
+    LoaderConfig,
+    build_eval_loader,
+    caption_items,
+    check_eval_shards,
+)
 from vilt_lab.data.shards import count_samples, count_texts, expand_shards
 from vilt_lab.evaluation.evaluators import Evaluator
 
@@ -28,6 +36,11 @@ VAL, TEST = "eval", "test"
 SPLIT_URLS = {VAL: "val_urls", TEST: "test_urls"}
 
 
+def caption_sampling(cfg: DictConfig) -> str:
+    """`data.caption_sampling`; per_image for a config written before the key existed."""
+    return str(cfg.data.get("caption_sampling", PER_IMAGE))
+
+
 class Task(ABC):
     """Base of the tasks in `vilt_lab.tasks.TASKS`; subclasses set the class attributes and
     implement `objectives`, `items` and `evaluator`."""
@@ -35,7 +48,8 @@ class Task(ABC):
     name: ClassVar[str]
     # What the data's samples carry (`data.provides`): captions, questions or statements.
     provides: ClassVar[str]
-    # An epoch counts items: texts (every question / statement) or samples (images).
+    # An epoch counts items: texts (every question / statement) or samples (images); for caption
+    # data `data.caption_sampling` decides (see `count_items`).
     epoch_counts: ClassVar[str] = "samples"
     # The metric (without its split prefix) that selects the best checkpoint; None: none.
     select_key: ClassVar[str | None] = None
@@ -51,6 +65,11 @@ class Task(ABC):
             )
         if self.selects_on_test(cfg) and not cfg.data.get("test_urls"):
             raise ValueError(f"task.select_on_test=true but data={cfg.data.name} has no data.test_urls")
+        if self.provides != "captions" and caption_sampling(cfg) != PER_IMAGE:
+            raise ValueError(
+                f"data.caption_sampling={caption_sampling(cfg)} samples captions, but task={self.name} "
+                f"reads {self.provides}, every one an item already: leave it {PER_IMAGE}"
+            )
 
     # ----------------------------------------------------------------------------- wiring
     @abstractmethod
@@ -93,6 +112,10 @@ class Task(ABC):
         items = self.items(cfg, tokenizer, module)
         return lambda: build_eval_loader(urls, tokenizer, loader, items)
 
+    def caption_items(self, cfg: DictConfig, steps: tuple[CollateStep, ...] = ()) -> ItemSpec:
+        """Image-caption items as `data.caption_sampling` says (for tasks on caption data)."""
+        return caption_items(caption_sampling(cfg), steps)
+
     def selects_on_test(self, cfg: DictConfig) -> bool:
         return bool(cfg.task.get("select_on_test", False))
 
@@ -117,10 +140,13 @@ class Task(ABC):
         expanded shard list): the eval loader deals whole shards, one at least to each process."""
         check_eval_shards(shards, world_size)
 
-    def count_items(self, urls: str | Sequence[str]) -> int:
-        """Items in one epoch over ``urls``, from the shards' metadata (sizes.json / texts.json)."""
+    def count_items(self, cfg: DictConfig, urls: str | Sequence[str]) -> int:
+        """Items in one epoch over ``urls``, from the shards' metadata (sizes.json / texts.json):
+        texts for questions, statements, and captions sampled one item per caption."""
         shards = expand_shards(urls)
-        return count_texts(shards) if self.epoch_counts == "texts" else count_samples(shards)
+        per_caption = self.provides == "captions" and self.caption_items(cfg).expand_field is not None
+        texts = self.epoch_counts == "texts" or per_caption
+        return count_texts(shards) if texts else count_samples(shards)
 
 
 def require_file(path: str | None, key: str, task: str) -> Path:

@@ -34,7 +34,8 @@ def train_urls(cfg: DictConfig) -> list[str]:
 class IRTRTask(Task):
     name = "irtr"
     provides = "captions"
-    epoch_counts = "samples"  # one epoch = every image once (with 1 + 15 captions)
+    # One epoch = every image once (with 1 + 15 captions); every caption once per caption.
+    epoch_counts = "samples"
     select_key = "irtr/the_metric"
 
     def objectives(
@@ -59,7 +60,7 @@ class IRTRTask(Task):
 
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
         pool = module.objectives["irtr"].pool
-        return ItemSpec(steps=(PoolImageIndex(pool.image_of_key()),) if pool is not None else ())
+        return self.caption_items(cfg, (PoolImageIndex(pool.image_of_key()),) if pool is not None else ())
 
     def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> RetrievalEvaluator:
         max_text_len = int(cfg.data.max_text_len)

@@ -70,15 +70,19 @@ class PretrainTask(Task):
             for key in (SELECTED_KEY, *DATA_SIDE_KEYS.get(name, ())):
                 values.pop(key, None)
             out[name] = (weight, values)
+        # WPA reads the ITM pass, so it draws that pass's negatives as ITM is set to.
+        itm_negatives = selected.get("itm", {}).get("negatives")
+        if "wpa" in out and itm_negatives is not None:
+            out["wpa"][1]["negatives"] = itm_negatives
         return out
 
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
-        """One caption per image; whole-word masking only when MLM is selected."""
+        """Caption items (`data.caption_sampling`); whole-word masking only when MLM is selected."""
         mlm = objective_settings(cfg)[0].get("mlm")
         if mlm is None:
-            return ItemSpec()
+            return self.caption_items(cfg)
         masking = MaskingStep.from_settings(tokenizer, mlm, cfg.data.max_text_len)
-        return ItemSpec(steps=(masking,))
+        return self.caption_items(cfg, (masking,))
 
     def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> MeansEvaluator:
         return MeansEvaluator(
