@@ -64,3 +64,17 @@ finetune-demo: install ## after `make demo`: fine-tune its checkpoint on shapes 
 .PHONY: eval
 eval: install ## evaluate a checkpoint: make eval ARGS='checkpoint=DIR task=vqa data=vqav2 split=test'
 	$(PYTHON) -m vilt_lab.eval $(ARGS)
+
+# The paper's tables (experiments/tableN): `make table5` renders result.md (+ PNGs) from the runs
+# under $(PAPER_RUNS), missing runs listed with their commands; `make table5-run` launches the
+# missing ones in dependency order (LAUNCH='accelerate launch --num_processes 8 -m', or SLURM=1;
+# ARGS='--set paths.data_dir=/shards' adds an override to every run).
+PAPER_RUNS ?= runs/paper
+REPORT = $(PYTHON) -m vilt_lab.report.cli
+
+.PHONY: table2 table3 table4 table5 table2-run table3-run table4-run table5-run
+table2 table3 table4 table5: install ## render experiments/tableN/result.md from the runs (never fails on missing runs)
+	$(REPORT) render experiments/$@ --runs $(PAPER_RUNS)
+
+table2-run table3-run table4-run table5-run: install ## launch the missing runs of a table, pre-training first (resumable)
+	$(REPORT) run experiments/$(@:-run=) --runs $(PAPER_RUNS) $(if $(LAUNCH),--launch '$(LAUNCH)') $(if $(SLURM),--slurm) $(ARGS)

@@ -23,11 +23,31 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # The shapes-world experiments run anywhere; the paper's fine-tuning recipes need real data.
 SHAPES_EXPERIMENTS = [e for e in EXPERIMENTS if e == "demo" or e.startswith("finetune_demo_")]
 PAPER_FINETUNING = [e for e in EXPERIMENTS if e.startswith("finetune_") and e not in SHAPES_EXPERIMENTS]
+PAPER_PRETRAINING = [e for e in EXPERIMENTS if e.startswith("pretrain_")]
 CPU_PROCESS = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
 
 
 def test_every_experiment_is_covered():
-    assert set(EXPERIMENTS) == {*SHAPES_EXPERIMENTS, *PAPER_FINETUNING}
+    assert set(EXPERIMENTS) == {*SHAPES_EXPERIMENTS, *PAPER_FINETUNING, *PAPER_PRETRAINING}
+
+
+@pytest.mark.parametrize("experiment", PAPER_PRETRAINING)
+def test_paper_pretraining_recipe_is_official(experiment, tmp_path):
+    """The official pre-training (reference Sec. 2.5, 3.1-3.2) with every faithful-recipe switch
+    at its official value."""
+    cfg = compose_config([f"experiment={experiment}", f"paths.runs_dir={tmp_path}"])
+    weights = {name: values.weight for name, values in cfg.objective.items() if values.selected}
+    assert weights == {"itm": 1.0, "mlm": 1.0, "wpa": 0.1}
+    assert cfg.model.size == "base32" and cfg.model.init_from == "original:vit_base_patch32_384"
+    assert (cfg.schedule.max_steps, cfg.schedule.warmup, cfg.optim.lr) == (100_000, 2500, 1e-4)
+    assert (cfg.trainer.global_batch_size, cfg.trainer.precision, cfg.task.max_image_len) == (
+        4096,
+        "fp16",
+        200,
+    )
+    assert cfg.objective.mlm.whole_word and cfg.objective.mlm.rule == "official"
+    assert cfg.objective.itm.negatives == "same_source" and cfg.data.caption_sampling == "per_caption"
+    assert cfg.data.name == "4m"
 
 
 @pytest.mark.parametrize("experiment", SHAPES_EXPERIMENTS)

@@ -26,7 +26,7 @@ from .run_dir import RUN_CONFIG_NAME
 from .tasks import TaskModule, build_task_module, get_task
 from .tasks.pretrain import mark_unmarked_selection
 from .trainer import TrainerSettings
-from .training.checkpoint import TRAINER_STATE
+from .training.checkpoint import TRAINER_STATE, is_run_dir, run_dir_checkpoint
 from .training.schedule import steps_for_epochs
 from .write_once import write_once
 
@@ -116,9 +116,12 @@ def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
 
 
 def read_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
-    """Any checkpoint vilt_lab reads: a training run's `checkpoints/step_*`, a vilt_lab checkpoint
-    directory, or an official ViLT `.ckpt` file (converted on the fly, read weights-only)."""
+    """Any checkpoint vilt_lab reads: a training run's `checkpoints/step_*` (or the run dir itself:
+    its best checkpoint, else its latest), a vilt_lab checkpoint directory, or an official ViLT
+    `.ckpt` file (converted on the fly, read weights-only)."""
     path = Path(path)
+    if is_run_dir(path):
+        path = run_dir_checkpoint(path)
     if is_run_checkpoint(path):
         return read_run_checkpoint(path)
     if path.is_file():
@@ -168,8 +171,11 @@ def build_eval_task(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, checkpo
 
 
 def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
-    """Apply `model.init_from` (timm:<name>, a vilt_lab checkpoint dir, or a run's checkpoint)."""
+    """Apply `model.init_from` (timm:<name>, original:<name>, a vilt_lab checkpoint dir, a run's
+    checkpoint or run dir)."""
     init_from, init_file = cfg.model.get("init_from"), cfg.model.get("init_file")
+    if init_from is not None and is_run_dir(init_from):
+        init_from = str(run_dir_checkpoint(init_from))
     if init_from is not None and is_run_checkpoint(init_from):
         if init_file is not None:
             raise ValueError(f"model.init_file is set for model.init_from={init_from} ({INIT_FILE_USE})")

@@ -244,6 +244,7 @@ class LoggerSchema:
     project: Text
     entity: str | None = None
     group: str | None = None
+    job_type: str | None = None
     tags: list[str] = field(default_factory=list)
 
 

@@ -318,3 +318,21 @@ def _load_into(file: Path, load) -> None:
         raise
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
         raise CheckpointFileError(file, f"does not fit this run ({type(err).__name__}: {err})") from err
+
+
+def is_run_dir(path: Path) -> bool:
+    return (Path(path) / "checkpoints").is_dir() and (Path(path) / "config.yaml").is_file()
+
+
+def run_dir_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a run dir stands for: its best one when it selected one (the last
+    checkpoint's trainer state names it), else its newest complete one."""
+    latest, _ = latest_checkpoint(Path(run_dir) / "checkpoints")
+    if latest is None:
+        raise FileNotFoundError(f"run dir {run_dir} holds no complete checkpoint")
+    best = read_json(latest / TRAINER_STATE).get("best")
+    if best:
+        chosen = Path(run_dir) / "checkpoints" / checkpoint_name(int(best["step"]))
+        if verify(chosen) is None:
+            return chosen
+    return latest

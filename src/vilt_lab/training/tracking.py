@@ -10,6 +10,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from ..run_dir import git_info
+from ..tasks.pretrain import objective_settings
 
 
 def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
@@ -18,6 +19,15 @@ def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
     values["overrides"] = list(overrides)
     values["git"] = git_info()
     return values
+
+
+def run_tags(cfg: DictConfig) -> list[str]:
+    """`logger.tags` plus the task and its selected objectives, so a W&B dashboard can filter an
+    ablation's runs by what they trained without hand-made tags."""
+    automatic = [f"task={cfg.task.name}"]
+    if cfg.task.name == "pretrain":
+        automatic += [f"objective={name}" for name in objective_settings(cfg)[0]]
+    return list(dict.fromkeys([*cfg.logger.tags, *automatic]))
 
 
 def new_run_id() -> str:
@@ -48,7 +58,8 @@ def init_tracking(
             "resume": "allow",
             "name": name,
             "group": cfg.logger.group,
-            "tags": list(cfg.logger.tags),
+            "job_type": cfg.logger.get("job_type"),
+            "tags": run_tags(cfg),
             "entity": cfg.logger.entity,
         }
     }

@@ -54,8 +54,8 @@ def _payloads(data: bytes, path: Path) -> Iterator[bytes]:
 
 
 def read_offline_run(run_path: str | Path) -> dict[str, Any]:
-    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...], "finished": bool}
-    of one offline run; `finished` says the run's exit record is there (W&B's service writes the
+    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...], "run": {"group",
+    "job_type", "tags"}, "finished": bool} of one offline run; `finished` says the run's exit record is there (W&B's service writes the
     file asynchronously, so a reader right after `finish()` may still see part of it).
 
     run_path: the `offline-run-*` directory or its `.wandb` file.
@@ -70,6 +70,7 @@ def read_offline_run(run_path: str | Path) -> dict[str, Any]:
         path = files[0]
     config: dict[str, Any] = {}
     history: list[dict[str, Any]] = []
+    run: dict[str, Any] = {}
     finished = False
     for payload in _payloads(path.read_bytes(), path):
         record = wandb_internal_pb2.Record()
@@ -84,9 +85,15 @@ def read_offline_run(run_path: str | Path) -> dict[str, Any]:
                 key = item.key or "/".join(item.nested_key)
                 row[key] = json.loads(item.value_json)
             history.append(row)
+        elif kind == "run":
+            run = {
+                "group": record.run.run_group,
+                "job_type": record.run.job_type,
+                "tags": list(record.run.tags),
+            }
         elif kind == "exit":
             finished = True
-    return {"config": config, "history": history, "finished": finished}
+    return {"config": config, "history": history, "run": run, "finished": finished}
 
 
 def wait_for_offline_run(run_path: str | Path, timeout_s: float = 60.0) -> dict[str, Any]:

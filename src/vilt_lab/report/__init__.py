@@ -1,0 +1,1 @@
+"""The paper's tables: their definitions (experiments/), the runs they need, and result.md."""

@@ -1,0 +1,100 @@
+"""`vilt-report`: render a table's result.md (and PNGs) from its runs, list or launch the runs.
+
+vilt-report render experiments/table5 [--runs runs/paper]
+vilt-report plan experiments/table5          # the runs, done or not, with their commands
+vilt-report run experiments/table5 [--launch 'accelerate launch --num_processes 8 -m'] [--slurm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .definitions import load_catalog, load_table
+from .plan import table_runs
+from .plots import draw_cells, draw_curves
+from .render import render
+
+DEFAULT_RUNS = Path("runs/paper")
+
+
+def _render(args: argparse.Namespace) -> int:
+    table, catalog = load_table(args.table), load_catalog(args.table.parent)
+    result = args.table / "result.md"
+    text = render(table, catalog, args.runs)
+    bars = draw_cells(table, catalog, args.runs, args.table / "result.png")
+    text += f"\n![paper vs ours]({bars.name})\n"
+    curves = draw_curves(table, catalog, args.runs, args.table / "curves.png")
+    if curves is not None:
+        text += f"\n![training curves]({curves.name})\n"
+    result.write_text(text)
+    print(text)
+    print(f"wrote {result}")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    table, catalog = load_table(args.table), load_catalog(args.table.parent)
+    for spec in table_runs(table, catalog):
+        print(f"{'done' if spec.is_done(args.runs) else 'todo'}  {spec.id}\n      {spec.shell(args.runs)}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the missing runs one after another, in dependency order; stop at the first failure."""
+    table, catalog = load_table(args.table), load_catalog(args.table.parent)
+    launch = tuple(shlex.split(args.launch)) if args.launch else None
+    for spec in table_runs(table, catalog):
+        if spec.is_done(args.runs):
+            print(f"done: {spec.id}")
+            continue
+        command = [*spec.command(args.runs, launch=launch, slurm=args.slurm), *args.set]
+        print(f"run: {spec.id}: {shlex.join(command)}", flush=True)
+        if args.dry_run:
+            continue
+        code = subprocess.call([sys.executable if part == "python" else part for part in command])
+        if code != 0:
+            print(f"{spec.id} failed with exit code {code}; fix it and run again (finished runs are kept)")
+            return code
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vilt-report", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, handler in (("render", _render), ("plan", _plan), ("run", _run)):
+        command = sub.add_parser(name)
+        command.add_argument("table", type=Path, help="a table folder: experiments/tableN")
+        command.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the tables' runs live")
+        command.set_defaults(handler=handler)
+        if name == "run":
+            command.add_argument("--launch", default=None, help="launcher for training, ending in -m")
+            command.add_argument(
+                "--slurm", action="store_true", help="submit each training run with launcher=slurm"
+            )
+            command.add_argument("--dry-run", action="store_true", help="print the commands only")
+            command.add_argument(
+                "--set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="an override added to every run, e.g. --set paths.data_dir=/shards (repeatable)",
+            )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (FileNotFoundError, KeyError) as err:
+        print(f"vilt-report {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

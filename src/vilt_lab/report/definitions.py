@@ -1,0 +1,110 @@
+"""What a table is: columns (a recipe and the metric read from its runs), rows (a pre-training
+run and the paper's numbers), read from `experiments/tableN/table.yaml`; and the run catalogue
+(`experiments/runs.yaml`, `experiments/recipes.yaml`) the tables name their runs from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: the runs of `recipe` on a row's pre-training, and the metric(s) read from them.
+
+    metrics: one metric, or several shown as a/b/c (R@1/5/10); scale: x100 for fractions shown
+    in percent; seeds: fine-tuning seeds averaged (mean +- std); zero_shot: a second reading
+    shown in parentheses (Table 5's zero-shot R@1)."""
+
+    key: str
+    label: str
+    recipe: str
+    metrics: tuple[str, ...]
+    scale: float = 1.0
+    seeds: int = 1
+    zero_shot: Column | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    pretrain: str
+    randaug: bool = False
+    paper: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # the folder's name: table5
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Pre-training runs by id, and the recipes run on top of them."""
+
+    pretrain: dict[str, dict[str, Any]]
+    finetune: dict[str, dict[str, Any]]
+    eval: dict[str, dict[str, Any]]
+
+    def recipe_kind(self, recipe: str) -> str:
+        if recipe in self.finetune:
+            return "finetune"
+        if recipe in self.eval:
+            return "eval"
+        raise KeyError(f"recipe {recipe!r} is in neither finetune nor eval of recipes.yaml")
+
+
+def _column(key: str, values: dict[str, Any], where: str) -> Column:
+    unknown = set(values) - {"label", "recipe", "metric", "scale", "seeds", "zero_shot"}
+    if unknown:
+        raise KeyError(f"{where}: column {key}: unknown fields {sorted(unknown)}")
+    metric = values["metric"]
+    zero_shot = values.get("zero_shot")
+    return Column(
+        key=key,
+        label=str(values.get("label", key)),
+        recipe=str(values["recipe"]),
+        metrics=tuple(metric) if isinstance(metric, list) else (str(metric),),
+        scale=float(values.get("scale", 1.0)),
+        seeds=int(values.get("seeds", 1)),
+        zero_shot=_column(f"{key}.zero_shot", {**zero_shot, "scale": values.get("scale", 1.0)}, where)
+        if zero_shot
+        else None,
+    )
+
+
+def load_table(folder: Path) -> Table:
+    """`folder/table.yaml` as a Table; errors name the file and the field."""
+    path = Path(folder) / "table.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: a table folder holds table.yaml")
+    data = yaml.safe_load(path.read_text())
+    columns = tuple(_column(key, values, str(path)) for key, values in data["columns"].items())
+    rows = []
+    for index, row in enumerate(data["rows"]):
+        stray = set(row.get("paper", {})) - {c.key for c in columns}
+        if stray:
+            raise KeyError(f"{path}: rows[{index}].paper has no such columns: {sorted(stray)}")
+        rows.append(
+            Row(
+                label=str(row["label"]),
+                pretrain=str(row["pretrain"]),
+                randaug=bool(row.get("randaug", False)),
+                paper={k: str(v) for k, v in row.get("paper", {}).items()},
+            )
+        )
+    return Table(
+        name=Path(folder).resolve().name, title=str(data["title"]), columns=columns, rows=tuple(rows)
+    )
+
+
+def load_catalog(experiments: Path) -> Catalog:
+    runs = yaml.safe_load((Path(experiments) / "runs.yaml").read_text())
+    recipes = yaml.safe_load((Path(experiments) / "recipes.yaml").read_text())
+    return Catalog(pretrain=runs["pretrain"], finetune=recipes["finetune"], eval=recipes["eval"])

@@ -1,0 +1,139 @@
+"""The runs a table needs, in dependency order, as the exact commands that make them.
+
+Run ids name run dirs under one root (`runs/paper` by default): a pre-training `pt100k`, its
+fine-tuning `pt100k--vqa_ra-s1` (recipe, seed) and an evaluation `pt100k--zs_f30k` or
+`pt100k--vqa_ra-s1--vqa_testdev` (an eval recipe on the run before `--`). Runs are shared
+between tables: Table 2's first row is Table 5's fourth.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .definitions import Catalog, Column, Row, Table
+
+TRAIN = ("python", "-m", "vilt_lab.train")
+EVAL = ("python", "-m", "vilt_lab.eval")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: its id, kind (pretrain | finetune | eval), the overrides that make it, and the run
+    it starts from (`depends_on`)."""
+
+    id: str
+    kind: str
+    overrides: tuple[str, ...]
+    depends_on: str | None
+    group: str
+    tags: tuple[str, ...]
+
+    def run_dir(self, root: Path) -> Path:
+        return Path(root) / self.id
+
+    def is_done(self, root: Path) -> bool:
+        """A finished run: its summary.json is written last (a fresh start moves a stale one aside)."""
+        return (self.run_dir(root) / "summary.json").is_file()
+
+    def command(self, root: Path, launch: tuple[str, ...] | None = None, slurm: bool = False) -> list[str]:
+        """The command line that makes this run (resumable: `resume=auto`)."""
+        if self.kind == "eval":
+            target = Path(root) / self.depends_on
+            return [*EVAL, *self.overrides, f"checkpoint={target}", f"out_dir={self.run_dir(root)}"]
+        start = (*launch, "vilt_lab.train") if launch else TRAIN
+        init = [f"model.init_from={Path(root) / self.depends_on}"] if self.depends_on else []
+        logger = [
+            f"logger.group={self.group}",
+            f"logger.job_type={self.kind}",
+            # Quoted: Hydra's grammar does not take '=' in a bare list element.
+            "logger.tags=[" + ",".join(f"'{tag}'" for tag in self.tags) + "]",
+        ]
+        sweep = ["-m", "launcher=slurm"] if slurm else []
+        return [
+            *start,
+            *sweep,
+            *self.overrides,
+            *init,
+            f"name={self.id}",
+            f"paths.runs_dir={root}",
+            "resume=auto",
+            *logger,
+        ]
+
+    def shell(self, root: Path) -> str:
+        return shlex.join(self.command(root))
+
+
+def _recipe(name: str, row: Row) -> str:
+    return f"{name}_ra" if row.randaug and not name.startswith("zs_") else name
+
+
+def cell_runs(column: Column, row: Row, table: Table, catalog: Catalog) -> list[list[RunSpec]]:
+    """Per seed, the chain of runs one cell reads: [fine-tuning, its after-eval] or [eval]; the
+    last run of each chain holds the metric."""
+    if row.pretrain not in catalog.pretrain:
+        raise KeyError(f"{table.name}: row {row.label!r}: pre-training {row.pretrain!r} is not in runs.yaml")
+    group = f"{table.name}/row{table.rows.index(row) + 1}"
+    base_tags = tuple(catalog.pretrain[row.pretrain].get("tags", ()))
+    recipe = _recipe(column.recipe, row)
+    kind = catalog.recipe_kind(recipe)
+    if kind == "eval":
+        return [[_eval_run(recipe, row.pretrain, group, base_tags, catalog)]]
+    chains = []
+    for seed in range(column.seeds):
+        spec = catalog.finetune[recipe]
+        tags = (*base_tags, f"recipe={recipe}", f"seed={seed}", *(["randaug=on"] if row.randaug else []))
+        finetune = RunSpec(
+            id=f"{row.pretrain}--{recipe}-s{seed}",
+            kind="finetune",
+            overrides=(f"experiment={spec['experiment']}", f"seed={seed}"),
+            depends_on=row.pretrain,
+            group=group,
+            tags=tags,
+        )
+        chain = [finetune]
+        if spec.get("after"):
+            chain.append(_eval_run(spec["after"], finetune.id, group, tags, catalog))
+        chains.append(chain)
+    return chains
+
+
+def _eval_run(recipe: str, target: str, group: str, tags: tuple[str, ...], catalog: Catalog) -> RunSpec:
+    return RunSpec(
+        id=f"{target}--{recipe}",
+        kind="eval",
+        overrides=tuple(catalog.eval[recipe]["overrides"]),
+        depends_on=target,
+        group=group,
+        tags=(*tags, f"recipe={recipe}"),
+    )
+
+
+def pretrain_run(row: Row, table: Table, catalog: Catalog) -> RunSpec:
+    spec = catalog.pretrain[row.pretrain]
+    return RunSpec(
+        id=row.pretrain,
+        kind="pretrain",
+        overrides=("experiment=pretrain_paper", *spec.get("overrides", ())),
+        depends_on=None,
+        group=str(spec.get("group", f"{table.name}/row{table.rows.index(row) + 1}")),
+        tags=tuple(spec.get("tags", ())),
+    )
+
+
+def table_runs(table: Table, catalog: Catalog) -> list[RunSpec]:
+    """Every run of `table` once, pre-training first, each after the run it starts from."""
+    ordered: dict[str, RunSpec] = {}
+    for row in table.rows:
+        ordered.setdefault(row.pretrain, pretrain_run(row, table, catalog))
+    for row in table.rows:
+        for column in table.columns:
+            for zero_shot in (column, column.zero_shot):
+                if zero_shot is None:
+                    continue
+                for chain in cell_runs(zero_shot, row, table, catalog):
+                    for spec in chain:
+                        ordered.setdefault(spec.id, spec)
+    return list(ordered.values())
