@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .definitions import load_catalog, load_table
+from .heatmap import heatmap
 from .plan import table_runs
 from .plots import draw_cells, draw_curves
 from .render import render
@@ -63,6 +64,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heatmap(args: argparse.Namespace) -> int:
+    out = heatmap(
+        args.checkpoint, args.image, args.caption, args.tokenizer, args.out, args.shorter, args.longer
+    )
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vilt-report", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="KEY=VALUE",
                 help="an override added to every run, e.g. --set paths.data_dir=/shards (repeatable)",
             )
+    figure = sub.add_parser("heatmap", help="word-patch alignment of one image and caption (Figure 4)")
+    figure.add_argument(
+        "checkpoint", help="a vilt_lab checkpoint dir, a run's step dir or run dir, an official .ckpt"
+    )
+    figure.add_argument("image", type=Path)
+    figure.add_argument("caption")
+    figure.add_argument(
+        "--tokenizer", default="bert-base-uncased", help="the checkpoint's tokenizer (name or dir)"
+    )
+    figure.add_argument("--out", type=Path, required=True, help="the PNG to write")
+    figure.add_argument("--shorter", type=int, default=384, help="resize: shorter side (the paper: 384)")
+    figure.add_argument(
+        "--longer", type=int, default=640, help="resize: longer side at most (the paper: 640)"
+    )
+    figure.set_defaults(handler=_heatmap)
     return parser
 
 
@@ -91,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (FileNotFoundError, KeyError) as err:
+    except (FileNotFoundError, KeyError, ValueError) as err:
         print(f"vilt-report {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -10,7 +10,7 @@ from .plan import table_runs
 from .render import paper_numbers, read_cell
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a compute node
@@ -21,7 +21,7 @@ def _pyplot():
 
 def draw_cells(table: Table, catalog: Catalog, root: Path, out: Path) -> Path:
     """One panel per column: the paper's first number and ours per row (ours missing: no bar)."""
-    plt = _pyplot()
+    plt = pyplot()
     columns = table.columns
     figure, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.6), squeeze=False)
     for axis, column in zip(axes[0], columns, strict=True):
@@ -47,7 +47,7 @@ def draw_curves(
     table: Table, catalog: Catalog, root: Path, out: Path, metric: str = "train/loss"
 ) -> Path | None:
     """`metric` over steps for every run of the table that logged it; None when none did."""
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     drawn = 0
     for spec in table_runs(table, catalog):
