@@ -7,12 +7,15 @@ checkpoints load into it strictly and come out of it unchanged.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import hub
 from .backbone import ViltBackbone
 from .checkpoint_io import ViltCheckpoint
 from .heads import NLVR2Head, build_head
@@ -45,6 +48,19 @@ class ViltWithHeads(nn.Module):
         model = cls(ViltBackbone(checkpoint.config), heads, checkpoint.heads)
         model.load_state_dict(checkpoint.state, strict=True)
         return model
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> ViltWithHeads:
+        """A local checkpoint directory or a Hub repo id (see `hub.from_pretrained`)."""
+        return hub.from_pretrained(name_or_path, revision=revision)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """The checkpoint directory with every head and a model card (see `hub.save_pretrained`)."""
+        return hub.save_pretrained(self, directory)
+
+    def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
+        """Upload to the Hub repo `repo_id` (created if needed); returns the commit URL."""
+        return hub.push_to_hub(self, repo_id, private=private, token=token)
 
     def to_checkpoint(self) -> ViltCheckpoint:
         return ViltCheckpoint(
