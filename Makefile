@@ -7,7 +7,7 @@ DEMO_RUNS ?= runs
 # The demo trains in DEMO_PROCS processes of one thread each (data parallel over the cores).
 DEMO_PROCS ?= 2
 
-.PHONY: help install test lint params demo shapes
+.PHONY: help install test test-fast lint params demo shapes
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -15,8 +15,11 @@ help: ## list the targets
 install: ## install vilt_lab with its dev extras into $(PYTHON) (idempotent)
 	$(PIP) install -q -e '.[dev]'
 
-test: install ## install what is needed, then run the whole test suite
+test: install ## install what is needed, then run the whole test suite (the CI command)
 	$(PYTHON) -m pytest -q
+
+test-fast: install ## the suite without the slow tests (pytest -m "not slow"), while you work
+	$(PYTHON) -m pytest -q -m "not slow"
 
 demo: install ## write the shapes world, pre-train the tiny model on CPU, evaluate: $(DEMO_RUNS)/demo/summary.json
 	OMP_NUM_THREADS=1 $(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(DEMO_PROCS) \
@@ -67,8 +70,8 @@ eval: install ## evaluate a checkpoint: make eval ARGS='checkpoint=DIR task=vqa 
 
 # The paper's tables (experiments/tableN): `make table5` renders result.md (+ PNGs) from the runs
 # under $(PAPER_RUNS), missing runs listed with their commands; `make table5-run` launches the
-# missing ones in dependency order (LAUNCH='accelerate launch --num_processes 8 -m', or SLURM=1;
-# ARGS='--set paths.data_dir=/shards' adds an override to every run).
+# missing ones in dependency order (LAUNCH='accelerate launch --num_processes 8 --mixed_precision
+# bf16 -m', or SLURM=1; ARGS='--set paths.data_dir=/shards' adds an override to every run).
 PAPER_RUNS ?= runs/paper
 REPORT = $(PYTHON) -m vilt_lab.report.cli
 

@@ -21,6 +21,9 @@ from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import write_shapes_world
 from vilt_lab.train import run
 
+# Minutes of training: `make test` runs them, `make test-fast` leaves them out.
+pytestmark = pytest.mark.slow
+
 SHORT_RUN = [
     "experiment=demo",
     "resume=null",

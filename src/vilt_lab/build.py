@@ -27,6 +27,7 @@ from .tasks import TaskModule, build_task_module, get_task
 from .tasks.pretrain import mark_unmarked_selection
 from .trainer import TrainerSettings
 from .training.checkpoint import TRAINER_STATE, is_run_dir, run_dir_checkpoint
+from .training.progress import progress_style
 from .training.schedule import steps_for_epochs
 from .write_once import write_once
 
@@ -330,7 +331,7 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
         eval_every=eval_every(cfg),
         select_metric=task.select_metric(cfg),
         select_mode=str(cfg.task.get("select_mode", "max")),
-        progress=bool(t.progress),
+        progress=progress_style(t),
         seed=int(cfg.seed),
         nonfinite=str(t.nonfinite),
         max_skipped_steps=int(t.max_skipped_steps),

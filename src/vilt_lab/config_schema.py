@@ -232,6 +232,7 @@ class TrainerSchema:
     eval_every: PositiveInt | None = None
     evals_per_epoch: PositiveInt | None = None
     progress: bool = True
+    progress_every_s: Positive = 30.0
     nonfinite: Literal["stop", "skip"] = "stop"
     max_skipped_steps: Count = 10
     deterministic: bool = False

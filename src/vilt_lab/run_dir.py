@@ -15,6 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from .training.run_log import RUN_LOG_NAME
+
 RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
 
 # Keys that say how or where a run runs, not what it trains (a key covers everything under it).
@@ -37,6 +39,7 @@ MAY_CHANGE = (
     "trainer.nonfinite",
     "trainer.max_skipped_steps",
     "trainer.progress",
+    "trainer.progress_every_s",
     "trainer.log_every",
     "trainer.ckpt_every",
     "trainer.keep_last",
@@ -121,12 +124,12 @@ def record_resume(
 
 
 # What an earlier attempt leaves that a fresh start must not append to.
-_ATTEMPT_FILES = ("metrics.jsonl", "summary.json", RESUME_HISTORY)
+_ATTEMPT_FILES = ("metrics.jsonl", "summary.json", RESUME_HISTORY, RUN_LOG_NAME)
 
 
 def set_aside_earlier_attempt(run_dir: Path) -> Path | None:
     """Move what an earlier, checkpoint-less attempt left in `run_dir` (its metrics, summary,
-    resume history) into `earlier_attempts/<n>/`, so a fresh start does not log step 5 twice and
+    resume history, train.log) into `earlier_attempts/<n>/`, so a fresh start does not log step 5 twice and
     nothing is lost. Main process only; returns where they went."""
     found = [Path(run_dir) / name for name in _ATTEMPT_FILES if (Path(run_dir) / name).exists()]
     if not found:

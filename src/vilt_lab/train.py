@@ -1,7 +1,7 @@
 """Hydra entry point: compose -> build -> Trainer.fit -> evaluate -> summary.
 
     python -m vilt_lab.train experiment=demo
-    accelerate launch --num_processes 8 -m vilt_lab.train experiment=demo trainer.precision=bf16
+    accelerate launch --num_processes 8 --mixed_precision bf16 -m vilt_lab.train experiment=demo
 
 Every process runs this file; only the main process creates directories and writes run files.
 """
@@ -37,6 +37,8 @@ from .run_dir import (
 from .trainer import Trainer
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
+from .training.precision import check_resumed_precision, effective_precision, precision_source
+from .training.run_log import run_log
 from .training.tracking import init_tracking, reset_accelerate_state
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -47,7 +49,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     """A two-column table of the run's headline numbers."""
     rows = [("run dir", summary["run_dir"])]
     if "steps" in summary:
-        rows += [("steps", summary["steps"]), ("train time (s)", f"{summary['train_seconds']:.1f}")]
+        rows += [
+            ("steps", summary["steps"]),
+            ("precision", summary["precision"]),
+            ("train time (s)", f"{summary['train_seconds']:.1f}"),
+        ]
     rows += [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in summary["eval"].items()]
     width = max(len(k) for k, _ in rows)
     line = "-" * (width + 3 + max(len(str(v)) for _, v in rows))
@@ -74,6 +80,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         # Without a GPU, Accelerate joins a torchrun/`accelerate launch` job only when told it
         # runs on CPU; otherwise every process would silently train alone.
         cpu=not torch.cuda.is_available(),
+        # null: Accelerate reads ACCELERATE_MIXED_PRECISION, which `accelerate launch` sets from
+        # --mixed_precision or its config file ("no" when unset).
         mixed_precision=cfg.trainer.precision,
         log_with="wandb" if cfg.logger.mode != "disabled" else None,
         project_dir=str(resolve_run_dir(cfg)),
@@ -136,13 +144,23 @@ def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dic
     if accelerator.is_local_main_process:
         ensure_data(cfg)
     resume_from = prepare_run_dir(cfg, accelerator, run_dir, overrides)
+    with run_log(run_dir, accelerator.process_index):
+        return _train(cfg, accelerator, run_dir, resume_from, overrides)
 
+
+def _train(
+    cfg: DictConfig, accelerator: Accelerator, run_dir: Path, resume_from: Path | None, overrides: list[str]
+) -> dict[str, Any]:
+    precision = effective_precision(accelerator)
+    log.info("training in precision %s (from %s)", precision, precision_source(cfg.trainer.precision))
     tokenizer = build_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     train_stream, evaluators = build_streams(cfg, tokenizer, accelerator, task)
     settings = trainer_settings(cfg)
     trainer = Trainer(accelerator, task, settings, run_dir, train_stream, evaluators)
     state = trainer.restore(resume_from)
+    check_resumed_precision(state, precision)
+    trainer.extra_state["precision"] = precision
     trainer.extra_state["wandb_run_id"] = init_tracking(
         accelerator, cfg, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
     )
@@ -154,6 +172,7 @@ def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dic
         "run_dir": str(run_dir),
         "task": cfg.task.name,
         "steps": trainer.step,
+        "precision": precision,
         "train_seconds": train_seconds,
         "eval_seconds": trainer.eval_seconds,
         "samples_skipped": trainer.samples_skipped,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import resource
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -23,7 +22,6 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import nn
-from tqdm.auto import tqdm
 
 from .evaluation.evaluators import Evaluator
 from .evaluation.loop import to_device
@@ -32,6 +30,7 @@ from .training.faults import fault_point
 from .training.metric_means import WeightedMeans, means_from_vector
 from .training.metrics_log import MetricsLog
 from .training.optim import build_optimizer
+from .training.progress import ProgressStyle, progress_bar
 from .training.schedule import build_scheduler
 from .training.seeds import step_seed
 
@@ -83,7 +82,7 @@ class TrainerSettings:
     eval_every: int | None = None
     select_metric: str | None = None
     select_mode: str = "max"
-    progress: bool = True
+    progress: ProgressStyle = field(default_factory=ProgressStyle)
     seed: int = 0
     nonfinite: str = "stop"
     max_skipped_steps: int = 10
@@ -269,13 +268,12 @@ class Trainer:
         batches = self._batches()
         running = WeightedMeans()
         wait = busy = 0.0
-        bar = tqdm(
+        bar = progress_bar(
+            desc="train",
+            style=s.progress.only_if(acc.is_main_process),
             total=s.max_steps,
             initial=self.step,
-            desc="train",
-            disable=not (s.progress and acc.is_main_process),
-            dynamic_ncols=True,
-            file=sys.stdout,
+            unit="step",
         )
         while self.step < s.max_steps:
             t0 = time.perf_counter()
@@ -300,10 +298,10 @@ class Trainer:
             self.step += 1
             fault_point("step")
             busy += time.perf_counter() - t0
-            bar.update(1)
             if self.step % s.log_every == 0 or self.step == s.max_steps:
                 self._log_train(running, grad_norm, wait, busy, bar)
                 running, wait, busy = WeightedMeans(), 0.0, 0.0
+            bar.update(1)  # after the log: a progress line shows this step's values
             improved = False
             if self.evaluators and s.eval_every and self.step % s.eval_every == 0 and self.step < s.max_steps:
                 improved = self._evaluate_and_select()
@@ -348,7 +346,11 @@ class Trainer:
             values["train/steps_skipped"] = self.steps_skipped
         self.metrics.write(self.step, values)
         acc.log(values, step=self.step)
-        bar.set_postfix(loss=f"{values.get('train/loss', float('nan')):.3f}", lr=f"{values['train/lr']:.2e}")
+        bar.set_postfix(
+            loss=f"{values.get('train/loss', float('nan')):.3f}",
+            lr=f"{values['train/lr']:.2e}",
+            **{"samples/s": f"{values['train/samples_per_s']:.1f}"},
+        )
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self) -> dict[str, float]:

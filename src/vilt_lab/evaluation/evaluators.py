@@ -9,7 +9,6 @@ Every process returns the same values: shares are gathered once, then reduced id
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,13 +16,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.shards import expand_shards, sample_images
 from vilt_lab.data.transforms import MinMaxResize, decode_image
 from vilt_lab.training.metric_means import WeightedMeans, means_from_vector
+from vilt_lab.training.progress import ProgressStyle, progress_bar
 from vilt_lab.training.seeds import step_seed
 
 from .loop import Record, predict_records, to_device
@@ -48,7 +47,7 @@ class MeansEvaluator:
     batches: Batches
     seed: int = 0
     max_batches: int | None = None
-    progress: bool = True
+    progress: ProgressStyle | bool = True
 
     @torch.no_grad()
     def __call__(self, module: torch.nn.Module, accelerator: Accelerator | None) -> dict[str, float]:
@@ -59,7 +58,7 @@ class MeansEvaluator:
         module.eval()
         means, total = WeightedMeans(), 0.0
         for i, batch in enumerate(
-            tqdm(self.batches(), desc="eval", disable=not (self.progress and main), file=sys.stdout)
+            progress_bar(self.batches(), desc="eval", style=ProgressStyle.of(self.progress).only_if(main))
         ):
             if self.max_batches is not None and i >= self.max_batches:
                 break
@@ -95,7 +94,7 @@ class VQAEvaluator:
 
     batches: Batches
     vocabulary: Sequence[str]
-    progress: bool = True
+    progress: ProgressStyle | bool = True
     records: list[Record] = field(default_factory=list)
 
     def to_records(self, batch: dict[str, Any], predictions: dict[str, torch.Tensor]) -> list[Record]:
@@ -127,7 +126,7 @@ class NLVR2Evaluator:
     """NLVR2 on a split: accuracy over its statements."""
 
     batches: Batches
-    progress: bool = True
+    progress: ProgressStyle | bool = True
 
     @staticmethod
     def to_records(batch: dict[str, Any], predictions: dict[str, torch.Tensor]) -> list[Record]:
@@ -165,7 +164,7 @@ class RetrievalEvaluator:
     resize: MinMaxResize
     score_fn: Callable[[torch.nn.Module], Callable[[torch.Tensor], torch.Tensor]]
     text_batch_size: int = 64
-    progress: bool = True
+    progress: ProgressStyle | bool = True
     _pool: CaptionPool | None = None
 
     def my_images(self, rank: int, world_size: int, image_of_key: dict[str, int]):
@@ -202,7 +201,9 @@ class RetrievalEvaluator:
             pad_token_id=pool.pad_token_id,
             device=device,
             autocast=accelerator.autocast if accelerator is not None else None,
-            progress=self.progress and (accelerator is None or accelerator.is_main_process),
+            progress=ProgressStyle.of(self.progress).only_if(
+                accelerator is None or accelerator.is_main_process
+            ),
             total_images=-(-pool.num_images // world_size),
         )
         gather = None

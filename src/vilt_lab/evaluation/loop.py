@@ -7,7 +7,6 @@ last batch is the only cross-process step, and it takes shares of any length.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
-from tqdm.auto import tqdm
+
+from vilt_lab.training.progress import ProgressStyle, progress_bar
 
 Record = dict[str, Any]
 
@@ -39,7 +39,7 @@ def predict_records(
     accelerator: Accelerator | None = None,
     *,
     desc: str = "eval",
-    progress: bool = True,
+    progress: ProgressStyle | bool = True,
 ) -> list[Record]:
     """Run ``module.predict`` over ``batches`` (this process's share) in eval mode and return every
     process's records: ``to_records(batch, predictions)`` makes one record per sample, keyed by
@@ -50,7 +50,7 @@ def predict_records(
     module.eval()
     records: list[Record] = []
     try:
-        for batch in tqdm(batches, desc=desc, disable=not (progress and main), file=sys.stdout):
+        for batch in progress_bar(batches, desc=desc, style=ProgressStyle.of(progress).only_if(main)):
             batch.pop("skipped", None)
             with accelerator.autocast() if accelerator is not None else nullcontext():
                 predictions = module.predict(to_device(batch, device))

@@ -13,16 +13,15 @@ full matrix with a single object gather at the end, so shares of different sizes
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Callable, Iterable, Sequence, Sized
 from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import ViltBackbone
+from vilt_lab.training.progress import ProgressStyle, progress_bar
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 Gather = Callable[[Any], list[Any]]
@@ -70,7 +69,7 @@ def score_images(
     pad_token_id: int = 0,
     device: torch.device | str | None = None,
     autocast: Callable[[], AbstractContextManager[Any]] | None = None,
-    progress: bool = True,
+    progress: ProgressStyle | bool = True,
     total_images: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Score this process's images against every text: (image_index (n,), scores (n, N_texts)).
@@ -85,7 +84,8 @@ def score_images(
         pad_token_id: id the shorter texts of a batch are padded with (masked out of attention).
         device: where to run; by default the backbone's device.
         autocast: optional context-manager factory around the model calls (`accelerator.autocast`).
-        progress: show a tqdm bar over (image, text) pairs with pairs/s and time left.
+        progress: progress over (image, text) pairs with pairs/s and time left (a bar on a
+            terminal, timed lines in a file: training.progress).
         total_images: images behind the bar's total when `images` has no length (or the bar
             should count more than this share).
 
@@ -101,13 +101,12 @@ def score_images(
     index, rows = [], []
     was_training = backbone.training
     backbone.eval()
-    bar = tqdm(
+    bar = progress_bar(
+        desc="retrieval",
+        style=progress,
         total=None if total_images is None else total_images * n_texts,
         unit="pair",
         unit_scale=True,
-        file=sys.stdout,
-        disable=not progress,
-        desc="retrieval",
     )
     try:
         with torch.inference_mode(), bar:

@@ -2,7 +2,7 @@
 
 vilt-report render experiments/table5 [--runs runs/paper]
 vilt-report plan experiments/table5          # the runs, done or not, with their commands
-vilt-report run experiments/table5 [--launch 'accelerate launch --num_processes 8 -m'] [--slurm]
+vilt-report run experiments/table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m'] [--slurm]
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from vilt_lab.data.targets import PoolImageIndex
 from vilt_lab.data.transforms import MinMaxResize
 from vilt_lab.evaluation.evaluators import RetrievalEvaluator
 from vilt_lab.objectives.irtr import DRAW_FALSE_TEXT
+from vilt_lab.training.progress import progress_style
 
 from .base import Task
 
@@ -70,5 +71,5 @@ class IRTRTask(Task):
             resize=MinMaxResize(loader.image_shorter, loader.image_longer, loader.patch_size),
             score_fn=lambda m: m.objectives["irtr"].score,
             text_batch_size=int(cfg.task.get("text_batch_size", 64)),
-            progress=bool(cfg.trainer.progress),
+            progress=progress_style(cfg.trainer),
         )

@@ -10,6 +10,7 @@ from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.data.targets import nlvr2_targets
 from vilt_lab.evaluation.evaluators import NLVR2Evaluator
 from vilt_lab.objectives.nlvr2 import NUM_IMAGES
+from vilt_lab.training.progress import progress_style
 
 from .base import Task
 
@@ -30,5 +31,5 @@ class NLVR2Task(Task):
 
     def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> NLVR2Evaluator:
         return NLVR2Evaluator(
-            self.eval_loader(cfg, tokenizer, module, loader, urls), progress=bool(cfg.trainer.progress)
+            self.eval_loader(cfg, tokenizer, module, loader, urls), progress=progress_style(cfg.trainer)
         )

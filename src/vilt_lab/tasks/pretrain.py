@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vilt_lab.data.masking import MASKING_KEYS, MaskingStep
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.evaluation.evaluators import MeansEvaluator
+from vilt_lab.training.progress import progress_style
 
 from .base import Task
 
@@ -89,5 +90,5 @@ class PretrainTask(Task):
             self.eval_loader(cfg, tokenizer, module, loader, urls),
             seed=int(cfg.seed),
             max_batches=cfg.trainer.get("eval_batches"),
-            progress=bool(cfg.trainer.progress),
+            progress=progress_style(cfg.trainer),
         )

@@ -14,6 +14,7 @@ from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.targets import VQATargets
 from vilt_lab.evaluation.evaluators import VQAEvaluator
 from vilt_lab.evaluation.submission import write_vqa_submission
+from vilt_lab.training.progress import progress_style
 
 from .base import Task, require_file
 
@@ -50,7 +51,7 @@ class VQATask(Task):
         return VQAEvaluator(
             self.eval_loader(cfg, tokenizer, module, loader, urls),
             module.objectives["vqa"].labels or read_answers(cfg),
-            progress=bool(cfg.trainer.progress),
+            progress=progress_style(cfg.trainer),
         )
 
     def write_submission(self, evaluator: VQAEvaluator, urls: str | Sequence[str], path: Path) -> Path:

@@ -1,0 +1,94 @@
+"""Progress in a file is timed lines, never a carriage-return stream; every run writes train.log."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime
+
+import pytest
+from tqdm import tqdm
+
+from vilt_lab.training import progress as progress_module
+from vilt_lab.training.progress import ProgressLines, ProgressStyle, progress_bar
+
+INTERVAL_S = 0.2
+# A training progress line as train.log holds it: "<asctime> INFO vilt_lab.progress: train 7/20 ...".
+TRAIN_LINE = re.compile(r"^(\S+ \S+) INFO vilt_lab\.progress: (train \d+/\d+ .*)$")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lines_come_once_per_interval_with_rate_and_time_left(monkeypatch, caplog):
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
+    bar = ProgressLines(None, desc="train", total=100, initial=0, unit="step", every_s=30)
+    with caplog.at_level(logging.INFO, logger="vilt_lab.progress"):
+        for _ in range(50):
+            clock.now += 1.0  # one step a second: lines at 30 s only
+            bar.set_postfix(loss="1.234")
+            bar.update()
+    assert caplog.messages == ["train 30/100 (30%) loss=1.234 | 1 step/s, 00:30 elapsed, 01:10 left"]
+
+
+def test_a_terminal_gets_a_bar_and_a_file_gets_lines(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert isinstance(progress_bar(desc="eval", total=3), tqdm)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    assert isinstance(progress_bar(desc="eval", total=3), ProgressLines)
+    assert isinstance(progress_bar(desc="eval", style=False), tqdm)  # disabled: tqdm's silent bar
+    assert list(progress_bar(range(3), desc="eval", style=ProgressStyle(every_s=0))) == [0, 1, 2]
+
+
+@pytest.mark.slow
+def test_training_into_a_file_logs_timed_lines_and_train_log(shapes_world, tmp_path):
+    steps = 20
+    cmd = [
+        sys.executable,
+        "-m",
+        "vilt_lab.train",
+        "experiment=demo",
+        "debug=fast",
+        "data.generate_n=0",
+        f"data.root={shapes_world}",
+        f"paths.runs_dir={tmp_path}",
+        f"schedule.max_steps={steps}",
+        f"trainer.ckpt_every={steps}",
+        "trainer.progress=true",
+        f"trainer.progress_every_s={INTERVAL_S}",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    stdout = tmp_path / "slurm-1234.out"
+    with stdout.open("w") as out:
+        proc = subprocess.run(
+            cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.PIPE, text=True, timeout=300
+        )
+    printed = stdout.read_text()
+    assert proc.returncode == 0, printed[-2000:] + proc.stderr[-3000:]
+    assert "\r" not in printed and "\r" not in proc.stderr
+
+    logged = (tmp_path / "demo" / "train.log").read_text().splitlines()
+    progress = [m.groups() for line in logged if (m := TRAIN_LINE.match(line))]
+    assert len(progress) >= 2, "\n".join(logged)
+    times = [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp, _ in progress]
+    gaps = [(b - a).total_seconds() for a, b in zip(times[:-1], times[1:], strict=True)]
+    assert min(gaps) >= INTERVAL_S - 0.002, gaps  # asctime has milliseconds
+    # The console shows the same lines, each with the step's loss, samples/s and time left.
+    printed_lines = [text for _, text in progress if text in printed.splitlines()]
+    assert printed_lines == [text for _, text in progress]
+    assert all(re.search(r"loss=\S+ .*samples/s=\S+ .* left$", text) for _, text in progress)
+    assert any("training in precision no (from trainer.precision)" in line for line in logged)
