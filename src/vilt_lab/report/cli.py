@@ -3,6 +3,8 @@
 vilt-report render experiments/table5 [--runs runs/paper]
 vilt-report plan experiments/table5          # the runs, done or not, with their commands
 vilt-report run experiments/table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m'] [--slurm]
+    [--set paths.data_dir=/shards]   # an override added to every run
+vilt-report heatmap CHECKPOINT IMAGE "a caption" --out wpa.png   # the paper's Figure 4
 """
 
 from __future__ import annotations
