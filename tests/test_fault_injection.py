@@ -20,7 +20,9 @@ from safetensors.torch import load_file
 from vilt_lab.training.checkpoint import verify
 from vilt_lab.training.faults import FAULT_ENV
 
-STEPS = 12
+# Enough steps that every planned kill below is reached before the run ends, whatever it cost
+# in progress (a kill before a manifest loses the save; one after it keeps it).
+STEPS = 24
 OVERRIDES = [
     "experiment=demo",
     "debug=fast",
@@ -32,7 +34,9 @@ OVERRIDES = [
     "trainer.log_every=1",
     "trainer.deterministic=true",
 ]
-# Kills at named instants (see vilt_lab.training.faults), in the order the run meets them.
+# Kills at named instants (see vilt_lab.training.faults), in the order the run meets them; each
+# launch counts its points afresh. These ten always kill; the random ones may land in start-up
+# or after the end (then they are harmless runs more).
 PLANNED = [
     "save:written:1",  # the first save, before its manifest: resume=auto must start fresh
     "save:manifest:1",  # complete but not renamed into place: recovered
@@ -41,6 +45,9 @@ PLANNED = [
     "remove:renamed:1",  # a deletion half done
     "save:written:2",
     "step:2",
+    "save:manifest:2",
+    "prune:2",
+    "step:3",
 ]
 RANDOM_KILLS = 3
 
@@ -120,7 +127,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(shapes_world, tmp_path):
     code, output = finish(launch(shapes_world, runs, "name=killed", "resume=latest"))
     assert code == 0, output
 
-    assert kills >= 10
+    assert kills >= len(PLANNED) + 1
     assert train_steps(run_dir) == list(range(1, STEPS + 1)), "each step logged once"
     (straight_name, straight), (killed_name, killed) = last_weights(runs / "straight"), last_weights(run_dir)
     assert killed_name == straight_name == f"step_{STEPS:08d}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ class MetricsLog:
             for line in self.path.read_text().splitlines()
             if line and json.loads(line).get("step", 0) <= step
         ]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        # Into a temporary file renamed over the old one: a kill mid-write must not lose the log.
+        staging = self.path.with_name(f".{self.path.name}.tmp")
+        staging.write_text("".join(line + "\n" for line in kept))
+        os.replace(staging, self.path)
 
     def write(self, step: int, values: dict[str, Any]) -> None:
         if not self.enabled:
