@@ -14,15 +14,12 @@ that threshold (debug=fast's micro-batches of 4 never reached the multi-threaded
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-import vilt_lab.train as train_module
-from train_helpers import fast_config
+from train_helpers import Killed, fast_config, final_weights, kill_after
 from vilt_lab.model.embeddings import interpolate_pos_embed, select_patches
 from vilt_lab.train import run
 from vilt_lab.training.determinism import (
@@ -49,11 +46,6 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(threads)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    last = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    return load_file(last / "model.safetensors")
 
 
 def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -128,30 +120,6 @@ def test_two_runs_at_two_threads_are_bit_identical(deterministic, two_threads, s
     for name in ("first", "second"):
         run(fast_config(shapes_world, tmp_path, f"name={name}", flag, *COMMON))
     assert_bit_identical(final_weights(tmp_path / "first"), final_weights(tmp_path / "second"))
-
-
-class Killed(Exception):
-    """Stands for the job being killed."""
-
-
-def kill_after(monkeypatch, batches: int) -> None:
-    """Make the run's train stream die after `batches` micro-batches in total."""
-    real = train_module.build_streams
-    seen = [0]
-
-    def build_streams_then_die(*args, **kwargs):
-        train_stream, evaluators = real(*args, **kwargs)
-
-        def dying(start_step):
-            for batch in train_stream(start_step):
-                if seen[0] == batches:
-                    raise Killed
-                seen[0] += 1
-                yield batch
-
-        return dying, evaluators
-
-    monkeypatch.setattr(train_module, "build_streams", build_streams_then_die)
 
 
 @pytest.mark.slow

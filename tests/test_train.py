@@ -9,10 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from safetensors.torch import load_file
 
-import vilt_lab.train as train_module
-from train_helpers import TASK_OVERRIDES, compose_config, fast_config
+from train_helpers import TASK_OVERRIDES, Killed, compose_config, fast_config, final_weights, kill_after
 from vilt_lab.build import build_streams, build_task, build_tokenizer
 from vilt_lab.train import CONF_DIR, run
 from vilt_lab.training.metrics_log import read_metrics
@@ -122,35 +120,6 @@ def test_lr_follows_the_curve_per_optimizer_step(accumulation, shapes_world, tmp
         assert m["train/lr"] == pytest.approx(
             cfg.optim.lr * lr_factor(m["step"], warmup, 6), rel=1e-9, abs=1e-15
         )
-
-
-class Killed(Exception):
-    """Stands for the job being killed."""
-
-
-def kill_after(monkeypatch, batches: int) -> None:
-    """Make the run's train stream die after `batches` batches in total."""
-    real = train_module.build_streams
-    seen = [0]
-
-    def build_streams_then_die(*args, **kwargs):
-        train_stream, evaluators = real(*args, **kwargs)
-
-        def dying(start_step):
-            for batch in train_stream(start_step):
-                if seen[0] == batches:
-                    raise Killed
-                seen[0] += 1
-                yield batch
-
-        return dying, evaluators
-
-    monkeypatch.setattr(train_module, "build_streams", build_streams_then_die)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    last = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    return load_file(last / "model.safetensors")
 
 
 @pytest.mark.parametrize("task", ["pretrain", "irtr"])

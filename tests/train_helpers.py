@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file
 
+import vilt_lab.train as train_module
 from vilt_lab.train import CONF_DIR
 
 # A few-steps run on a given shapes world, data read in the main process, no W&B.
@@ -46,3 +49,32 @@ TASK_OVERRIDES = {
     "nlvr2": ["task=nlvr2", "data=shapes_nlvr2", "+model.num_modality_types=3"],
     "irtr": ["task=irtr", "data=shapes_retrieval", "data.val_urls=${data.root}/retrieval/val"],
 }
+
+
+class Killed(Exception):
+    """Stands for the job being killed."""
+
+
+def kill_after(monkeypatch, batches: int) -> None:
+    """Make the run's train stream die after `batches` micro-batches in total."""
+    real = train_module.build_streams
+    seen = [0]
+
+    def build_streams_then_die(*args, **kwargs):
+        train_stream, evaluators = real(*args, **kwargs)
+
+        def dying(start_step):
+            for batch in train_stream(start_step):
+                if seen[0] == batches:
+                    raise Killed
+                seen[0] += 1
+                yield batch
+
+        return dying, evaluators
+
+    monkeypatch.setattr(train_module, "build_streams", build_streams_then_die)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    last = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
+    return load_file(last / "model.safetensors")

@@ -79,6 +79,11 @@ class Task(ABC):
         """Objective name -> (loss weight, constructor arguments). ``train``: for a training run
         (False: evaluation only, so training-side state such as negative pools is not built)."""
 
+    def objective_names(self, cfg: DictConfig) -> list[str]:
+        """The objectives this task trains, without building them (W&B tags); a fine-tuning
+        task trains its own."""
+        return [self.name]
+
     @abstractmethod
     def items(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, module: TaskModule) -> ItemSpec:
         """What one item of this task's train and eval streams is."""

@@ -77,6 +77,9 @@ class PretrainTask(Task):
             out["wpa"][1]["negatives"] = itm_negatives
         return out
 
+    def objective_names(self, cfg: DictConfig) -> list[str]:
+        return list(objective_settings(cfg)[0])
+
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
         """Caption items (`data.caption_sampling`); whole-word masking only when MLM is selected."""
         mlm = objective_settings(cfg)[0].get("mlm")

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from ..run_dir import git_info
-from ..tasks.pretrain import objective_settings
+from ..tasks import get_task
 
 
 def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
@@ -24,9 +24,8 @@ def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
 def run_tags(cfg: DictConfig) -> list[str]:
     """`logger.tags` plus the task and its selected objectives, so a W&B dashboard can filter an
     ablation's runs by what they trained without hand-made tags."""
-    automatic = [f"task={cfg.task.name}"]
-    if cfg.task.name == "pretrain":
-        automatic += [f"objective={name}" for name in objective_settings(cfg)[0]]
+    task = get_task(cfg.task.name)
+    automatic = [f"task={task.name}", *(f"objective={name}" for name in task.objective_names(cfg))]
     return list(dict.fromkeys([*cfg.logger.tags, *automatic]))
 
 
