@@ -34,16 +34,22 @@ class MLMObjective(nn.Module):
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
         output = passes.get("mlm", lambda: passes.run(backbone, batch, batch["mlm_input_ids"]))
-        labels = batch["mlm_labels"]
-        logits = self.head(output.text_feats)
-        per_token = F.cross_entropy(
-            logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-        )
-        masked = labels != IGNORE_INDEX
-        count = masked.sum().clamp(min=1)
+        labels = batch["mlm_labels"].flatten()
+        # The head (a D x V decoder, V = 30522 for BERT) runs on the masked tokens only, about 15%
+        # of the real ones: the same loss, accuracy and gradients as decoding every position and
+        # ignoring the rest, at a fraction of the cost. Selecting them is one host sync (their
+        # count sets a shape), taken before the head, when little work is queued behind it.
+        positions = (labels != IGNORE_INDEX).nonzero().squeeze(1)
+        targets = labels[positions]
+        logits = self.head(output.text_feats.flatten(0, 1)[positions])
+        count = positions.numel()
         # Sum / count rather than the mean reduction: a batch without any masked token then gives
         # loss 0 (not 0/0 = NaN) that still reaches every head parameter (zero gradients).
-        loss = per_token.float().sum() / count
-        correct = (logits.detach().argmax(-1) == labels) & masked
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(count, 1)
+        correct = (logits.detach().argmax(-1) == targets).sum()
         # count: what loss and accuracy average over, so evaluation can weight them per token.
-        return {"loss": loss, "accuracy": correct.sum() / count, "count": masked.sum().float()}
+        return {
+            "loss": loss,
+            "accuracy": correct / max(count, 1),
+            "count": torch.tensor(float(count), device=labels.device),
+        }
