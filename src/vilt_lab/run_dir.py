@@ -7,6 +7,7 @@ from the same command line, without copying paths around (audiocraft's "signatur
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import subprocess
 import time
@@ -158,24 +159,37 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
 
 
 def git_info(cwd: Path | None = None) -> dict[str, Any]:
-    """Commit and dirty flag of the source tree, or why they are unknown."""
-    cwd = cwd or Path(__file__).resolve().parent
+    """The installed vilt_lab version, and the commit and dirty flag of its source checkout.
+
+    A wheel install has no checkout: only the version is known. Its site-packages may still sit
+    inside some other git repository (a virtualenv in a project's tree), whose commit says nothing
+    about vilt_lab, so a commit is reported only when the repository holds this very package.
+    """
+    package_dir = Path(__file__).resolve().parent
+    info: dict[str, Any] = {"version": _installed_version()}
+    cwd = cwd or package_dir
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=cwd,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-        )
-        return {"commit": commit, "dirty": dirty}
+        toplevel = _git(cwd, "rev-parse", "--show-toplevel")
+        if cwd == package_dir and (Path(toplevel) / "src" / "vilt_lab").resolve() != package_dir:
+            return info | {"commit": None, "dirty": None, "error": "vilt_lab is not run from a git checkout"}
+        commit = _git(cwd, "rev-parse", "HEAD")
+        dirty = bool(_git(cwd, "status", "--porcelain", "--untracked-files=no"))
+        return info | {"commit": commit, "dirty": dirty}
     except (OSError, subprocess.CalledProcessError) as err:
-        return {"commit": None, "dirty": None, "error": str(err).strip()[:200]}
+        return info | {"commit": None, "dirty": None, "error": str(err).strip()[:200]}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    """`git <args>` in `cwd`: its stdout, stripped."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def _installed_version() -> str | None:
+    """vilt_lab's version as pip installed it (None when it was not installed, only imported)."""
+    try:
+        return importlib.metadata.version("vilt_lab")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def write_run_files(run_dir: Path, cfg: DictConfig, overrides: list[str], git: dict[str, Any]) -> None:

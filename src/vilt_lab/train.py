@@ -41,7 +41,9 @@ from .training.precision import check_resumed_precision, effective_precision, pr
 from .training.run_log import run_log
 from .training.tracking import init_tracking, reset_accelerate_state
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+# The config tree, inside the package: a symlink to the repo's top-level conf/ in a checkout, a copy
+# of it in a wheel (pyproject.toml's package-data), so every entry point runs from any directory.
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("vilt_lab.train")
 
 
