@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 TrainStream = Callable[[int], Iterable[dict[str, Any]]]
 
 
+# "Not yet" for the first non-finite step of a health entry (above any step count).
+NEVER = 2**62
+
+
 class NonFiniteError(FloatingPointError):
     """A loss, gradient or parameter went non-finite (see `trainer.nonfinite`)."""
 
@@ -121,6 +125,9 @@ class Trainer:
         self.accumulation = accumulation_steps(
             settings.global_batch_size, settings.micro_batch_size, accelerator.num_processes
         )
+        # On its device before the optimizer is built: AdamW picks its kernel (fused on CUDA) from
+        # where the parameters are.
+        task.to(accelerator.device)
         optimizer = build_optimizer(
             task, settings.lr, settings.weight_decay, settings.betas, settings.eps, settings.lr_mult
         )
@@ -143,6 +150,9 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self.last_eval_step: int | None = None
         self.eval_seconds = 0.0  # spent in evaluation, so training time can be told apart
+        # trainer.nonfinite=stop: per health entry (each loss, the gradient norm), the first step
+        # it went non-finite on this process (NEVER: not yet), kept on the device.
+        self.first_nonfinite: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------- resume
     def restore(self, path: Path | None) -> dict[str, Any]:
@@ -186,13 +196,29 @@ class Trainer:
             acc.backward(out["loss"] / self.accumulation)
         return out
 
-    def _optimizer_step(self, losses: torch.Tensor, loss_names: list[str]) -> float | None:
-        """Step unless a loss or the gradient norm is non-finite; return the gradient norm.
+    def _reports(self, step: int) -> bool:
+        """Whether `step` logs, evaluates or saves: something of it leaves the process."""
+        s = self.settings
+        return (
+            step % s.log_every == 0
+            or step % s.ckpt_every == 0
+            or step == s.max_steps
+            or bool(self.evaluators and s.eval_every and step % s.eval_every == 0)
+        )
+
+    def _optimizer_step(self, losses: torch.Tensor, loss_names: list[str]) -> torch.Tensor | None:
+        """Step unless a loss or the gradient norm is non-finite; return the gradient norm (a
+        device tensor, read only when logged) when `optim.grad_clip` computes it.
 
         losses: this process's per-objective losses summed over the step's micro-batches (on the
-        device). Their finiteness and the gradient norm's travel in one small all-reduce and come
-        to the host once: the step's one sync, and every process takes the same decision (a NaN on
-        one rank alone would otherwise leave the others stepping, and the job hung).
+        device). Every process decides alike (a NaN on one rank alone would otherwise leave the
+        others stepping, and the job hung): `trainer.nonfinite=skip` all-reduces the health of
+        every step and reads it (one host sync per step: whether the step counts, and moves the
+        learning-rate schedule, is decided on the host); `stop` keeps each entry's first
+        non-finite step on the device and reads it, gathered, only at a step that logs, evaluates
+        or saves, before that step's update. Between two such steps the host never waits for the
+        device; a non-finite update there reaches the weights in memory only, since the run stops
+        at the next such step, before anything is saved.
         """
         s, acc = self.settings, self.acc
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -204,30 +230,65 @@ class Trainer:
         # scale. Only the losses are ours to judge there.
         checked_norm = torch.zeros_like(grad_norm) if acc.scaler is not None else grad_norm
         health = torch.cat([losses.float(), checked_norm.reshape(1).float()])
-        if acc.num_processes > 1:
-            health = acc.reduce(health, reduction="sum")
-        values = health.tolist()
-        bad = [
-            name
-            for name, v in zip([*loss_names, "gradient norm"], values, strict=True)
-            if not math.isfinite(v)
-        ]
-        if bad:
-            self.optimizer.zero_grad(set_to_none=True)
-            self._refuse_step(bad)
-            return None
+        names = [*loss_names, "gradient norm"]
+        if s.nonfinite == "skip":
+            if acc.num_processes > 1:
+                health = acc.reduce(health, reduction="sum")
+            bad = [name for name, v in zip(names, health.tolist(), strict=True) if not math.isfinite(v)]
+            if bad:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._refuse_step(bad)
+                return None
+        else:
+            self._note_nonfinite(health)
+            if self._reports(self.step + 1):
+                self._stop_if_nonfinite(names)
         self.optimizer.step()
         # An fp16 step skipped for inf gradients must not advance the learning-rate curve.
         if not acc.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm) if s.grad_clip else None
+        return grad_norm.detach() if s.grad_clip else None
+
+    def _note_nonfinite(self, health: torch.Tensor) -> None:
+        """Remember, on the device, the step each health entry first went non-finite."""
+        step = torch.full_like(health, self.step + 1, dtype=torch.long)
+        never = torch.full_like(step, NEVER)
+        if self.first_nonfinite is None:
+            self.first_nonfinite = never
+        self.first_nonfinite = torch.minimum(
+            self.first_nonfinite, torch.where(torch.isfinite(health), never, step)
+        )
+
+    def _stop_if_nonfinite(self, names: list[str]) -> None:
+        """trainer.nonfinite=stop: raise if any process saw a non-finite entry (collective)."""
+        first = self.first_nonfinite
+        if self.acc.num_processes > 1:
+            first = self.acc.gather(first).reshape(self.acc.num_processes, -1).amin(0)
+        first = first.tolist()
+        step = min(first)
+        if step == NEVER:
+            return
+        bad = [name for name, at in zip(names, first, strict=True) if at == step]
+        now = self.step + 1
+        untaken = (
+            "no optimizer step was taken"
+            if step == now
+            else f"found at step {now}, the next step that logs, evaluates or saves; its update and "
+            "those after it were never saved"
+        )
+        raise NonFiniteError(
+            f"step {step}: non-finite {', '.join(bad)}; {untaken} and no checkpoint written, the run "
+            "dir's checkpoints hold finite weights (trainer.nonfinite=stop; trainer.nonfinite=skip "
+            "leaves such steps out)"
+        )
 
     def _refuse_step(self, bad: list[str]) -> None:
-        """A step whose loss or gradient went non-finite took no optimizer step: stop, or count it."""
+        """trainer.nonfinite=skip: a step whose loss or gradient went non-finite took no optimizer
+        step: count it, or stop once trainer.max_skipped_steps are used up."""
         s = self.settings
         step = self.step + 1
-        if s.nonfinite == "skip" and self.steps_skipped < s.max_skipped_steps:
+        if self.steps_skipped < s.max_skipped_steps:
             self.steps_skipped += 1
             log.warning(
                 "step %d: non-finite %s: no optimizer step (%d of trainer.max_skipped_steps=%d skipped)",
@@ -237,14 +298,10 @@ class Trainer:
                 s.max_skipped_steps,
             )
             return
-        allowed = (
-            f"trainer.max_skipped_steps={s.max_skipped_steps} already skipped"
-            if s.nonfinite == "skip"
-            else "trainer.nonfinite=stop; trainer.nonfinite=skip leaves such steps out"
-        )
         raise NonFiniteError(
             f"step {step}: non-finite {', '.join(bad)}; no optimizer step was taken and no checkpoint "
-            f"written, the run dir's checkpoints hold finite weights ({allowed})"
+            f"written, the run dir's checkpoints hold finite weights (trainer.max_skipped_steps="
+            f"{s.max_skipped_steps} already skipped)"
         )
 
     def _check_finite_parameters(self) -> None:
@@ -298,7 +355,7 @@ class Trainer:
             self.step += 1
             fault_point("step")
             busy += time.perf_counter() - t0
-            if self.step % s.log_every == 0 or self.step == s.max_steps:
+            if self.step % s.log_every == 0 or self.step == s.max_steps:  # one of `_reports`
                 self._log_train(running, grad_norm, wait, busy, bar)
                 running, wait, busy = WeightedMeans(), 0.0, 0.0
             bar.update(1)  # after the log: a progress line shows this step's values
@@ -320,7 +377,7 @@ class Trainer:
             self.evaluate()
 
     def _log_train(
-        self, running: WeightedMeans, grad_norm: float | None, wait: float, busy: float, bar
+        self, running: WeightedMeans, grad_norm: torch.Tensor | None, wait: float, busy: float, bar
     ) -> None:
         acc = self.acc
         keys = sorted(running.sums)
@@ -341,7 +398,7 @@ class Trainer:
             }
         )
         if grad_norm is not None:
-            values["train/grad_norm"] = grad_norm
+            values["train/grad_norm"] = float(grad_norm)
         if self.steps_skipped:
             values["train/steps_skipped"] = self.steps_skipped
         self.metrics.write(self.step, values)

@@ -4,6 +4,11 @@ Biases and normalisation weights get no weight decay (the official code matches 
 `ndim <= 1`, which also catches LayerNorms inside `nn.Sequential` heads that the official name
 matching misses). Parameters whose name starts with a prefix in `lr_mult` train at `lr * mult`
 (the official VQA head uses 10).
+
+On CUDA the update runs as PyTorch's fused AdamW kernel (one launch for every parameter instead
+of a few per tensor); elsewhere as PyTorch's default. Both compute the same update (equal within
+fp32 rounding, tests/test_speed_levers.py). Which one ran is an implementation detail of the
+process, not of the run: a checkpoint restores into either (see `keep_implementation`).
 """
 
 from __future__ import annotations
@@ -39,6 +44,21 @@ def param_groups(
     ]
 
 
+def implementation(model: nn.Module) -> dict[str, bool | None]:
+    """AdamW's implementation flags for `model`'s parameters: fused when they are all on CUDA (the
+    kernel's main target; a mixed-device model cannot use it), PyTorch's default otherwise."""
+    on_cuda = all(p.device.type == "cuda" for p in model.parameters())
+    return {"fused": True if on_cuda else None, "foreach": None}
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    """A load_state_dict pre-hook: the restored param groups keep this optimizer's fused / foreach
+    flags rather than the saving process's, so a checkpoint written by a fused (GPU) run resumes
+    on a CPU and the other way round, with AdamW's state moved where the implementation wants it."""
+    flags = {key: optimizer.defaults[key] for key in ("fused", "foreach")}
+    return {**state, "param_groups": [{**group, **flags} for group in state["param_groups"]]}
+
+
 def build_optimizer(
     model: nn.Module,
     lr: float = 1e-4,
@@ -47,7 +67,14 @@ def build_optimizer(
     eps: float = 1e-8,
     lr_mult: Mapping[str, float] | None = None,
 ) -> torch.optim.AdamW:
-    """AdamW (betas 0.9/0.98, eps 1e-8 as the official code) over `param_groups`."""
-    return torch.optim.AdamW(
-        param_groups(model, lr, weight_decay, lr_mult), lr=lr, betas=tuple(betas), eps=eps
+    """AdamW (betas 0.9/0.98, eps 1e-8 as the official code) over `param_groups`, fused when
+    the model sits on CUDA (`implementation`): build it after moving the model to its device."""
+    optimizer = torch.optim.AdamW(
+        param_groups(model, lr, weight_decay, lr_mult),
+        lr=lr,
+        betas=tuple(betas),
+        eps=eps,
+        **implementation(model),
     )
+    optimizer.register_load_state_dict_pre_hook(keep_implementation)
+    return optimizer
