@@ -209,7 +209,14 @@ def build_task(
     selected = task.objectives(cfg, tokenizer, train=train)
     weights = {name: weight for name, (weight, _) in selected.items()}
     kwargs = {name: values for name, (_, values) in selected.items()}
-    module = build_task_module(backbone, list(selected), weights, cfg.task.max_image_len, kwargs)
+    module = build_task_module(
+        backbone,
+        list(selected),
+        weights,
+        cfg.task.max_image_len,
+        kwargs,
+        fuse_passes=bool(cfg.trainer.get("fuse_passes", False)),
+    )
     report = initialise(module, cfg)
     if report is not None:
         print(report.summary(), flush=True)

@@ -36,6 +36,7 @@ MAY_CHANGE = (
     "trainer.micro_batch_size",
     "trainer.grad_checkpointing",
     "trainer.compile",
+    "trainer.fuse_passes",
     "trainer.deterministic",
     "trainer.nonfinite",
     "trainer.max_skipped_steps",

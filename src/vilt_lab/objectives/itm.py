@@ -12,6 +12,7 @@ image. `batch` takes any pair's. With one source the two draw the same negatives
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from vilt_lab.model import BackboneOutput, ITMHead, ViltBackbone, ViltConfig
 
-from .passes import Passes
+from .passes import ITM_PASS, MLM_PASS, Passes, halves
 
 
 def random_derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -106,27 +107,66 @@ class ITMPass:
     negatives: str
 
 
+def draw_negatives(
+    batch: dict[str, torch.Tensor], passes: Passes, negatives: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step's (image_index, labels) of the ITM pass (`sample_negatives`), on the batch's device."""
+    if negatives not in ITM_NEGATIVES:
+        raise ValueError(f"objective.itm.negatives={negatives!r}: expected one of {ITM_NEGATIVES}")
+    device = batch["input_ids"].device
+    sources = batch.get("source") if negatives == SAME_SOURCE else None
+    image_index, labels = sample_negatives(batch["input_ids"].shape[0], passes.generator, sources)
+    return image_index.to(device), labels.to(device)
+
+
 def itm_pass(
     batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes, negatives: str = SAME_SOURCE
 ) -> ITMPass:
     """The step's ITM pass, run on first use and shared through `passes` (ITM and WPA), with
     ``negatives`` (one of `ITM_NEGATIVES`) drawn from the same source or the whole batch. A batch
     without ``source`` is one source."""
-    if negatives not in ITM_NEGATIVES:
-        raise ValueError(f"objective.itm.negatives={negatives!r}: expected one of {ITM_NEGATIVES}")
 
     def compute() -> ITMPass:
-        device = batch["input_ids"].device
-        sources = batch.get("source") if negatives == SAME_SOURCE else None
-        image_index, labels = sample_negatives(batch["input_ids"].shape[0], passes.generator, sources)
-        image_index, labels = image_index.to(device), labels.to(device)
+        image_index, labels = draw_negatives(batch, passes, negatives)
         output = passes.run(backbone, batch, batch["input_ids"], image_index=image_index)
         return ITMPass(output=output, labels=labels, image_index=image_index, negatives=negatives)
 
-    result = passes.get("itm", compute)
+    result = passes.get(ITM_PASS, compute)
     if result.negatives != negatives:  # ITM and WPA share one pass: they must agree on it
         raise ValueError(f"the ITM pass drew {result.negatives} negatives, {negatives} asked for")
     return result
+
+
+def fused_pass_negatives(objectives: Mapping[str, nn.Module]) -> str | None:
+    """The ITM pass's negatives when `objectives` read both the ITM pass and the MLM pass (what
+    `run_itm_and_mlm_passes` can fuse), else None."""
+    reads = {getattr(objective, "reads_pass", None): objective for objective in objectives.values()}
+    if ITM_PASS not in reads or MLM_PASS not in reads:
+        return None
+    return reads[ITM_PASS].negatives
+
+
+def run_itm_and_mlm_passes(
+    batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes, negatives: str
+) -> None:
+    """The ITM and MLM passes as one backbone pass over 2B pairs (`trainer.fuse_passes`), each
+    half cached in `passes` as the objectives would have run it: larger matrix products, half
+    the kernel launches, and text length and patch count agree by construction (one batch's
+    texts, its images in another order).
+
+    Equal to the two passes (tests/test_speed_levers.py): attention is per pair, the negatives are
+    drawn first as ITM draws them, and the patch sampling draws its keys for the ITM rows then the
+    MLM rows, one `torch.rand` over 2B rows, which on a CPU generator gives the very numbers of
+    two passes run ITM first; a CUDA generator's Philox offsets give other draws of the same law.
+    Dropout inside the transformer draws other masks than two passes would (same distribution).
+    """
+    image_index, labels = draw_negatives(batch, passes, negatives)
+    own = torch.arange(len(image_index), device=image_index.device)
+    doubled = {**batch, "attention_mask": batch["attention_mask"].repeat(2, 1)}
+    ids = torch.cat([batch["input_ids"], batch["mlm_input_ids"]])
+    itm, mlm = halves(passes.run(backbone, doubled, ids, image_index=torch.cat([image_index, own])))
+    passes.put(ITM_PASS, ITMPass(output=itm, labels=labels, image_index=image_index, negatives=negatives))
+    passes.put(MLM_PASS, mlm)
 
 
 def cross_source_share(result: ITMPass, sources: torch.Tensor | None) -> torch.Tensor:
@@ -143,6 +183,7 @@ class ITMObjective(nn.Module):
     """Two-way cross-entropy of the ITM head on the pooled vector of the ITM pass."""
 
     uses_pooler = True
+    reads_pass = ITM_PASS
 
     def __init__(self, hidden_size: int, negatives: str = SAME_SOURCE) -> None:
         super().__init__()

@@ -10,13 +10,14 @@ from torch import nn
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import MLMHead, ViltBackbone, ViltConfig
 
-from .passes import Passes
+from .passes import MLM_PASS, Passes
 
 
 class MLMObjective(nn.Module):
     """Cross-entropy of the MLM head over masked tokens, on a pass of masked text and true images."""
 
     uses_pooler = False
+    reads_pass = MLM_PASS
 
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
@@ -33,7 +34,7 @@ class MLMObjective(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
-        output = passes.get("mlm", lambda: passes.run(backbone, batch, batch["mlm_input_ids"]))
+        output = passes.get(MLM_PASS, lambda: passes.run(backbone, batch, batch["mlm_input_ids"]))
         labels = batch["mlm_labels"].flatten()
         # The head (a D x V decoder, V = 30522 for BERT) runs on the masked tokens only, about 15%
         # of the real ones: the same loss, accuracy and gradients as decoding every position and

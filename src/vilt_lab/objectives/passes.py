@@ -7,6 +7,7 @@ training step: the cache assumes every call sees the same batch and backbone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -16,6 +17,22 @@ from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import BackboneOutput, ViltBackbone
 
 T = TypeVar("T")
+
+# Cache keys of the passes more than one module computes or reads.
+ITM_PASS, MLM_PASS = "itm", "mlm"
+
+
+def halves(output: BackboneOutput) -> tuple[BackboneOutput, BackboneOutput]:
+    """A pass over 2B pairs as the passes over its first and its last B pairs."""
+
+    def half(value, part: int):
+        if dataclasses.is_dataclass(value):  # the patch selection; its grid is the batch's
+            return dataclasses.replace(
+                value, **{f.name: half(getattr(value, f.name), part) for f in dataclasses.fields(value)}
+            )
+        return value.chunk(2)[part] if torch.is_tensor(value) else value
+
+    return half(output, 0), half(output, 1)
 
 
 class Passes:
@@ -37,6 +54,10 @@ class Passes:
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]  # type: ignore[return-value]
+
+    def put(self, key: str, value: object) -> None:
+        """Cache `value` under `key` (a pass computed together with another one)."""
+        self._cache[key] = value
 
     def pixel_values(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The batch's normalised images, computed once per step."""

@@ -14,7 +14,7 @@ from torch import nn
 from vilt_lab.model import BackboneOutput, ViltBackbone, ViltConfig
 
 from .itm import SAME_SOURCE, itm_pass
-from .passes import Passes
+from .passes import ITM_PASS, Passes
 
 
 def ipot_distance(
@@ -127,6 +127,7 @@ class WPAObjective(nn.Module):
     """
 
     uses_pooler = False
+    reads_pass = ITM_PASS
 
     def __init__(
         self, beta: float = 0.5, iterations: int = 50, k: int = 1, negatives: str = SAME_SOURCE

@@ -15,6 +15,7 @@ from torch import nn
 
 from vilt_lab.model import ViltBackbone
 from vilt_lab.objectives import DEFAULT_WEIGHTS, Passes, build_objective
+from vilt_lab.objectives.itm import fused_pass_negatives, run_itm_and_mlm_passes
 
 
 class TaskModule(nn.Module):
@@ -26,6 +27,8 @@ class TaskModule(nn.Module):
         weights: name -> loss weight; None, or a missing name, takes `DEFAULT_WEIGHTS`.
         max_image_len: patches sampled per image in training passes (-1: all); evaluation
             (`task.eval()`) always uses all patches, so it is deterministic.
+        fuse_passes: run the ITM and MLM passes as one backbone pass over 2B pairs when both
+            are read (`trainer.fuse_passes`, `run_itm_and_mlm_passes`); otherwise ignored.
     """
 
     def __init__(
@@ -34,6 +37,7 @@ class TaskModule(nn.Module):
         objectives: Mapping[str, nn.Module],
         weights: Mapping[str, float] | None = None,
         max_image_len: int = -1,
+        fuse_passes: bool = False,
     ) -> None:
         super().__init__()
         if not objectives:
@@ -53,6 +57,7 @@ class TaskModule(nn.Module):
             name: float(weights[name] if name in weights else DEFAULT_WEIGHTS[name]) for name in objectives
         }
         self.max_image_len = max_image_len
+        self.fused_negatives = fused_pass_negatives(self.objectives) if fuse_passes else None
         # Only ITM reads the pooled vector. Without it the pooler would get no gradient, which
         # DDP (without find_unused_parameters) reports as an error, so freeze it. An objective
         # that does not declare `uses_pooler` is assumed to use it: wrongly freezing is silent.
@@ -68,6 +73,8 @@ class TaskModule(nn.Module):
         """
         max_image_len = self.max_image_len if self.training else -1
         passes = Passes(max_image_len=max_image_len, generator=generator)
+        if self.fused_negatives is not None:
+            run_itm_and_mlm_passes(batch, self.backbone, passes, self.fused_negatives)
         results: dict[str, torch.Tensor] = {}
         total = None
         for name, objective in self.objectives.items():
@@ -107,6 +114,7 @@ def build_task_module(
     weights: Mapping[str, float] | None = None,
     max_image_len: int = -1,
     objective_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+    fuse_passes: bool = False,
 ) -> TaskModule:
     """A `TaskModule` with the objectives `names` built for `backbone`'s config.
 
@@ -119,4 +127,4 @@ def build_task_module(
     objectives = {
         name: build_objective(name, backbone.config, **objective_kwargs.get(name, {})) for name in names
     }
-    return TaskModule(backbone, objectives, weights, max_image_len)
+    return TaskModule(backbone, objectives, weights, max_image_len, fuse_passes)
