@@ -4,6 +4,8 @@
     vilt-convert to-hf ckpt/vilt_vqa --head vqa --out hf/vilt_vqa
     vilt-convert from-hf hf/vilt_vqa --out ckpt/vilt_vqa_again
     vilt-convert run runs/demo/checkpoints/step_000100 --out ckpt/demo
+    vilt-convert fetch vilt_vqa --out ckpt/vilt_vqa      # download, verify, convert in one step
+    vilt-convert fetch --list
 
 A vilt_lab checkpoint directory (model.safetensors + config.json) is what `model.init_from=DIR`
 starts a run from. `to-hf` also takes an official `.ckpt` file directly; `run` takes the model
@@ -13,6 +15,8 @@ out of a training run's checkpoint (which also holds optimizer and RNG state).
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import pickle
 import sys
 from collections.abc import Sequence
@@ -21,7 +25,11 @@ from pathlib import Path
 from .build import read_checkpoint, read_run_checkpoint
 from .model.checkpoint_io import ViltCheckpoint, save_checkpoint
 from .model.convert import HF_HEAD_CLASSES, load_hf, save_hf
+from .model.download import default_cache_dir, download
 from .model.official import read_official, read_vqa_labels
+from .model.released import RELEASE_URL, RELEASED, ReleasedFile, released
+
+SOURCE_RECORD = "source.json"  # beside a fetched checkpoint: where it came from, and its hash
 
 
 def describe(checkpoint: ViltCheckpoint) -> str:
@@ -43,6 +51,38 @@ def run_official(args: argparse.Namespace) -> None:
     checkpoint = read_official(args.ckpt, num_heads=args.num_heads, vqa_labels=labels)
     save_checkpoint(checkpoint, args.out)
     print(f"{args.ckpt} -> {args.out}: {describe(checkpoint)}")
+
+
+def run_fetch(args: argparse.Namespace) -> None:
+    if args.list:
+        for entry in RELEASED.values():
+            print(f"{entry.name:18} {entry.task:8} {entry.description}")
+        return
+    if args.name is None or args.out is None:
+        raise ValueError("give the checkpoint's NAME and --out DIR (or --list)")
+    entry = released(args.name)
+    base = (args.mirror or RELEASE_URL).rstrip("/")
+    cache = args.cache or default_cache_dir() / "released"
+
+    def fetch(file: ReleasedFile, pinned: str | None) -> dict[str, str | bool]:
+        url = f"{base}/{file.filename}"
+        expected = pinned or file.sha256
+        sha256 = download(url, cache / file.filename, expected, progress=not args.quiet)
+        if expected is None:
+            print(
+                f"{file.filename}: SHA-256 {sha256} (no published hash to check it against; pin it with --sha256)"
+            )
+        return {"url": url, "sha256": sha256, "verified": expected is not None}
+
+    record = {"name": entry.name, "task": entry.task, "checkpoint": fetch(entry, args.sha256)}
+    labels = None
+    if entry.companion is not None:
+        record["companion"] = fetch(entry.companion, None)
+        labels = read_vqa_labels(cache / entry.companion.filename)
+    checkpoint = read_official(cache / entry.filename, vqa_labels=labels)
+    save_checkpoint(checkpoint, args.out)
+    (Path(args.out) / SOURCE_RECORD).write_text(json.dumps(record, indent=1))
+    print(f"{entry.name} -> {args.out}: {describe(checkpoint)}")
 
 
 def run_to_hf(args: argparse.Namespace) -> None:
@@ -108,12 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
     run.set_defaults(run=run_run)
+
+    fetch = sub.add_parser(
+        "fetch",
+        help="download a released official checkpoint, check its SHA-256, convert it (--list: the names)",
+    )
+    fetch.add_argument("name", nargs="?", help=f"one of: {', '.join(RELEASED)}")
+    fetch.add_argument("--out", type=Path, help="vilt_lab checkpoint directory to write")
+    fetch.add_argument("--list", action="store_true", help="list the released checkpoints and stop")
+    fetch.add_argument(
+        "--sha256",
+        default=None,
+        help="the .ckpt's expected SHA-256 (overrides the registry's; refused if it differs)",
+    )
+    fetch.add_argument(
+        "--mirror",
+        default=None,
+        help=f"base URL holding the release's files instead of {RELEASE_URL} (file:// too)",
+    )
+    fetch.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="where downloads are kept (default $XDG_CACHE_HOME/vilt_lab/released)",
+    )
+    fetch.add_argument("--quiet", action="store_true", help="no download progress")
+    fetch.set_defaults(run=run_fetch)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``vilt-convert``: 0 on success, 2 with the reason on stderr otherwise."""
     args = build_parser().parse_args(argv)
+    # Progress written to a file (not a terminal) goes out as log lines: show them.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         args.run(args)
     except (FileNotFoundError, KeyError, ValueError, pickle.UnpicklingError) as err:
