@@ -225,6 +225,7 @@ class TrainerSchema:
     precision: Literal["bf16", "fp16", "no"] | None
     compile: bool = False
     grad_checkpointing: bool = False
+    compile_dynamic: bool = True
     fuse_passes: bool = False
     log_every: PositiveInt = 10
     ckpt_every: PositiveInt = 1000

@@ -36,6 +36,7 @@ MAY_CHANGE = (
     "trainer.micro_batch_size",
     "trainer.grad_checkpointing",
     "trainer.compile",
+    "trainer.compile_dynamic",
     "trainer.fuse_passes",
     "trainer.deterministic",
     "trainer.nonfinite",

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import nn
+from torch._dynamo.utils import counters as dynamo_counters
 
 from .evaluation.evaluators import Evaluator
 from .evaluation.loop import to_device
@@ -399,6 +400,11 @@ class Trainer:
         )
         if grad_norm is not None:
             values["train/grad_norm"] = float(grad_norm)
+        # Graphs torch.compile made in this process so far (trainer.compile): a count that keeps
+        # growing means a recompile per new shape (see trainer.compile_dynamic, data.text_padding).
+        compiles = dynamo_counters["stats"]["unique_graphs"]
+        if compiles:
+            values["train/compiles"] = compiles
         if self.steps_skipped:
             values["train/steps_skipped"] = self.steps_skipped
         self.metrics.write(self.step, values)

@@ -34,7 +34,12 @@ def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return batch, pixel_mask
 
 
-TEXT_PADDING = ("longest", "max_length")
+TEXT_PADDING = ("longest", "max_length", "bucket")
+# data.text_padding=bucket pads to the next multiple of this: at most max_text_len / 8 text
+# lengths (5 at 40), so a model compiled for static shapes (trainer.compile_dynamic=false) compiles
+# once per bucket instead of once per batch length, and matrix shapes stay multiples of 8 (what
+# tensor cores want in bf16), for at most 7 padding positions beyond the batch's longest text.
+TEXT_BUCKET = 8
 
 # (samples, their tokenized texts, the batch's generator) -> more batch fields. MLM masking
 # (vilt_lab.data.masking.MaskingStep) and each task's targets (vilt_lab.data.targets) are steps.
@@ -53,7 +58,8 @@ class ItemCollator:
     whatever each of ``steps`` adds (MLM masking in pre-training, the answers of VQA, ...).
 
     ``text_padding="longest"`` pads to the batch's longest text (T <= ``max_text_len``);
-    ``"max_length"`` always pads to ``max_text_len``, as the official code does. The model's
+    ``"max_length"`` always pads to ``max_text_len``, as the official code does; ``"bucket"`` pads
+    to the next multiple of `TEXT_BUCKET` (8, 16, ..., ``max_text_len``). The model's
     outputs on real tokens are the same either way (padding keys are masked and positions are
     absolute), but short captions cost much less: on the shapes world T drops from 40 to about
     21 and a pre-training step runs 1.24x faster on CPU.
@@ -68,11 +74,20 @@ class ItemCollator:
     ) -> None:
         if text_padding not in TEXT_PADDING:
             raise ValueError(f"data.text_padding={text_padding!r}: expected one of {TEXT_PADDING}")
+        if text_padding == "bucket" and max_text_len % TEXT_BUCKET:
+            raise ValueError(
+                f"data.text_padding=bucket pads to multiples of {TEXT_BUCKET} up to data.max_text_len, "
+                f"which must be one (it is {max_text_len})"
+            )
         if not tokenizer.is_fast:
             raise ValueError("the collator needs a fast tokenizer (word ids for whole-word masking)")
         self.tokenizer = tokenizer
         self.max_text_len = max_text_len
         self.text_padding = text_padding
+        # The tokenizer's arguments: a bucket is the longest text rounded up to TEXT_BUCKET.
+        bucket = text_padding == "bucket"
+        self._padding = "longest" if bucket else text_padding
+        self._pad_to_multiple_of = TEXT_BUCKET if bucket else None
         self.steps = tuple(steps)
 
     def __call__(
@@ -81,7 +96,8 @@ class ItemCollator:
         """Collate ``samples``; ``generator`` makes the steps' random draws (masking) reproducible."""
         encoding = self.tokenizer(
             [sample["text"] for sample in samples],
-            padding=self.text_padding,
+            padding=self._padding,
+            pad_to_multiple_of=self._pad_to_multiple_of,
             truncation=True,
             max_length=self.max_text_len,
             return_token_type_ids=False,
