@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from . import config_resolvers  # noqa: F401 - registers ${required:...} before any config resolves
@@ -105,9 +106,10 @@ def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
             raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
     cfg = OmegaConf.load(config_path)
     mark_unmarked_selection(cfg)
-    # The weights come from the checkpoint: neither re-initialise nor compile.
+    # The weights come from the checkpoint: neither re-initialise nor compile (nor swap in fp8
+    # layers: their parameters are plain linear weights, readable without torchao).
     cfg.model.init_from = cfg.model.init_file = None
-    cfg.trainer.compile = False
+    cfg.trainer.compile = cfg.trainer.fp8 = False
     state = read_safetensors(weights_path)
     module = build_task(
         cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False
@@ -192,10 +194,36 @@ def compile_blocks(backbone: ViltBackbone, dynamic: bool, **options: Any) -> Non
     text length and the number of image tokens change from batch to batch. False compiles one
     static graph per shape (faster kernels, and the precondition of CUDA graphs): with
     `data.text_padding=bucket` and a fixed patch count that is one graph per text bucket.
-    options: more `torch.compile` arguments (`mode="reduce-overhead"` for CUDA graphs, a backend).
+    options: more `torch.compile` arguments: `mode` (`trainer.compile_mode`; "reduce-overhead"
+    replays CUDA graphs, for fixed shapes: inference, or training with dynamic=False), a backend.
     """
     for block in backbone.blocks:
         block.compile(dynamic=dynamic, **options)
+
+
+def convert_to_fp8(backbone: ViltBackbone) -> None:
+    """`trainer.fp8`: the transformer blocks' linear layers as torchao's float8 training linears
+    (fp8 matrix products with dynamic scaling; parameter names and fp32 master weights stay).
+
+    Unlike the other levers this changes the numerics beyond rounding noise, so it is part of
+    what the run is (not resumable with another value). Needs torchao and a GPU with fp8 tensor
+    cores (H100 and later); layers whose sizes are not multiples of 16 stay as they are.
+    """
+    try:
+        from torchao.float8 import convert_to_float8_training
+    except ImportError as err:
+        raise ImportError(
+            "trainer.fp8=true needs torchao (pip install torchao), which is not importable here; "
+            "set trainer.fp8=false"
+        ) from err
+
+    def fits(module: nn.Module, _: str) -> bool:
+        return not isinstance(module, nn.Linear) or (
+            module.in_features % 16 == 0 and module.out_features % 16 == 0
+        )
+
+    for block in backbone.blocks:
+        convert_to_float8_training(block, module_filter_fn=fits)
 
 
 def build_task(
@@ -233,8 +261,14 @@ def build_task(
     report = initialise(module, cfg)
     if report is not None:
         print(report.summary(), flush=True)
+    if cfg.trainer.get("fp8", False):
+        convert_to_fp8(backbone)
     if cfg.trainer.compile:
-        compile_blocks(backbone, dynamic=bool(cfg.trainer.get("compile_dynamic", True)))
+        compile_blocks(
+            backbone,
+            dynamic=bool(cfg.trainer.get("compile_dynamic", True)),
+            mode=cfg.trainer.get("compile_mode"),
+        )
     return module
 
 

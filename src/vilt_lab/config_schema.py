@@ -226,6 +226,9 @@ class TrainerSchema:
     compile: bool = False
     grad_checkpointing: bool = False
     compile_dynamic: bool = True
+    compile_mode: (
+        Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None
+    ) = None
     fuse_passes: bool = False
     log_every: PositiveInt = 10
     ckpt_every: PositiveInt = 1000
@@ -238,6 +241,7 @@ class TrainerSchema:
     nonfinite: Literal["stop", "skip"] = "stop"
     max_skipped_steps: Count = 10
     deterministic: bool = False
+    fp8: bool = False
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ MAY_CHANGE = (
     "trainer.grad_checkpointing",
     "trainer.compile",
     "trainer.compile_dynamic",
+    "trainer.compile_mode",
     "trainer.fuse_passes",
     "trainer.deterministic",
     "trainer.nonfinite",

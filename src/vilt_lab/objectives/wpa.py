@@ -55,7 +55,9 @@ def ipot_distance(
     image_mask = image_mask & (m > 0)
     joint = text_mask.unsqueeze(2) & image_mask.unsqueeze(1)
     cost = torch.where(joint, cost.to(dtype), 0.0)
-    with torch.no_grad():
+    # Autocast would run the plan's einsums (batched matmuls) in half precision, against the
+    # float32 promised above (they did, under bf16 autocast, until the speed levers' bf16 check).
+    with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
         plan = _ipot_plan(cost.detach(), text_mask, image_mask, joint, beta, iterations, k)
     return (cost * plan).sum((1, 2)), plan
 
