@@ -4,6 +4,8 @@ python -m vilt_lab.bench loader              # our sample pipeline vs HF ViltIma
 python -m vilt_lab.bench loader --tiny       # seconds, for the test suite
 python -m vilt_lab.bench latency             # ViLT's visual embedding + transformer at batch 1
 python -m vilt_lab.bench table6              # the paper's Table 6 here: experiments/table6/result.md
+python -m vilt_lab.bench model               # ours vs HF ViltModel: pre-training step, latency, throughput, retrieval
+python -m vilt_lab.bench model --tiny        # seconds, for the test suite
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from vilt_lab.bench import latency, loader, table6
+from vilt_lab.bench import latency, loader, model, table6
 
-BENCHMARKS = {"loader": loader, "latency": latency, "table6": table6}
+BENCHMARKS = {"loader": loader, "latency": latency, "table6": table6, "model": model}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,155 @@
+"""Our pre-training step as a run takes it, and the batch both sides of the benchmark train on.
+
+Ours is built the way `vilt-train` builds it: the Hydra config composed from conf/ (train.yaml
+with `model=<size> objective=[itm,mlm]`), `build.build_task` (task module, objectives, compile
+switch), `build.trainer_settings` and the `Trainer` itself, whose per-micro-batch and optimizer
+step (autocast, backward, gradient norm and health check, AdamW, schedule) are what `fit` runs
+each step. A speed lever that lands in the objectives, the task module, build.py or the trainer
+is therefore measured here without touching this file.
+
+The batch is random (timing depends on shapes, not values): uint8 images and every text at full
+length (40 tokens), as ../shared/bench/hf_vilt_baseline.py; 15% of the text positions masked for
+MLM (a whole-word mask of ~6 pieces per caption costs the step the same: masking runs in the
+data workers on both sides, so the step only sees which positions carry labels).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count
+
+from vilt_lab import build
+from vilt_lab.evaluation.loop import to_device
+from vilt_lab.model.config import get_config
+from vilt_lab.model.flops import MISSING_FORMULAS
+from vilt_lab.tasks import TaskModule
+from vilt_lab.train import CONF_DIR
+from vilt_lab.trainer import Trainer
+
+aten = torch.ops.aten
+
+# BERT's special ids ([PAD], [CLS], [SEP], [MASK]); every vocabulary here is larger than 103.
+PAD_ID, CLS_ID, SEP_ID, MASK_ID = 0, 101, 102, 103
+MLM_PROBABILITY = 0.15
+
+
+def cpu_fused_attention_backward_flops(
+    grad_out_shape: torch.Size,
+    query_shape: torch.Size,
+    key_shape: torch.Size,
+    value_shape: torch.Size,
+    *args: Any,
+    **kwargs: Any,
+) -> int:
+    """PyTorch's own SDPA backward formula, for the CPU fused kernel its registry lacks (without
+    it a CPU backward's attention would count 0 FLOPs, as `model.flops` explains for the forward)."""
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+STEP_FORMULAS = {
+    **MISSING_FORMULAS,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: cpu_fused_attention_backward_flops,
+}
+
+
+def compose_pretrain_config(
+    model_size: str, objectives: Sequence[str], batch_size: int, extra: Sequence[str] = ()
+) -> DictConfig:
+    """train.yaml with ``model=<size> objective=[...]``, one micro-batch per optimizer step.
+
+    The text LayerNorm's eps is set to the blocks' (HF ViLT has one eps, `convert.config_to_hf`),
+    so the HF copy computes the same function and the retrieval scores can be compared exactly.
+    """
+    ln_eps = get_config(model_size).ln_eps
+    overrides = [
+        f"model={model_size}",
+        f"objective=[{','.join(objectives)}]",
+        f"trainer.micro_batch_size={batch_size}",
+        f"trainer.global_batch_size={batch_size}",
+        "trainer.progress=false",
+        f"++model.text_ln_eps={ln_eps}",
+        *extra,
+    ]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    return cfg
+
+
+def build_ours(cfg: DictConfig, vocab_size: int) -> TaskModule:
+    """The task module `vilt-train` would build for ``cfg`` (random weights, no tokenizer read)."""
+    return build.build_task(cfg, vocab_size=vocab_size)
+
+
+class OurStep:
+    """One optimizer step of our trainer on a fixed batch: `Trainer._micro_step` then
+    `Trainer._optimizer_step`, with the per-objective losses `fit` hands it."""
+
+    def __init__(self, cfg: DictConfig, module: TaskModule, accelerator: Accelerator) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix="vilt-bench-run-")
+        self.trainer = Trainer(
+            accelerator, module, build.trainer_settings(cfg), Path(self._tmp.name), lambda step: iter(())
+        )
+        self.trainer.model.train()
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> None:
+        trainer = self.trainer
+        out = trainer._micro_step(batch, 0)
+        loss_names = sorted(k for k in out if k.endswith("/loss"))
+        losses = torch.stack([out[k].float() for k in loss_names])
+        trainer._optimizer_step(losses, loss_names)
+        # The step's random draws (negatives, patch sampling) follow the step, as in `fit`.
+        trainer.step += 1
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+
+def pretrain_batch(
+    vocab_size: int,
+    batch_size: int,
+    image_hw: tuple[int, int],
+    text_len: int,
+    device: torch.device,
+    seed: int = 0,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """(our batch on ``device``, ITM labels for HF's side): what the loader hands training.
+
+    Our batch: ``image`` uint8 (B, 3, H, W), ``pixel_mask`` bool, ``input_ids`` and
+    ``attention_mask`` (B, T) long, ``mlm_input_ids`` with 15% of the word pieces [MASK]ed and
+    ``mlm_labels`` (-100 elsewhere). HF's ITM labels are random, as in the baseline (its images are
+    not swapped; ours draws its negatives inside the step, which costs ours the gather).
+    """
+    g = torch.Generator().manual_seed(seed)
+    height, width = image_hw
+    low = min(1000, vocab_size // 2)  # clear of the special ids
+    ids = torch.randint(low, vocab_size, (batch_size, text_len), generator=g)
+    ids[:, 0], ids[:, -1] = CLS_ID, SEP_ID
+    chosen = torch.rand(batch_size, text_len, generator=g) < MLM_PROBABILITY
+    chosen[:, 0] = chosen[:, -1] = False
+    batch = {
+        "image": torch.randint(0, 256, (batch_size, 3, height, width), dtype=torch.uint8, generator=g),
+        "pixel_mask": torch.ones(batch_size, height, width, dtype=torch.bool),
+        "input_ids": ids,
+        "attention_mask": torch.ones(batch_size, text_len, dtype=torch.long),
+        "mlm_input_ids": ids.masked_fill(chosen, MASK_ID),
+        "mlm_labels": ids.masked_fill(~chosen, -100),
+    }
+    itm_labels = torch.randint(0, 2, (batch_size,), generator=g)
+    return to_device(batch, device), itm_labels.to(device)
+
+
+def count_step_flops(step: Any) -> int:
+    """FLOPs of one call of ``step`` (forward and backward; AdamW has no matrix products),
+    counted by FlopCounterMode with the CPU attention kernels' formulas added."""
+    counter = FlopCounterMode(display=False, custom_mapping=STEP_FORMULAS)
+    with counter:
+        step()
+    return counter.get_total_flops()
