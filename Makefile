@@ -49,6 +49,10 @@ shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=
 bench-loader: install ## time our sample pipeline against HF's ViltImageProcessor on one core (prints the ratio last)
 	$(PYTHON) -m vilt_lab.bench loader $(ARGS)
 
+.PHONY: bench-model
+bench-model: install ## ours vs HF ViltModel on the same weights: pre-training step, latency, throughput, exact retrieval (GPU if any; CPU sizes < 10 min) [ARGS='--json out.json']
+	$(PYTHON) -m vilt_lab.bench model $(ARGS)
+
 # `make demo`'s last checkpoint: what the fine-tuning demo starts from.
 DEMO_CKPT = $(lastword $(sort $(wildcard $(DEMO_RUNS)/demo/checkpoints/step_*)))
 FINETUNE_RUNS ?= $(DEMO_RUNS)/finetune-demo
