@@ -319,3 +319,15 @@ def test_fp8_without_torchao_names_the_key(shapes_world, tmp_path) -> None:
     cfg = fast_config(shapes_world, tmp_path, "trainer.fp8=true")
     with pytest.raises(ImportError, match=r"trainer.fp8=true needs torchao"):
         build_task(cfg, vocab_size=100)
+
+
+@pytest.mark.slow
+def test_a_run_with_the_cpu_levers_on(shapes_world, tmp_path) -> None:
+    """The switches reach the run: fused passes and bucketed texts train end to end."""
+    cfg = fast_config(
+        shapes_world, tmp_path, "evaluate=false", "trainer.fuse_passes=true", "data.text_padding=bucket"
+    )
+    summary = run(cfg)
+    assert summary["steps"] == 4
+    lines = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < line["train/loss"] < 100 for line in lines if "train/loss" in line)
