@@ -87,7 +87,8 @@ def _check_masks(inputs: Inputs) -> None:
 def _fill(predictor: Predictor, image: torch.Tensor, text: str, top_k: int) -> Record:
     """Fill `text`'s [MASK]s as the official demo does: one pass per mask, each time fixing the
     mask the model is surest of, so a word split over several pieces is read in context of the
-    pieces already chosen."""
+    pieces already chosen. Each mask's record: its token position ([CLS] is 0) and the top-k
+    pieces of the pass that fixed it."""
     tokenizer = predictor.tokenizer
     batch = predictor.batch([text], [image])
     input_ids = batch["input_ids"]
