@@ -331,3 +331,29 @@ def test_a_run_with_the_cpu_levers_on(shapes_world, tmp_path) -> None:
     assert summary["steps"] == 4
     lines = [json.loads(line) for line in (tmp_path / "demo" / "metrics.jsonl").read_text().splitlines()]
     assert all(0 < line["train/loss"] < 100 for line in lines if "train/loss" in line)
+
+
+@pytest.mark.slow
+def test_nonfinite_stop_between_log_steps_names_the_first_bad_step(shapes_world, tmp_path, monkeypatch):
+    """trainer.nonfinite=stop without a host read per step: a NaN from step 2 on is found at
+    step 5, the first step that logs or saves, which then neither logs nor saves."""
+    from test_checkpoint_safety import poison_loss_from_call
+    from vilt_lab.trainer import NonFiniteError
+
+    poison_loss_from_call(monkeypatch, first_bad_call=2, objective="mlm")
+    cfg = fast_config(
+        shapes_world,
+        tmp_path,
+        "evaluate=false",
+        "schedule.max_steps=10",
+        "trainer.log_every=5",
+        "trainer.ckpt_every=5",
+    )
+    with pytest.raises(
+        NonFiniteError, match=r"step 2: non-finite mlm/loss, gradient norm; found at step 5"
+    ) as err:
+        run(cfg)
+    assert "no checkpoint written since" in str(err.value)
+    assert not list((tmp_path / "demo" / "checkpoints").glob("step_*"))
+    metrics = tmp_path / "demo" / "metrics.jsonl"
+    assert not metrics.exists() or not metrics.read_text().strip()

@@ -273,15 +273,14 @@ class Trainer:
         bad = [name for name, at in zip(names, first, strict=True) if at == step]
         now = self.step + 1
         untaken = (
-            "no optimizer step was taken"
+            "no optimizer step was taken and no checkpoint written"
             if step == now
-            else f"found at step {now}, the next step that logs, evaluates or saves; its update and "
-            "those after it were never saved"
+            else f"found at step {now}, the next step that logs, evaluates or saves; no checkpoint "
+            "written since"
         )
         raise NonFiniteError(
-            f"step {step}: non-finite {', '.join(bad)}; {untaken} and no checkpoint written, the run "
-            "dir's checkpoints hold finite weights (trainer.nonfinite=stop; trainer.nonfinite=skip "
-            "leaves such steps out)"
+            f"step {step}: non-finite {', '.join(bad)}; {untaken}, the run dir's checkpoints hold "
+            "finite weights (trainer.nonfinite=stop; trainer.nonfinite=skip leaves such steps out)"
         )
 
     def _refuse_step(self, bad: list[str]) -> None:
