@@ -27,7 +27,7 @@ EPILOG = """examples:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vilt-predict",
-        description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        description="Predictions of a vilt_lab checkpoint on one image (NLVR2: two) and some texts.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
