@@ -195,6 +195,7 @@ def test_a_run_brings_its_tokenizer_and_image_size(tmp_path):
     assert input_settings(step) == input_settings(run)  # a run dir and its checkpoints: one run config
     settings = input_settings(step)
     assert (settings.tokenizer, settings.shorter, settings.longer) == ("/w/tokenizer", 96, 160)
+    assert settings.tokenizer_key == f"data.tokenizer of {run / 'config.yaml'} (or --tokenizer)"  # messages
     assert input_settings(step, "bert-base-cased", 384).tokenizer == "bert-base-cased"
     assert input_settings(step, None, 384).shorter == 384  # a flag wins over the run's value
     # A checkpoint directory records neither: the released checkpoints' (the paper's) settings.

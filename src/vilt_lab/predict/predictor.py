@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from PIL import Image
 from transformers import PreTrainedTokenizerBase
 
@@ -41,23 +41,25 @@ class MissingHeadError(ValueError):
 
 @dataclass(frozen=True)
 class InputSettings:
-    """How inputs are prepared for a checkpoint: its tokenizer and the resize of its training data."""
+    """How inputs are prepared for a checkpoint: its tokenizer and the resize of its training
+    data. `tokenizer_key`: where the tokenizer came from, for the messages."""
 
     tokenizer: str
     shorter: int
     longer: int
+    tokenizer_key: str = "--tokenizer"
 
 
-def run_config(checkpoint: str | os.PathLike) -> DictConfig | None:
+def run_config_path(checkpoint: str | os.PathLike) -> Path | None:
     """The resolved config of the run a checkpoint comes from (a run dir or its
     `checkpoints/step_N`), or None for a checkpoint that is not part of a run."""
     from ..build import is_run_checkpoint
 
     path = Path(checkpoint)
     if is_run_dir(path):
-        return OmegaConf.load(path / RUN_CONFIG_NAME)
+        return path / RUN_CONFIG_NAME
     if is_run_checkpoint(path):
-        return OmegaConf.load(path.parent.parent / RUN_CONFIG_NAME)
+        return path.parent.parent / RUN_CONFIG_NAME
     return None
 
 
@@ -70,12 +72,16 @@ def input_settings(
     """The given settings, the rest from the checkpoint's run (its `data.tokenizer` and eval
     resize, `augment.shorter` / `augment.longer`) or else the paper's (BERT's uncased vocabulary,
     384 / 639): a checkpoint directory records neither, and the released ones used those."""
-    cfg = run_config(checkpoint)
-    if cfg is not None:
-        tokenizer = tokenizer or str(cfg.data.tokenizer)
-        shorter = shorter or int(cfg.augment.shorter)
-        longer = longer or int(cfg.augment.longer)
-    return InputSettings(tokenizer or DEFAULT_TOKENIZER, shorter or PAPER_SHORTER, longer or PAPER_LONGER)
+    config_path = run_config_path(checkpoint)
+    if config_path is None:
+        return InputSettings(tokenizer or DEFAULT_TOKENIZER, shorter or PAPER_SHORTER, longer or PAPER_LONGER)
+    cfg = OmegaConf.load(config_path)
+    return InputSettings(
+        tokenizer or str(cfg.data.tokenizer),
+        shorter or int(cfg.augment.shorter),
+        longer or int(cfg.augment.longer),
+        "--tokenizer" if tokenizer else f"data.tokenizer of {config_path} (or --tokenizer)",
+    )
 
 
 def require_head(checkpoint: ViltCheckpoint, head: str, source: str, task: str) -> None:
@@ -100,7 +106,7 @@ class Predictor:
     def load(cls, checkpoint: ViltCheckpoint, source: str, settings: InputSettings) -> Predictor:
         """Build the model of a read checkpoint (`build.read_checkpoint(source)`) with the
         tokenizer and resize of `settings`; a tokenizer of another vocabulary is an error."""
-        tokenizer = load_tokenizer(settings.tokenizer, key="--tokenizer")
+        tokenizer = load_tokenizer(settings.tokenizer, key=settings.tokenizer_key)
         if len(tokenizer) != checkpoint.config.vocab_size:
             raise ValueError(
                 f"checkpoint {source} has a vocabulary of {checkpoint.config.vocab_size} tokens, "
