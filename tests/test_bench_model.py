@@ -31,7 +31,8 @@ TABLE_ROWS = (
 @pytest.mark.slow
 def test_model_benchmark_tiny_prints_every_row(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     out = tmp_path / "bench.json"
-    main(["model", "--tiny", "--json", str(out)])
+    # --set reaches our side's training config (a lever switched on is what gets timed).
+    main(["model", "--tiny", "--json", str(out), "--set", "optim.grad_clip=1.0"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[1].startswith("hardware: ") and "torch " in lines[1]
     assert lines[2].startswith("versions: torch ") and "transformers " in lines[2]
@@ -49,6 +50,7 @@ def test_model_benchmark_tiny_prints_every_row(capsys: pytest.CaptureFixture[str
     result = json.loads(out.read_text())
     assert result["tiny"] and result["versions"]["transformers"] and result["hardware"]["cpu"]
     assert result["lines"] == lines[-len(WORKLOAD_ORDER) :]
+    assert result["ours_overrides"] == ["optim.grad_clip=1.0"]
     workloads = result["workloads"]
     assert set(workloads) == {"pretrain", "latency", "throughput", "retrieval"}
     pretrain = workloads["pretrain"]

@@ -31,6 +31,7 @@ suite; the figures mean nothing there).
 
     python -m vilt_lab.bench model                      # make bench-model
     python -m vilt_lab.bench model --tiny --json out.json
+    python -m vilt_lab.bench model --set trainer.compile=true    # a lever switched on, our side
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import json
 import math
 import os
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -211,8 +212,14 @@ def speedup(ours_rate: float, hf_rate: float) -> float:
 class Bench:
     """Builds both sides once and runs each workload; results go into ``self.results``."""
 
-    def __init__(self, sizes: Sizes, device: torch.device, log: Callable[[str], None] | None = None) -> None:
-        self.sizes, self.device = sizes, device
+    def __init__(
+        self,
+        sizes: Sizes,
+        device: torch.device,
+        overrides: Sequence[str] = (),
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.sizes, self.device, self.overrides = sizes, device, list(overrides)
         self.log = log or (lambda line: print(line, flush=True))
         self.cuda = device.type == "cuda"
         self.dtype_note = "bf16 autocast" if self.cuda else "fp32"
@@ -228,7 +235,7 @@ class Bench:
         """ITM + MLM steps, ours vs HF, then the WPA row (ours only)."""
         s, device = self.sizes, self.device
         accelerator = Accelerator(cpu=not self.cuda, mixed_precision="bf16" if self.cuda else "no")
-        cfg = compose_pretrain_config(s.model, ["itm", "mlm"], s.pretrain_batch)
+        cfg = compose_pretrain_config(s.model, ["itm", "mlm"], s.pretrain_batch, self.overrides)
         vocab = get_config(s.model).vocab_size
         ours = build_ours(cfg, vocab)
         hf = hf_pretrain_from_ours(
@@ -239,7 +246,7 @@ class Bench:
             s.text_len,
         ).to(device)
         # WPA on the same weights: the task module of objective=[itm,mlm,wpa] (WPA holds none).
-        cfg_wpa = compose_pretrain_config(s.model, ["itm", "mlm", "wpa"], s.pretrain_batch)
+        cfg_wpa = compose_pretrain_config(s.model, ["itm", "mlm", "wpa"], s.pretrain_batch, self.overrides)
         ours_wpa = build_ours(cfg_wpa, vocab)
         ours_wpa.load_state_dict(ours.state_dict())
         our_step = OurStep(cfg, ours, accelerator)
@@ -620,6 +627,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the loader benchmark's figure (default: measure it here)",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override for our pre-training side (repeatable), e.g. trainer.compile=true",
+    )
     parser.add_argument("--loader-seconds", type=float, default=10.0, help="measuring time of the loader run")
 
 
@@ -655,7 +669,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{peak / 1e12:.3g} TFLOP/s (MFU's denominator)",
         flush=True,
     )
-    bench = Bench(sizes, device)
+    if args.set:
+        print(f"our training config overrides: {' '.join(args.set)}", flush=True)
+    bench = Bench(sizes, device, args.set)
     bench.run(peak)
     step_rate = bench.results["pretrain"]["samples_per_s"]["ours"]
     cores = step_rate / images_per_core
@@ -682,6 +698,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "sizes": asdict(sizes),
         "precision": bench.dtype_note,
+        "ours_overrides": args.set,
         "matmul_peak_flops": peak,
         "loader": {"images_per_s_per_core": images_per_core, "source": loader_note, "cores_needed": cores},
         "workloads": bench.results,
