@@ -85,3 +85,14 @@ table2 table3 table4 table5: install ## render experiments/tableN/result.md from
 
 table2-run table3-run table4-run table5-run: install ## launch the missing runs of a table, pre-training first (resumable)
 	$(REPORT) run experiments/$(@:-run=) --runs $(PAPER_RUNS) $(if $(LAUNCH),--launch '$(LAUNCH)') $(if $(SLURM),--slurm) $(ARGS)
+
+# Table 5 on the shapes world, end to end on two CPU cores (experiments/shapes/): 5 pre-training
+# runs, 18 fine-tuning runs and 5 zero-shot evaluations, each training in DEMO_PROCS processes of
+# one thread as `make demo` does; then experiments/table5/result-shapes.md and its PNGs. Resumable.
+SHAPES_RUNS ?= runs/shapes
+
+.PHONY: table5-shapes
+table5-shapes: install ## the shapes-world Table 5 on 2 CPU cores (about 40 min): experiments/table5/result-shapes.md
+	OMP_NUM_THREADS=1 $(REPORT) run experiments/shapes/table5 --runs $(SHAPES_RUNS) \
+		--launch '$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(DEMO_PROCS) -m' $(ARGS)
+	$(REPORT) render experiments/shapes/table5 --runs $(SHAPES_RUNS) --out experiments/table5/result-shapes.md

@@ -1,6 +1,6 @@
 """`vilt-report`: render a table's result.md (and PNGs) from its runs, list or launch the runs.
 
-vilt-report render experiments/table5 [--runs runs/paper]
+vilt-report render experiments/table5 [--runs runs/paper] [--out experiments/table5/result.md]
 vilt-report plan experiments/table5          # the runs, done or not, with their commands
 vilt-report run experiments/table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m'] [--slurm]
     [--set paths.data_dir=/shards]   # an override added to every run
@@ -27,11 +27,13 @@ DEFAULT_RUNS = Path("runs/paper")
 
 def _render(args: argparse.Namespace) -> int:
     table, catalog = load_table(args.table), load_catalog(args.table.parent)
-    result = args.table / "result.md"
+    # The PNGs are named after the markdown, beside it: result.md -> result.png, result-curves.png.
+    result = args.out or args.table / "result.md"
+    result.parent.mkdir(parents=True, exist_ok=True)
     text = render(table, catalog, args.runs)
-    bars = draw_cells(table, catalog, args.runs, args.table / "result.png")
+    bars = draw_cells(table, catalog, args.runs, result.with_suffix(".png"))
     text += f"\n![paper vs ours]({bars.name})\n"
-    curves = draw_curves(table, catalog, args.runs, args.table / "curves.png")
+    curves = draw_curves(table, catalog, args.runs, result.with_name(f"{result.stem}-curves.png"))
     if curves is not None:
         text += f"\n![training curves]({curves.name})\n"
     result.write_text(text)
@@ -82,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("table", type=Path, help="a table folder: experiments/tableN")
         command.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the tables' runs live")
         command.set_defaults(handler=handler)
+        if name == "render":
+            command.add_argument(
+                "--out", type=Path, default=None, help="the markdown to write (default TABLE/result.md)"
+            )
         if name == "run":
             command.add_argument("--launch", default=None, help="launcher for training, ending in -m")
             command.add_argument(

@@ -38,10 +38,13 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
-    name: str  # the folder's name: table5
+    name: str  # table.yaml's `name`, else the folder's: table5 (W&B groups, make targets)
     title: str
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
+    # False where ours and the paper's measure different worlds (the shapes edition): the paper's
+    # numbers are shown for their trends, and no ours - paper column is computed.
+    difference: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,11 +103,16 @@ def load_table(folder: Path) -> Table:
             )
         )
     return Table(
-        name=Path(folder).resolve().name, title=str(data["title"]), columns=columns, rows=tuple(rows)
+        name=str(data.get("name", Path(folder).resolve().name)),
+        title=str(data["title"]),
+        columns=columns,
+        rows=tuple(rows),
+        difference=bool(data.get("difference", True)),
     )
 
 
 def load_catalog(experiments: Path) -> Catalog:
+    """runs.yaml and recipes.yaml of a folder of tables (experiments/, or experiments/shapes/)."""
     runs = yaml.safe_load((Path(experiments) / "runs.yaml").read_text())
     recipes = yaml.safe_load((Path(experiments) / "recipes.yaml").read_text())
     return Catalog(pretrain=runs["pretrain"], finetune=recipes["finetune"], eval=recipes["eval"])

@@ -90,7 +90,7 @@ def cell_runs(column: Column, row: Row, table: Table, catalog: Catalog) -> list[
         finetune = RunSpec(
             id=f"{row.pretrain}--{recipe}-s{seed}",
             kind="finetune",
-            overrides=(f"experiment={spec['experiment']}", f"seed={seed}"),
+            overrides=(f"experiment={spec['experiment']}", *spec.get("overrides", ()), f"seed={seed}"),
             depends_on=row.pretrain,
             group=group,
             tags=tags,

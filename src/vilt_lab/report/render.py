@@ -77,22 +77,20 @@ def difference(paper: str, ours: Cell) -> str:
 
 def render(table: Table, catalog: Catalog, root: Path) -> str:
     """The markdown of result.md (never fails on missing runs: they are listed with commands)."""
-    lines = [
-        f"# {table.title}",
-        "",
-        f"Runs read from `{root}`. Paper numbers in percent; Δ = ours − paper.",
-        "",
+    compared = "Δ = ours − paper." if table.difference else "Different worlds: compare trends, not values."
+    lines = [f"# {table.title}", "", f"Runs read from `{root}`. Paper numbers in percent; {compared}", ""]
+    lines += [
+        "| Row | Column | Paper | Ours | Δ |" if table.difference else "| Row | Column | Paper | Ours |"
     ]
-    lines += ["| Row | Column | Paper | Ours | Δ |", "|---|---|---|---|---|"]
+    lines += ["|---|---|---|---|---|" if table.difference else "|---|---|---|---|"]
     missing: list[str] = []
     for row in table.rows:
         for column in table.columns:
             cell = read_cell(column, row, table, catalog, root)
             missing += [m for m in cell.missing if m not in missing]
             paper = row.paper.get(column.key, "–")
-            lines.append(
-                f"| {row.label} | {column.label} | {paper} | {cell.ours} | {difference(paper, cell)} |"
-            )
+            delta = f" {difference(paper, cell)} |" if table.difference else ""
+            lines.append(f"| {row.label} | {column.label} | {paper} | {cell.ours} |{delta}")
     runs = {spec.id: spec for spec in table_runs(table, catalog)}
     todo = [spec for spec in runs.values() if not spec.is_done(root)]
     lines += ["", f"{len(runs) - len(todo)} of {len(runs)} runs done."]
