@@ -11,8 +11,10 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
+from train_helpers import compose_config
 from vilt_lab.data.sources.shapes import write_shapes_world
 from vilt_lab.data.tokenizer import load_tokenizer
+from vilt_lab.train import run
 
 SHAPES_TRAIN = 100
 SHAPES_VAL = 30
@@ -76,3 +78,33 @@ def write_raw_shard(tmp_path: Path) -> Callable[[str, RawSamples], Path]:
         return directory
 
     return write
+
+
+# The demo recipe's short pre-training run (test_learning, test_predict).
+SHORT_RUN = [
+    "experiment=demo",
+    "resume=null",
+    "data.generate_n=0",
+    "logger.mode=disabled",
+    "trainer.progress=false",
+    "schedule.max_steps=450",
+    # One process here (the demo runs two of 32): the same 64 a step without accumulating.
+    "trainer.micro_batch_size=64",
+]
+
+
+@pytest.fixture(scope="session")
+def learning_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """2000 scenes (half the demo's world): enough that held-out accuracy means generalisation."""
+    out = tmp_path_factory.mktemp("learning_world")
+    write_shapes_world(out, 2000, 200, seed=0, maxcount=250)
+    return out
+
+
+@pytest.fixture(scope="session")
+def pretrained(learning_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The summary of the short pre-training run (its checkpoints under summary["run_dir"]); trained
+    once per session, on first use, for test_learning and test_predict."""
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = compose_config([*SHORT_RUN, f"data.root={learning_world}", f"paths.runs_dir={runs}"])
+    return run(cfg, overrides=SHORT_RUN)

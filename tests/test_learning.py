@@ -2,7 +2,8 @@
 world visibly learn, pre-training and then VQA fine-tuning from its weights.
 
 The demo's recipe (ITM + whole-word MLM + WPA, tiny model with 3 layers, batch 64), cut to 450
-steps in one process: 79 s of training on two CPU cores. Held-out ITM accuracy must reach 0.75,
+steps in one process (conftest's session fixtures `learning_world` and `pretrained`, which
+test_predict reads too): 79 s of training on two CPU cores. Held-out ITM accuracy must reach 0.75,
 half way from chance (0.5) to the captions' ceiling (about 0.97); measured 0.82, 0.79 and 0.83
 for seeds 0, 1 and 2. MLM stays in on purpose: without it ITM + WPA sat near 0.6 on two of three
 seeds at 550 steps. No time is asserted (the house rule against timed unit tests): the step
@@ -18,38 +19,10 @@ import pytest
 
 from train_helpers import compose_config
 from vilt_lab.data.shards import iter_samples
-from vilt_lab.data.sources.shapes import write_shapes_world
 from vilt_lab.train import run
 
 # Minutes of training: `make test` runs them, `make test-fast` leaves them out.
 pytestmark = pytest.mark.slow
-
-SHORT_RUN = [
-    "experiment=demo",
-    "resume=null",
-    "data.generate_n=0",
-    "logger.mode=disabled",
-    "trainer.progress=false",
-    "schedule.max_steps=450",
-    # One process here (the demo runs two of 32): the same 64 a step without accumulating.
-    "trainer.micro_batch_size=64",
-]
-
-
-@pytest.fixture(scope="module")
-def learning_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """2000 scenes (half the demo's world): enough that held-out accuracy means generalisation."""
-    out = tmp_path_factory.mktemp("learning_world")
-    write_shapes_world(out, 2000, 200, seed=0, maxcount=250)
-    return out
-
-
-@pytest.fixture(scope="module")
-def pretrained(learning_world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The summary of the short pre-training run (its checkpoints under summary["run_dir"])."""
-    runs = tmp_path_factory.mktemp("runs")
-    cfg = compose_config([*SHORT_RUN, f"data.root={learning_world}", f"paths.runs_dir={runs}"])
-    return run(cfg, overrides=SHORT_RUN)
 
 
 def test_short_run_reaches_held_out_itm_accuracy(pretrained: dict) -> None:

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-# The demo recipe's short pre-training run (pytest fixtures: imported to be found here).
-from test_learning import learning_world, pretrained  # noqa: F401
 from test_official_ckpt import VOCAB, random_official_state, write_lightning_ckpt
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import Scene, texts_of
@@ -320,7 +318,7 @@ def held_out_candidates(world: Path, n: int = HELD_OUT, k: int = CANDIDATES) -> 
 
 
 @pytest.mark.slow
-def test_demo_weights_rank_the_true_caption_first(pretrained, learning_world, capsys, tmp_path):  # noqa: F811
+def test_demo_weights_rank_the_true_caption_first(pretrained, learning_world, capsys, tmp_path):
     """Acceptance 2: on the demo recipe's pre-trained weights (test_learning's short run, given
     as its run dir: the tokenizer and image size come from its config.yaml), vilt-predict ranks
     each held-out scene's true caption first among 5 for most scenes, and draws the heatmap."""
