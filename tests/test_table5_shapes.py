@@ -30,7 +30,7 @@ def test_the_edition_has_the_ablation_axes():
     assert {spec.group.split("/")[0] for spec in runs} == {"table5-shapes"}
     assert all("world=shapes" in spec.tags for spec in runs)
     randaug = [spec for spec in runs if spec.kind == "finetune" and "augment=randaugment" in spec.overrides]
-    assert len(randaug) == 3 and all(spec.depends_on == "s800" for spec in randaug)
+    assert len(randaug) == 3 and all(spec.depends_on == "s400" for spec in randaug)
 
 
 def test_every_run_composes_at_its_ablation_setting(tmp_path):
@@ -47,7 +47,7 @@ def test_every_run_composes_at_its_ablation_setting(tmp_path):
             assert cfg.objective.mlm.whole_word == ("nowwm" not in spec.id)
             assert ("mpp" in cfg.objective) == ("mpp" in spec.id)
         else:
-            assert cfg.schedule.max_epochs == 1
+            assert cfg.schedule.max_epochs == 0.5
             assert (cfg.augment.name == "randaugment") == spec.id.split("--")[1].startswith(
                 ("vqa_ra", "nlvr2_ra", "irtr_ra")
             )
@@ -71,9 +71,9 @@ def test_a_two_row_edition_runs_and_renders(shapes_world, tmp_path):
     # Rows 4 and 6: one pre-training run, fine-tuned without and with RandAugment.
     table["rows"] = [table["rows"][3], table["rows"][5]]
     runs["pretrain"] = {
-        "s800": {**runs["pretrain"]["s800"], "overrides": _short(runs["pretrain"]["s800"]["overrides"])}
+        "s400": {**runs["pretrain"]["s400"], "overrides": _short(runs["pretrain"]["s400"]["overrides"])}
     }
-    # The fine-tuning recipes as they are: one epoch of the test's small world is a few steps.
+    # The fine-tuning recipes as they are: half an epoch of the test's small world is a few steps.
     for recipe in recipes["finetune"].values():
         recipe["overrides"] = [*recipe["overrides"], "logger.mode=disabled"]
     for name, content in (("runs.yaml", runs), ("recipes.yaml", recipes), ("table5/table.yaml", table)):
@@ -97,7 +97,7 @@ def test_a_two_row_edition_runs_and_renders(shapes_world, tmp_path):
     assert report_main(["render", str(folder / "table5"), "--runs", str(root), "--out", str(out)]) == 0
     result = out.read_text()
     assert "8 of 8 runs done." in result and "not run" not in result and "Δ" not in result
-    cells = [line for line in result.splitlines() if line.startswith("| 800 ")]
+    cells = [line for line in result.splitlines() if line.startswith("| 400 ")]
     assert len(cells) == 2 * 4  # two rows x (VQA, NLVR2, TR, IR), each with a number of ours
     assert all(any(ch.isdigit() for ch in line.split("|")[4]) for line in cells)
     assert out.with_suffix(".png").stat().st_size > 1000
