@@ -147,6 +147,94 @@ def test_fuse_passes_is_ignored_without_both_passes() -> None:
         assert build_task_module(tiny_backbone(), names, fuse_passes=True).fused_negatives is None
 
 
+# ------------------------------------------------------------------ last block on the rows read
+def test_the_last_block_on_the_rows_read_equals_the_full_pass() -> None:
+    """rows=1 (pooled heads) and rows=T (MLM) give the full pass's values and gradients."""
+    batch = make_batch()
+    backbone = no_dropout_backbone()
+    inputs = (batch["input_ids"], batch["attention_mask"], *_pixels(batch))
+    T = batch["input_ids"].shape[1]
+    full = backbone(*inputs)
+    full.pooled.square().sum().backward()
+    full_grads = grads(backbone)
+    backbone.zero_grad(set_to_none=True)
+    pooled_only = backbone(*inputs, rows=1)
+    assert pooled_only.text_feats is None and pooled_only.image_feats is None
+    torch.testing.assert_close(pooled_only.pooled, full.pooled, atol=1e-6, rtol=0)
+    pooled_only.pooled.square().sum().backward()
+    assert_close_grads(grads(backbone), full_grads, atol=1e-5)
+    text_only = backbone(*inputs, rows=T)
+    assert text_only.image_feats is None and text_only.image_mask is None
+    torch.testing.assert_close(text_only.text_feats, full.text_feats, atol=1e-6, rtol=0)
+    assert torch.equal(text_only.text_mask, full.text_mask)
+    with pytest.raises(ValueError, match="rows=0 must be in"):
+        backbone(*inputs, rows=0)
+
+
+def last_block_rows(task) -> list[int]:
+    """Rows the last block computes in each pass of the task's step."""
+    seen: list[int] = []
+    task.backbone.blocks[-1].register_forward_hook(lambda _m, _i, out: seen.append(out.shape[1]))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("names", "fuse", "needs"),
+    [
+        (["itm", "mlm"], False, {"itm": "pooled", "mlm": "text"}),
+        (["itm", "mlm"], True, {"itm": "pooled", "mlm": "text"}),
+        (["itm", "mlm", "wpa"], False, {"itm": "all", "mlm": "text"}),
+        (["itm", "mlm", "wpa"], True, {"itm": "all", "mlm": "text"}),
+        (["itm", "mpp"], False, {"itm": "pooled"}),
+    ],
+)
+def test_each_pass_computes_what_its_readers_read(names, fuse, needs) -> None:
+    """Losses and gradients equal those of passes that compute every row (rows={}); the last
+    block of each pass computes 1 row (ITM alone), T (MLM, the fused pass without WPA) or all."""
+    batch = {**make_batch(), "source": torch.tensor([0, 1, 0, 1])}
+    T, S = batch["input_ids"].shape[1], None
+    results = []
+    for narrow in (True, False):
+        task = build_task_module(no_dropout_backbone(), names, max_image_len=10, fuse_passes=fuse)
+        assert task.pass_rows == needs
+        if not narrow:
+            task.pass_rows = {}
+        seen = last_block_rows(task)
+        out = task(batch, generator=torch.Generator().manual_seed(3))
+        out["loss"].backward()
+        results.append((out, grads(task), seen))
+    (narrow_out, narrow_grads, narrow_rows), (full_out, full_grads, full_rows) = results
+    S = full_rows[0]
+    expected = {"pooled": 1, "text": T, "all": S}
+    if fuse:
+        assert narrow_rows == [max((expected[n] for n in needs.values()), key=int)]
+    else:
+        order = [key for key in ("itm", "mlm", "mpp") if key in needs or key in names]
+        assert narrow_rows == [expected[needs.get(key, "all")] for key in order]
+    assert all(rows == S for rows in full_rows)
+    for key in full_out:
+        torch.testing.assert_close(narrow_out[key], full_out[key], atol=1e-5, rtol=1e-5, msg=key)
+    assert_close_grads(narrow_grads, full_grads, atol=1e-5)
+
+
+def test_fine_tuning_objectives_read_only_the_pooled_row() -> None:
+    from vilt_lab.objectives.irtr import IRTRObjective
+    from vilt_lab.objectives.passes import pass_rows
+    from vilt_lab.objectives.vqa import VQAObjective
+
+    assert pass_rows([VQAObjective(32, 3), IRTRObjective(32)]) == {"plain": "pooled", "irtr": "pooled"}
+
+    class Unsure:  # reads a pass without saying how much: gets every row
+        reads_pass = "itm"
+
+    class Wrong:
+        reads_pass, reads_rows = "itm", "half"
+
+    assert pass_rows([Unsure()]) == {"itm": "all"}
+    with pytest.raises(ValueError, match="reads_rows='half'"):
+        pass_rows([Wrong()])
+
+
 # ------------------------------------------------------------------ text lengths in buckets
 CAPTIONS = [
     "a red circle",

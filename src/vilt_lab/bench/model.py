@@ -401,7 +401,11 @@ class Bench:
                 with self.autocast():
                     score(
                         backbone(
-                            many.input_ids, many.attention_mask, many.pixel_values, many.pixel_mask
+                            many.input_ids,
+                            many.attention_mask,
+                            many.pixel_values,
+                            many.pixel_mask,
+                            rows=1,  # a pair score reads the pooled [CLS] only
                         ).pooled
                     )
 

@@ -139,8 +139,9 @@ def _score_one_image(
     for ids, text_mask in batches:
         B = ids.shape[0]
         # expand, not repeat: a stride-0 view; `encode`'s concatenation is the one copy made.
+        # rows=1: the last block computes only the text [CLS] the pooled score reads (exact).
         features, _ = backbone.encode(
-            backbone.embed_text(ids), text_mask, tokens.expand(B, -1, -1), token_mask.expand(B, -1)
+            backbone.embed_text(ids), text_mask, tokens.expand(B, -1, -1), token_mask.expand(B, -1), rows=1
         )
         batch_scores = score_fn(backbone.forward_head(features))
         if batch_scores.shape != (B,):

@@ -97,11 +97,14 @@ class ViltWithHeads(nn.Module):
                     pixel_values[:, i],
                     pixel_mask[:, i],
                     image_token_type_idx=i + 1,
+                    rows=1,
                 ).pooled
                 for i in range(2)
             ]
             return module(*pooled)
-        out = self.backbone(input_ids, attention_mask, pixel_values, pixel_mask)
+        # The last block computes only what the head reads: the text for MLM, the [CLS] for pooled heads.
+        rows = {"mlm": input_ids.shape[1], "mpp": None}.get(head, 1)
+        out = self.backbone(input_ids, attention_mask, pixel_values, pixel_mask, rows=rows)
         if head == "mlm":
             return module(out.text_feats)
         if head == "mpp":

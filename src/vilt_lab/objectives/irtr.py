@@ -17,9 +17,10 @@ from torch import nn
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.model import RetrievalHead, ViltBackbone, ViltConfig
 
-from .passes import Passes
+from .passes import POOLED, Passes
 
 DRAW_FALSE_TEXT = 15  # the official configs' negatives per image
+IRTR_PASS = "irtr"  # each image with its own caption and its negatives (not shared)
 
 
 def pad_to(input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int, pad_id: int):
@@ -32,6 +33,8 @@ class IRTRObjective(nn.Module):
     """Cross-entropy over (1 + negatives) scores per image; ``accuracy``: the true caption ranks first."""
 
     uses_pooler = True
+    reads_pass = IRTR_PASS
+    reads_rows = POOLED
 
     def __init__(
         self,
@@ -87,7 +90,11 @@ class IRTRObjective(nn.Module):
         )
         image_index = torch.arange(B, device=device).repeat_interleave(1 + K)
         output = passes.run(
-            backbone, {**batch, "attention_mask": attention_mask}, input_ids, image_index=image_index
+            backbone,
+            {**batch, "attention_mask": attention_mask},
+            input_ids,
+            image_index=image_index,
+            serves=(IRTR_PASS,),
         )
         scores = self.score(output.pooled).view(B, 1 + K)
         target = torch.zeros(B, dtype=torch.long, device=device)

@@ -21,7 +21,7 @@ from torch import nn
 
 from vilt_lab.model import BackboneOutput, ITMHead, ViltBackbone, ViltConfig
 
-from .passes import ITM_PASS, MLM_PASS, Passes, halves
+from .passes import ITM_PASS, MLM_PASS, POOLED, Passes, halves
 
 
 def random_derangement(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -128,7 +128,7 @@ def itm_pass(
 
     def compute() -> ITMPass:
         image_index, labels = draw_negatives(batch, passes, negatives)
-        output = passes.run(backbone, batch, batch["input_ids"], image_index=image_index)
+        output = passes.run(backbone, batch, batch["input_ids"], image_index=image_index, serves=(ITM_PASS,))
         return ITMPass(output=output, labels=labels, image_index=image_index, negatives=negatives)
 
     result = passes.get(ITM_PASS, compute)
@@ -164,7 +164,10 @@ def run_itm_and_mlm_passes(
     own = torch.arange(len(image_index), device=image_index.device)
     doubled = {**batch, "attention_mask": batch["attention_mask"].repeat(2, 1)}
     ids = torch.cat([batch["input_ids"], batch["mlm_input_ids"]])
-    itm, mlm = halves(passes.run(backbone, doubled, ids, image_index=torch.cat([image_index, own])))
+    output = passes.run(
+        backbone, doubled, ids, image_index=torch.cat([image_index, own]), serves=(ITM_PASS, MLM_PASS)
+    )
+    itm, mlm = halves(output)
     passes.put(ITM_PASS, ITMPass(output=itm, labels=labels, image_index=image_index, negatives=negatives))
     passes.put(MLM_PASS, mlm)
 
@@ -184,6 +187,7 @@ class ITMObjective(nn.Module):
 
     uses_pooler = True
     reads_pass = ITM_PASS
+    reads_rows = POOLED
 
     def __init__(self, hidden_size: int, negatives: str = SAME_SOURCE) -> None:
         super().__init__()

@@ -10,7 +10,7 @@ from torch import nn
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import MLMHead, ViltBackbone, ViltConfig
 
-from .passes import MLM_PASS, Passes
+from .passes import MLM_PASS, TEXT, Passes
 
 
 class MLMObjective(nn.Module):
@@ -18,6 +18,7 @@ class MLMObjective(nn.Module):
 
     uses_pooler = False
     reads_pass = MLM_PASS
+    reads_rows = TEXT
 
     def __init__(self, hidden_size: int, vocab_size: int) -> None:
         super().__init__()
@@ -34,7 +35,9 @@ class MLMObjective(nn.Module):
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
-        output = passes.get(MLM_PASS, lambda: passes.run(backbone, batch, batch["mlm_input_ids"]))
+        output = passes.get(
+            MLM_PASS, lambda: passes.run(backbone, batch, batch["mlm_input_ids"], serves=(MLM_PASS,))
+        )
         labels = batch["mlm_labels"].flatten()
         # The head (a D x V decoder, V = 30522 for BERT) runs on the masked tokens only, about 15%
         # of the real ones: the same loss, accuracy and gradients as decoding every position and

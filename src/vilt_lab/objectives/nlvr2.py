@@ -53,6 +53,7 @@ class NLVR2Objective(nn.Module):
                 max_image_len=passes.max_image_len,
                 image_token_type_idx=i + 1,
                 generator=passes.generator,
+                rows=1,  # the two passes are NLVR2's own and only their pooled [CLS] is read
             ).pooled
             for i in range(NUM_IMAGES)
         ]

@@ -3,12 +3,17 @@
 ITM and WPA both read the pass on unmasked text and mixed images; whichever runs first computes
 it, the other reuses it, and WPA still works when ITM is not selected. Build one `Passes` per
 training step: the cache assumes every call sees the same batch and backbone.
+
+A pass computes only what its readers read: each objective names the pass it reads
+(`reads_pass`) and how much of it (`reads_rows`: the pooled text [CLS], the text positions or
+every position), `pass_rows` takes the widest need per pass, and the pass's last block computes
+that many rows (`ViltBackbone.encode`'s `rows`), exactly the values a full pass would give.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
 import torch
@@ -20,6 +25,27 @@ T = TypeVar("T")
 
 # Cache keys of the passes more than one module computes or reads.
 ITM_PASS, MLM_PASS = "itm", "mlm"
+
+# What a reader reads of a pass (an objective's `reads_rows`), narrowest first.
+POOLED, TEXT, ALL = "pooled", "text", "all"
+ROW_NEEDS = (POOLED, TEXT, ALL)
+
+
+def pass_rows(readers: Iterable[object]) -> dict[str, str]:
+    """Pass key -> the widest `reads_rows` among the readers (objectives) naming it in `reads_pass`.
+
+    A reader without `reads_rows` reads every position: a wrong narrow guess would hand it None.
+    """
+    needs: dict[str, str] = {}
+    for reader in readers:
+        key = getattr(reader, "reads_pass", None)
+        if key is None:
+            continue
+        need = getattr(reader, "reads_rows", ALL)
+        if need not in ROW_NEEDS:
+            raise ValueError(f"{type(reader).__name__}.reads_rows={need!r}: expected one of {ROW_NEEDS}")
+        needs[key] = max(needs.get(key, POOLED), need, key=ROW_NEEDS.index)
+    return needs
 
 
 def halves(output: BackboneOutput) -> tuple[BackboneOutput, BackboneOutput]:
@@ -42,11 +68,19 @@ class Passes:
         max_image_len: patches kept per image in every pass (-1: all valid patches).
         generator: drives every random draw of the step (ITM negatives, patch sampling, MPP
             masks), so a seeded generator makes the step reproducible.
+        rows: pass key -> what its readers need (`pass_rows`); a pass not named computes every
+            position.
     """
 
-    def __init__(self, max_image_len: int = -1, generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        max_image_len: int = -1,
+        generator: torch.Generator | None = None,
+        rows: Mapping[str, str] | None = None,
+    ) -> None:
         self.max_image_len = max_image_len
         self.generator = generator
+        self.rows = dict(rows or {})
         self._cache: dict[str, object] = {}
 
     def get(self, key: str, compute: Callable[[], T]) -> T:
@@ -71,11 +105,14 @@ class Passes:
         image_index: torch.Tensor | None = None,
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
+        serves: tuple[str, ...] = (),
     ) -> BackboneOutput:
         """One backbone pass on `input_ids` (with the batch's attention mask) and the batch's images.
 
         image_index: optional (B,) long; pair i then sees the image of pair image_index[i].
         masked_patches, mask_token: see `ViltBackbone.embed_image`.
+        serves: the pass keys whose readers will read this output; its last block computes the
+            widest rows they need (every position when none is given or one is not in `rows`).
         """
         pixel_values, pixel_mask = self.pixel_values(batch), batch["pixel_mask"]
         if image_index is not None:
@@ -89,4 +126,12 @@ class Passes:
             generator=self.generator,
             masked_patches=masked_patches,
             mask_token=mask_token,
+            rows=self.rows_for(serves, input_ids.shape[1]),
         )
+
+    def rows_for(self, serves: tuple[str, ...], text_len: int) -> int | None:
+        """`ViltBackbone.encode`'s `rows` for a pass serving the readers of `serves`."""
+        if not serves:
+            return None
+        need = max((self.rows.get(key, ALL) for key in serves), key=ROW_NEEDS.index)
+        return {POOLED: 1, TEXT: text_len, ALL: None}[need]

@@ -17,12 +17,17 @@ from torch import nn
 
 from vilt_lab.model import ViltBackbone, ViltConfig, VQAHead
 
-from .passes import Passes
+from .passes import POOLED, Passes
+
+# The pass on the batch's own texts and images, by its cache key.
+PLAIN_PASS = "plain"
 
 
 def plain_pass(batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes):
     """The step's pass on the batch's own texts and images (shared by the objectives that read it)."""
-    return passes.get("plain", lambda: passes.run(backbone, batch, batch["input_ids"]))
+    return passes.get(
+        PLAIN_PASS, lambda: passes.run(backbone, batch, batch["input_ids"], serves=(PLAIN_PASS,))
+    )
 
 
 class VQAObjective(nn.Module):
@@ -30,6 +35,8 @@ class VQAObjective(nn.Module):
     the argmax answer, averaged)."""
 
     uses_pooler = True
+    reads_pass = PLAIN_PASS
+    reads_rows = POOLED
 
     def __init__(self, hidden_size: int, num_labels: int, labels: Sequence[str] | None = None) -> None:
         super().__init__()

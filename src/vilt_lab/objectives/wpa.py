@@ -14,7 +14,7 @@ from torch import nn
 from vilt_lab.model import BackboneOutput, ViltBackbone, ViltConfig
 
 from .itm import SAME_SOURCE, itm_pass
-from .passes import ITM_PASS, Passes
+from .passes import ALL, ITM_PASS, Passes
 
 
 def ipot_distance(
@@ -130,6 +130,7 @@ class WPAObjective(nn.Module):
 
     uses_pooler = False
     reads_pass = ITM_PASS
+    reads_rows = ALL  # every text and patch feature of the ITM pass
 
     def __init__(
         self, beta: float = 0.5, iterations: int = 50, k: int = 1, negatives: str = SAME_SOURCE

@@ -16,6 +16,7 @@ from torch import nn
 from vilt_lab.model import ViltBackbone
 from vilt_lab.objectives import DEFAULT_WEIGHTS, Passes, build_objective
 from vilt_lab.objectives.itm import fused_pass_negatives, run_itm_and_mlm_passes
+from vilt_lab.objectives.passes import pass_rows
 
 
 class TaskModule(nn.Module):
@@ -58,6 +59,9 @@ class TaskModule(nn.Module):
         }
         self.max_image_len = max_image_len
         self.fused_negatives = fused_pass_negatives(self.objectives) if fuse_passes else None
+        # Each pass's last block computes only the rows its readers read (ITM: the pooled [CLS],
+        # MLM: the text), unless a reader needs more (WPA reads all of the ITM pass).
+        self.pass_rows = pass_rows(self.objectives.values())
         # Only ITM reads the pooled vector. Without it the pooler would get no gradient, which
         # DDP (without find_unused_parameters) reports as an error, so freeze it. An objective
         # that does not declare `uses_pooler` is assumed to use it: wrongly freezing is silent.
@@ -72,7 +76,7 @@ class TaskModule(nn.Module):
         generator: drives every random draw of the step (negatives, patch sampling, masks).
         """
         max_image_len = self.max_image_len if self.training else -1
-        passes = Passes(max_image_len=max_image_len, generator=generator)
+        passes = Passes(max_image_len=max_image_len, generator=generator, rows=self.pass_rows)
         if self.fused_negatives is not None:
             run_itm_and_mlm_passes(batch, self.backbone, passes, self.fused_negatives)
         results: dict[str, torch.Tensor] = {}
@@ -89,7 +93,7 @@ class TaskModule(nn.Module):
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Per-sample predictions of the objectives that make them (VQA answers, NLVR2 verdicts),
         as ``{"{name}/{key}": (B, ...)}``, with all patches and no random draw."""
-        passes = Passes(max_image_len=-1)
+        passes = Passes(max_image_len=-1, rows=self.pass_rows)
         results: dict[str, torch.Tensor] = {}
         for name, objective in self.objectives.items():
             if hasattr(objective, "predict"):
