@@ -92,7 +92,7 @@ table2-run table3-run table4-run table5-run: install ## launch the missing runs 
 SHAPES_RUNS ?= runs/shapes
 
 .PHONY: table5-shapes
-table5-shapes: install ## the shapes-world Table 5 on 2 CPU cores (97 CPU-minutes measured): experiments/table5/result-shapes.md
+table5-shapes: install ## the shapes-world Table 5 on 2 CPU cores (38.5 minutes measured): experiments/table5/result-shapes.md
 	OMP_NUM_THREADS=1 $(REPORT) run experiments/shapes/table5 --runs $(SHAPES_RUNS) \
 		--launch '$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(DEMO_PROCS) -m' $(ARGS)
 	$(REPORT) render experiments/shapes/table5 --runs $(SHAPES_RUNS) --out experiments/table5/result-shapes.md
