@@ -12,8 +12,17 @@ DEMO_PROCS ?= 2
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-install: ## install vilt_lab with its dev extras into $(PYTHON) (idempotent)
-	$(PIP) install -q -e '.[dev]'
+# pip takes ~20 s even when nothing changed, before every target, so the install is skipped while
+# .install.stamp is newer than pyproject.toml and $(PYTHON) imports vilt_lab from this checkout (a
+# `make` in another clone re-points the editable install there). `make install FORCE=1` reinstalls.
+INSTALLED_HERE = $(PYTHON) -c "import pathlib, sys, vilt_lab; sys.exit(pathlib.Path(vilt_lab.__file__).resolve().parent != pathlib.Path('src/vilt_lab').resolve())" 2>/dev/null
+
+install: ## install vilt_lab with its dev extras into $(PYTHON) (skipped when up to date; FORCE=1 reinstalls)
+	@if [ -z "$(FORCE)" ] && [ .install.stamp -nt pyproject.toml ] && $(INSTALLED_HERE); then \
+		echo "vilt_lab is installed from this checkout and pyproject.toml is unchanged (FORCE=1 reinstalls)"; \
+	else \
+		$(PIP) install -q -e '.[dev]' && touch .install.stamp; \
+	fi
 
 test: install ## install what is needed, then run the whole test suite (the CI command)
 	$(PYTHON) -m pytest -q

@@ -27,8 +27,6 @@ from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image
-from timm.data.auto_augment import RandAugment as TimmRandAugment
-from timm.data.auto_augment import rand_augment_ops
 
 # The official op list, in its order (timm's names: TranslateX/Y are timm's absolute translations).
 OPS = (
@@ -113,6 +111,12 @@ class RandAugment:
             raise ValueError(
                 f"RandAugment magnitude (augment.randaugment.m) must be in [0, {MAX_MAGNITUDE}], got {magnitude}"
             )
+        # Imported here, not at the top: importing timm pulls in torchvision.models and
+        # torch._dynamo, about 4 s of every process start (every training, evaluation and
+        # data-loader worker process), and only RandAugment runs need it.
+        from timm.data.auto_augment import RandAugment as TimmRandAugment
+        from timm.data.auto_augment import rand_augment_ops
+
         self.num_ops, self.magnitude = num_ops, magnitude
         level = magnitude * TIMM_MAX_LEVEL / MAX_MAGNITUDE
         timm_ops = iter(

@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from vilt_lab.data.sources.images import ImagePolicy, check_image_size, open_image
 
@@ -67,6 +67,13 @@ def resize_bicubic(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return pixels
     return F.interpolate(pixels[None], size=(height, width), mode="bicubic", antialias=True)[0]
 
+
+
+def rgb_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A PIL RGB image as a uint8 (3, H, W) tensor (torchvision's `pil_to_tensor`, without
+    importing torchvision: its package import pulls in torchvision.models and torch._dynamo,
+    about 3 s of every process start)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
 
 @dataclass(frozen=True)
 class MinMaxResize:
@@ -152,5 +159,5 @@ def decode_image(
         rgb = image if image.mode == "RGB" else image.convert("RGB")
         if augment is not None:
             rgb = augment(rgb)
-        pixels = pil_to_tensor(rgb)
+        pixels = rgb_to_tensor(rgb)
     return resize_bicubic(pixels, target)
