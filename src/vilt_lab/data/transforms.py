@@ -68,12 +68,12 @@ def resize_bicubic(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(pixels[None], size=(height, width), mode="bicubic", antialias=True)[0]
 
 
-
 def rgb_to_tensor(image: Image.Image) -> torch.Tensor:
     """A PIL RGB image as a uint8 (3, H, W) tensor (torchvision's `pil_to_tensor`, without
     importing torchvision: its package import pulls in torchvision.models and torch._dynamo,
     about 3 s of every process start)."""
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+
 
 @dataclass(frozen=True)
 class MinMaxResize:
