@@ -202,7 +202,7 @@ class ViltBackbone(nn.Module):
                 x = checkpoint(block, x, mask, block_rows, use_reentrant=False)
             else:
                 x = block(x, mask, block_rows)
-        return self.norm(x), mask if rows is None else mask[:, :rows]
+        return self.norm(x), mask[:, :rows]  # mask[:, :None] is every row
 
     def forward_features(
         self,

@@ -98,5 +98,5 @@ class Block(nn.Module):
         its full matrix products, exactly the same values for the rows it returns.
         """
         out = self.attn(self.norm1(x), key_mask, rows)
-        x = x + out if rows is None else x[:, :rows] + out
+        x = x[:, :rows] + out  # x[:, :None] is every row
         return x + self.mlp(self.norm2(x))

@@ -31,6 +31,11 @@ POOLED, TEXT, ALL = "pooled", "text", "all"
 ROW_NEEDS = (POOLED, TEXT, ALL)
 
 
+def widest(needs: Iterable[str]) -> str:
+    """The widest of some `ROW_NEEDS` (what serves every one of them)."""
+    return max(needs, key=ROW_NEEDS.index)
+
+
 def pass_rows(readers: Iterable[object]) -> dict[str, str]:
     """Pass key -> the widest `reads_rows` among the readers (objectives) naming it in `reads_pass`.
 
@@ -44,7 +49,7 @@ def pass_rows(readers: Iterable[object]) -> dict[str, str]:
         need = getattr(reader, "reads_rows", ALL)
         if need not in ROW_NEEDS:
             raise ValueError(f"{type(reader).__name__}.reads_rows={need!r}: expected one of {ROW_NEEDS}")
-        needs[key] = max(needs.get(key, POOLED), need, key=ROW_NEEDS.index)
+        needs[key] = widest((needs.get(key, POOLED), need))
     return needs
 
 
@@ -133,5 +138,5 @@ class Passes:
         """`ViltBackbone.encode`'s `rows` for a pass serving the readers of `serves`."""
         if not serves:
             return None
-        need = max((self.rows.get(key, ALL) for key in serves), key=ROW_NEEDS.index)
+        need = widest(self.rows.get(key, ALL) for key in serves)
         return {POOLED: 1, TEXT: text_len, ALL: None}[need]
