@@ -121,6 +121,15 @@ BAD_SETTINGS = {
         [*TASK_OVERRIDES["irtr"], "task.negatives=0"],
         r"task\.negatives=0: expected an integer >= 1",
     ),
+    "irtr image negatives below 0": (
+        [*TASK_OVERRIDES["irtr"], "task.image_negatives=-1"],
+        r"task\.image_negatives=-1: expected an integer >= 0",
+    ),
+    "irtr image negatives beyond the micro batch": (
+        [*TASK_OVERRIDES["irtr"], "task.image_negatives=4"],
+        r"task\.image_negatives=4 draws the other images of a micro batch, but "
+        r"trainer\.micro_batch_size=4 holds only 3",
+    ),
     "text padding": (
         ["data.text_padding=left"],
         r"data\.text_padding='left': expected one of 'longest', 'max_length'",

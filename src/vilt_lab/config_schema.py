@@ -140,6 +140,7 @@ class IRTRTaskSchema(TaskSchema):
     name: Literal["irtr"]
     negatives: PositiveInt = DRAW_FALSE_TEXT
     exclude_own_captions: bool = True
+    image_negatives: Count = 0
     text_batch_size: PositiveInt = 64
     select_on_test: bool = False
     eval_test: bool = False

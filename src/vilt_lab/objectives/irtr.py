@@ -3,9 +3,17 @@
 Per image: its caption (the one the data worker picked) plus ``negatives`` captions drawn from
 the whole training split, scored by the rank head (one output, started from ITM's "match" row),
 cross-entropy with the true caption as the target. Text-side negatives only, as the official
-code. The draws come from the step's generator, a function of (seed, rank, step), so a resumed
-run draws what a straight run would have. By default a negative is never a caption of the image
-itself; ``exclude_own=False`` is the official draw, which can hit them (even the positive).
+code by default. The draws come from the step's generator, a function of (seed, rank, step), so a
+resumed run draws what a straight run would have. By default a negative is never a caption of the
+image itself; ``exclude_own=False`` is the official draw, which can hit them (even the positive).
+
+``image_negatives`` (not in the official code; 0 there) adds the image side: each image's caption
+is also scored against that many other images of the micro batch, a second cross-entropy with the
+true image as the target, and the loss is the mean of the two. Why: text negatives alone only
+compare captions of one image, so any per-image offset in the score is free, and image retrieval
+(ranking images for a text) inherits it. On the shapes world that left IR@1 at or below its
+zero-shot value (README, `make finetune-demo`). The other images come from the batch, so no image
+is decoded twice; a pick of the image itself (a resampled duplicate) is masked out.
 """
 
 from __future__ import annotations
@@ -42,16 +50,20 @@ class IRTRObjective(nn.Module):
         pool: CaptionPool | None = None,
         negatives: int = DRAW_FALSE_TEXT,
         exclude_own: bool = True,
+        image_negatives: int = 0,
     ) -> None:
         super().__init__()
         if negatives < 1:
             raise ValueError(f"task.negatives={negatives}: retrieval fine-tuning needs at least one")
+        if image_negatives < 0:
+            raise ValueError(f"task.image_negatives={image_negatives}: must be 0 (off) or more")
         self.head = RetrievalHead(hidden_size)
         # A plain attribute, not a buffer: DDP would broadcast a buffer every step, and the pool
         # of a large split is far bigger than the model's inputs.
         self.pool = pool
         self.negatives = negatives
         self.exclude_own = exclude_own
+        self.image_negatives = image_negatives
 
     @classmethod
     def from_config(
@@ -60,8 +72,9 @@ class IRTRObjective(nn.Module):
         pool: CaptionPool | None = None,
         negatives: int = DRAW_FALSE_TEXT,
         exclude_own: bool = True,
+        image_negatives: int = 0,
     ) -> IRTRObjective:
-        return cls(config.hidden_size, pool, negatives, exclude_own)
+        return cls(config.hidden_size, pool, negatives, exclude_own, image_negatives)
 
     def head_spec(self) -> dict[str, int]:
         return {}
@@ -83,12 +96,19 @@ class IRTRObjective(nn.Module):
         pad = self.pool.pad_token_id
         positive_ids, positive_mask = pad_to(positive_ids, positive_mask, length, pad)
         negative_ids, negative_mask = pad_to(negative_ids, negative_mask, length, pad)
-        # Row i * (1 + K) is image i's own caption, the next K rows its negatives.
+        # Row i * (1 + K) is image i's own caption, the next K rows its negatives; then, with
+        # image negatives, B * M rows of caption i against the other images drawn for it.
         input_ids = torch.cat([positive_ids[:, None], negative_ids.view(B, K, length)], 1).flatten(0, 1)
         attention_mask = torch.cat([positive_mask[:, None], negative_mask.view(B, K, length)], 1).flatten(
             0, 1
         )
         image_index = torch.arange(B, device=device).repeat_interleave(1 + K)
+        other_images, same_image = self.draw_other_images(batch["pool_image"], passes.generator)
+        M = other_images.shape[1]
+        if M:
+            input_ids = torch.cat([input_ids, positive_ids.repeat_interleave(M, 0)])
+            attention_mask = torch.cat([attention_mask, positive_mask.repeat_interleave(M, 0)])
+            image_index = torch.cat([image_index, other_images.flatten()])
         output = passes.run(
             backbone,
             {**batch, "attention_mask": attention_mask},
@@ -96,8 +116,37 @@ class IRTRObjective(nn.Module):
             image_index=image_index,
             serves=(IRTR_PASS,),
         )
-        scores = self.score(output.pooled).view(B, 1 + K)
+        scores = self.score(output.pooled)
+        text_scores = scores[: B * (1 + K)].view(B, 1 + K)
         target = torch.zeros(B, dtype=torch.long, device=device)
-        loss = F.cross_entropy(scores, target)
-        accuracy = (scores.detach().argmax(-1) == 0).float().mean()
-        return {"loss": loss, "accuracy": accuracy}
+        losses = {
+            "loss": F.cross_entropy(text_scores, target),
+            "accuracy": (text_scores.detach().argmax(-1) == 0).float().mean(),
+        }
+        if M:
+            image_scores = torch.cat([text_scores[:, :1], scores[B * (1 + K) :].view(B, M)], 1)
+            image_scores = image_scores.masked_fill(F.pad(same_image, (1, 0)), float("-inf"))
+            losses["loss"] = (losses["loss"] + F.cross_entropy(image_scores, target)) / 2
+            losses["image_accuracy"] = (image_scores.detach().argmax(-1) == 0).float().mean()
+        return losses
+
+    def draw_other_images(
+        self, images: torch.Tensor, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """For each of the batch's (B,) pool ``images``: (B, M) batch positions of M other images
+        drawn without replacement, and (B, M) bool, true where a pick shows the same pool image
+        (a duplicate in a resampled stream; masked out of the loss). M = min(image_negatives,
+        B - 1): a short last batch has fewer others to draw from.
+        """
+        B = images.shape[0]
+        M = min(self.image_negatives, B - 1)
+        device = generator.device if generator is not None else torch.device("cpu")
+        if M <= 0:
+            empty = torch.zeros(B, 0, dtype=torch.long, device=images.device)
+            return empty, empty.bool()
+        # Random keys, the batch position itself sorted last: the first M of each row are a
+        # uniform draw without replacement from the other positions.
+        keys = torch.rand(B, B, generator=generator, device=device)
+        keys.fill_diagonal_(2.0)
+        picks = keys.argsort(1)[:, :M].to(images.device)
+        return picks, images[picks] == images[:, None]

@@ -52,9 +52,22 @@ class IRTRTask(Task):
                     "pool": pool,
                     "negatives": int(cfg.task.get("negatives", DRAW_FALSE_TEXT)),
                     "exclude_own": bool(cfg.task.get("exclude_own_captions", True)),
+                    "image_negatives": int(cfg.task.get("image_negatives", 0)),
                 },
             )
         }
+
+    def check(self, cfg: DictConfig) -> None:
+        super().check(cfg)
+        image_negatives = int(cfg.task.get("image_negatives", 0))
+        trainer = cfg.get("trainer")
+        # Image negatives are the micro batch's other images: it must hold that many more.
+        if image_negatives and trainer is not None and image_negatives >= trainer.micro_batch_size:
+            raise ValueError(
+                f"task.image_negatives={image_negatives} draws the other images of a micro batch, but "
+                f"trainer.micro_batch_size={trainer.micro_batch_size} holds only "
+                f"{trainer.micro_batch_size - 1}: lower one or raise the other"
+            )
 
     def check_split(self, shards: Sequence[str], world_size: int) -> None:
         """Any split: exact retrieval deals images, not shards, to the processes."""
