@@ -47,7 +47,13 @@ TASK_OVERRIDES = {
     "pretrain": [],
     "vqa": ["task=vqa", "data=shapes_vqa"],
     "nlvr2": ["task=nlvr2", "data=shapes_nlvr2", "+model.num_modality_types=3"],
-    "irtr": ["task=irtr", "data=shapes_retrieval", "data.val_urls=${data.root}/retrieval/val"],
+    # One image negative: the image side runs too (micro batches of 2 in some tests).
+    "irtr": [
+        "task=irtr",
+        "data=shapes_retrieval",
+        "data.val_urls=${data.root}/retrieval/val",
+        "task.image_negatives=1",
+    ],
 }
 
 
