@@ -125,11 +125,6 @@ BAD_SETTINGS = {
         [*TASK_OVERRIDES["irtr"], "task.image_negatives=-1"],
         r"task\.image_negatives=-1: expected an integer >= 0",
     ),
-    "irtr image negatives beyond the micro batch": (
-        [*TASK_OVERRIDES["irtr"], "task.image_negatives=4"],
-        r"task\.image_negatives=4 draws the other images of a micro batch, but "
-        r"trainer\.micro_batch_size=4 holds only 3",
-    ),
     "text padding": (
         ["data.text_padding=left"],
         r"data\.text_padding='left': expected one of 'longest', 'max_length'",
@@ -163,6 +158,16 @@ def test_a_bad_setting_is_refused_naming_key_value_and_allowed(case, shapes_worl
     overrides, message = BAD_SETTINGS[case]
     cfg = fast_config(shapes_world, tmp_path, *overrides)
     with pytest.raises(ConfigError, match=message):
+        validate_train_config(cfg, world_size=1)
+
+
+def test_image_negatives_beyond_the_micro_batch_are_refused(shapes_world, tmp_path) -> None:
+    cfg = fast_config(shapes_world, tmp_path, *TASK_OVERRIDES["irtr"], "task.image_negatives=4")
+    with pytest.raises(
+        ValueError,
+        match=r"task\.image_negatives=4 draws the other images of a micro batch, but "
+        r"trainer\.micro_batch_size=4 holds only 3",
+    ):
         validate_train_config(cfg, world_size=1)
 
 

@@ -74,7 +74,7 @@ def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> Non
     evaluated = task.eval_splits(cfg) if cfg.evaluate else {}
     splits = {f"data.{SPLIT_URLS[prefix]}": urls for prefix, urls in evaluated.items()}
     _refuse(list(_data(cfg, task, sources, splits, world_size)))
-    _refuse(_caught(task.check, cfg))
+    task.check(cfg)
     _refuse(_caught(_settings, cfg))
 
 
@@ -88,7 +88,7 @@ def validate_eval_config(cfg: DictConfig, splits: Mapping[str, Any], world_size:
         return
     task = get_task(cfg.task.name)
     _refuse(list(_data(cfg, task, {}, splits, world_size)))
-    _refuse(_caught(task.check, cfg))
+    task.check(cfg)
 
 
 def _refuse(problems: Sequence[str]) -> None:
