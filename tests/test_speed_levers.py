@@ -171,6 +171,49 @@ def test_the_last_block_on_the_rows_read_equals_the_full_pass() -> None:
         backbone(*inputs, rows=0)
 
 
+# ------------------------------------------------------------------ one patch projection per image
+@pytest.mark.parametrize("max_image_len", [-1, 10])
+def test_pairs_that_share_an_image_share_its_patch_projection(max_image_len: int) -> None:
+    """`image_index` projects each image once and gives what indexing the pixels gives: outputs
+    and gradients, in training with dropout, patch sampling and masked patches, under the same
+    seeds (every draw after the projection is per pair, in the same order)."""
+    batch = make_batch()
+    pixel_values, pixel_mask = _pixels(batch)
+    B = batch["input_ids"].shape[0]
+    image_index = torch.tensor([0, 0, 0, 1, 2, 2, 3, 3, 3, 3, 0, 1])
+    ids = batch["input_ids"][torch.arange(len(image_index)) % B]
+    text_mask = batch["attention_mask"][torch.arange(len(image_index)) % B]
+    grid = (pixel_values.shape[-2] // 16, pixel_values.shape[-1] // 16)  # the tiny model's patches
+    masked = torch.rand(len(image_index), *grid, generator=torch.Generator().manual_seed(1)) < 0.3
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny", drop_rate=0.1)
+    mask_token = torch.nn.Parameter(torch.randn(backbone.config.hidden_size))
+    projected: list[int] = []
+    backbone.patch_embed.register_forward_hook(lambda _m, inputs, _out: projected.append(inputs[0].shape[0]))
+
+    def step(**images) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        backbone.zero_grad(set_to_none=True)
+        mask_token.grad = None
+        torch.manual_seed(3)  # dropout
+        out = backbone(
+            ids,
+            text_mask,
+            max_image_len=max_image_len,
+            generator=torch.Generator().manual_seed(2),  # patch sampling
+            masked_patches=masked,
+            mask_token=mask_token,
+            **images,
+        )
+        (out.pooled.square().sum() + out.image_feats.square().mean()).backward()
+        return torch.cat([out.pooled, out.image_feats.flatten(1)], 1), {**grads(backbone), "mask": mask_token.grad}
+
+    indexed, indexed_grads = step(pixel_values=pixel_values[image_index], pixel_mask=pixel_mask[image_index])
+    shared, shared_grads = step(pixel_values=pixel_values, pixel_mask=pixel_mask, image_index=image_index)
+    assert projected == [len(image_index), B], "the shared pass projects each of the B images once"
+    torch.testing.assert_close(shared, indexed, atol=1e-5, rtol=0)
+    assert_close_grads(shared_grads, indexed_grads, atol=1e-4)
+
+
 def last_block_rows(task) -> list[int]:
     """Rows the last block computes in each pass of the task's step."""
     seen: list[int] = []

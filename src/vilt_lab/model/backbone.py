@@ -120,13 +120,23 @@ class ViltBackbone(nn.Module):
         generator: torch.Generator | None = None,
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
         """Patch tokens with the image [CLS] in front: (B, 1 + L, D), mask (B, 1 + L), selection.
 
         masked_patches: optional (B, Hp, Wp) bool; those patches are replaced by `mask_token`
         before position embeddings are added (masked patch prediction).
+        image_index: optional (B,) long; row i is then built from image image_index[i] of
+            `pixel_values` and `pixel_mask` (which may hold fewer images than B rows).
         """
-        x = self.patch_embed(pixel_values)  # (B, D, Hp, Wp)
+        x = self.patch_embed(pixel_values)  # (N_images, D, Hp, Wp)
+        if image_index is not None:
+            # Index after the patch projection, not before: pairs that share an image (retrieval's
+            # negatives, ITM's fused pass) share its projection, which is the only costly step
+            # that depends on the image alone. Everything after it (masking, patch sampling,
+            # position embeddings, dropout) is per row, drawn exactly as if the pixels had been
+            # indexed, so the result is the same up to the convolution's rounding.
+            x, pixel_mask = x[image_index], pixel_mask[image_index]
         B, D, Hp, Wp = x.shape
         x = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, D)
         if masked_patches is not None:
@@ -157,6 +167,7 @@ class ViltBackbone(nn.Module):
         generator: torch.Generator | None = None,
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
         """Image tokens ready for the joint sequence: `embed_image` plus the modality-type row.
 
@@ -169,7 +180,7 @@ class ViltBackbone(nn.Module):
                 f"{image_token_type_idx} (it is {self.config.num_modality_types})"
             )
         image, image_mask, selection = self.embed_image(
-            pixel_values, pixel_mask, max_image_len, generator, masked_patches, mask_token
+            pixel_values, pixel_mask, max_image_len, generator, masked_patches, mask_token, image_index
         )
         return image + self.token_type_embeddings.weight[image_token_type_idx], image_mask, selection
 
@@ -216,10 +227,12 @@ class ViltBackbone(nn.Module):
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
         rows: int | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, int, PatchSelection]:
         """Joint sequence after the final norm: (B, T + 1 + L, D), its mask, T, the patch selection.
 
         rows: see `encode` (features and mask then hold the first `rows` positions).
+        image_index: see `embed_image` (pair i sees image image_index[i]).
         """
         # Text first: in training both embeddings draw dropout masks from the global RNG, so the order
         # decides which mask each gets; this is the official code's order, and seeded runs rely on it.
@@ -232,6 +245,7 @@ class ViltBackbone(nn.Module):
             generator,
             masked_patches,
             mask_token,
+            image_index,
         )
         x, mask = self.encode(text, attention_mask, image, image_mask, rows)
         return x, mask, input_ids.shape[1], selection
@@ -252,6 +266,7 @@ class ViltBackbone(nn.Module):
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
         rows: int | None = None,
+        image_index: torch.Tensor | None = None,
     ) -> BackboneOutput:
         """One pass over a batch of (text, image) pairs.
 
@@ -266,6 +281,9 @@ class ViltBackbone(nn.Module):
             masked_patches, mask_token: see `embed_image`.
             rows: compute only the first `rows` positions in the last block (`encode`): 1 when
                 only `pooled` is read, T when the text is; what was not computed is None.
+            image_index: optional (B,) long; pair i sees image image_index[i] of `pixel_values`
+                (which may hold fewer images than B pairs). Each image is projected to patches
+                once, however many pairs show it.
         """
         x, mask, T, selection = self.forward_features(
             input_ids,
@@ -278,6 +296,7 @@ class ViltBackbone(nn.Module):
             masked_patches,
             mask_token,
             rows,
+            image_index,
         )
         has_text, has_image = rows is None or rows >= T, rows is None
         return BackboneOutput(

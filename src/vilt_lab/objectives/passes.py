@@ -114,24 +114,23 @@ class Passes:
     ) -> BackboneOutput:
         """One backbone pass on `input_ids` (with the batch's attention mask) and the batch's images.
 
-        image_index: optional (B,) long; pair i then sees the image of pair image_index[i].
+        image_index: optional (B,) long; pair i then sees the image of pair image_index[i] (each
+            image is projected to patches once, however many pairs show it).
         masked_patches, mask_token: see `ViltBackbone.embed_image`.
         serves: the pass keys whose readers will read this output; its last block computes the
             widest rows they need (every position when none is given or one is not in `rows`).
         """
-        pixel_values, pixel_mask = self.pixel_values(batch), batch["pixel_mask"]
-        if image_index is not None:
-            pixel_values, pixel_mask = pixel_values[image_index], pixel_mask[image_index]
         return backbone(
             input_ids,
             batch["attention_mask"],
-            pixel_values,
-            pixel_mask,
+            self.pixel_values(batch),
+            batch["pixel_mask"],
             max_image_len=self.max_image_len,
             generator=self.generator,
             masked_patches=masked_patches,
             mask_token=mask_token,
             rows=self.rows_for(serves, input_ids.shape[1]),
+            image_index=image_index,
         )
 
     def rows_for(self, serves: tuple[str, ...], text_len: int) -> int | None:
