@@ -205,7 +205,10 @@ def test_pairs_that_share_an_image_share_its_patch_projection(max_image_len: int
             **images,
         )
         (out.pooled.square().sum() + out.image_feats.square().mean()).backward()
-        return torch.cat([out.pooled, out.image_feats.flatten(1)], 1), {**grads(backbone), "mask": mask_token.grad}
+        return torch.cat([out.pooled, out.image_feats.flatten(1)], 1), {
+            **grads(backbone),
+            "mask": mask_token.grad,
+        }
 
     indexed, indexed_grads = step(pixel_values=pixel_values[image_index], pixel_mask=pixel_mask[image_index])
     shared, shared_grads = step(pixel_values=pixel_values, pixel_mask=pixel_mask, image_index=image_index)
