@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -28,7 +29,7 @@ from vilt_lab.data.sources.shapes import (
     relation,
     write_shapes_world,
 )
-from vilt_lab.data.sources.shapes_ceiling import retrieval_ceiling, true_captions
+from vilt_lab.data.sources.shapes_ceiling import retrieval_ceiling, split_truth, top1_breakdown, true_captions
 
 KIND = re.compile(rf"\b(?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 RELATION = re.compile(r"the (\w+) (\w+) is (to the left of|to the right of|above|below) the (\w+) (\w+)$")
@@ -157,6 +158,37 @@ def test_deterministic_given_seed(tmp_path: Path) -> None:
     assert not any(scene in train for scene in val)  # splits come from different seeds
     with pytest.raises(FileExistsError):
         write_shapes_world(tmp_path / "a", 12, 3, seed=7)
+
+
+def test_top1_breakdown_sorts_picks_into_own_true_and_false(shapes_world, tmp_path) -> None:
+    split = shapes_world / "retrieval" / "val"
+    items, texts, truth = split_truth(split, draws=50)
+    text_image = torch.repeat_interleave(torch.tensor([len(captions) for captions, _, _ in items]))
+    true = torch.tensor([[text in found for text in texts] for found in truth]).float()
+    own = (text_image[None] == torch.arange(len(items))[:, None]).float()
+    keys = [key for _, _, key in items]
+
+    def breakdown(scores: torch.Tensor, name: str, image_keys=keys) -> dict[str, float]:
+        record = {"scores": scores, "text_image": text_image, "image_keys": image_keys}
+        torch.save(record, tmp_path / name)
+        return top1_breakdown(split, tmp_path / name, draws=50)
+
+    # True pairs first, own pairs first among them: every pick is right, no true text loses.
+    oracle = breakdown(true + 0.5 * own + 0.01 * torch.rand(own.shape), "oracle.pt")
+    assert oracle["tr_top1_own"] == oracle["ir_top1_own"] == oracle["truth_order"] == 1.0
+    assert oracle["tr_top1_false"] == oracle["ir_top1_false"] == 0.0
+    # True pairs first but another image's captions above the own ones: the ceiling's ties.
+    other_first = breakdown(true - 0.5 * own + 0.01 * torch.rand(own.shape), "other.pt")
+    assert other_first["tr_top1_false"] == 0.0 and other_first["tr_top1_true_other"] > 0.0
+    # One image above all the others for every text: a single hub takes all of image retrieval.
+    hub = breakdown(-true + 10.0 * (torch.arange(len(items)) == 3)[:, None], "hub.pt")
+    assert hub["ir_top1_to_hubs"] == 1.0 and hub["truth_order"] == 0.0
+    for result in (oracle, other_first, hub):
+        for side in ("tr", "ir"):
+            parts = [result[f"{side}_top1_{part}"] for part in ("own", "true_other", "false")]
+            assert sum(parts) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="not those of"):
+        breakdown(true, "shuffled.pt", image_keys=keys[::-1])
 
 
 def test_retrieval_ceiling_counts_captions_true_of_several_images(shapes_world) -> None:

@@ -23,6 +23,7 @@ from vilt_lab.build import build_tokenizer, trainer_settings
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.shards import count_texts, expand_shards, iter_samples
 from vilt_lab.eval import evaluate
+from vilt_lab.evaluation.metrics import retrieval_recall
 from vilt_lab.evaluation.submission import read_vqa_submission
 from vilt_lab.train import run
 from vilt_lab.training.schedule import steps_for_epochs
@@ -149,6 +150,25 @@ def test_vqa_submission_holds_every_question_once(trained, shapes_world, tmp_pat
     vocabulary = set(json.loads((shapes_world / "vqa" / "answers.json").read_text()))
     assert set(submitted.values()) <= vocabulary
     assert (tmp_path / "summary.json").is_file() and summary["eval"]["eval/vqa/questions"] == len(questions)
+
+
+@pytest.mark.parametrize("trained", ["irtr"], indirect=True)
+def test_retrieval_scores_file_holds_what_was_ranked(trained, shapes_world, tmp_path) -> None:
+    task, runs, _ = trained
+    cfg = eval_config(task, shapes_world, last_checkpoint(runs / "demo"), tmp_path, "save_scores=true")
+    summary = evaluate(cfg)
+    record = torch.load(summary["scores"], weights_only=True)
+    keys = [key for key, _, _ in iter_samples(cfg.data.val_urls)]
+    assert record["image_keys"] == keys and record["scores"].shape == (len(keys), len(record["text_image"]))
+    for key, value in retrieval_recall(record["scores"], record["text_image"]).items():
+        assert summary["eval"][f"eval/irtr/{key}"] == pytest.approx(value, abs=1e-9), key
+
+
+def test_save_scores_is_refused_for_a_task_without_scores(shapes_world, tmp_path) -> None:
+    # Refused before any work: the checkpoint is not even there.
+    cfg = eval_config("vqa", shapes_world, tmp_path / "absent", tmp_path, "save_scores=true")
+    with pytest.raises(ValueError, match="save_scores=true: task=vqa has no score matrix"):
+        evaluate(cfg)
 
 
 @pytest.mark.parametrize("micro", [24, 8])  # accumulation 1 and 3

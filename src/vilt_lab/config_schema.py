@@ -308,3 +308,4 @@ class EvalSchema:
     split: Literal["val", "test"] = "val"
     out_dir: Text | None = None
     submission: bool | None = None  # null: for split=test only
+    save_scores: bool = False

@@ -32,6 +32,7 @@ from .training.tracking import reset_accelerate_state
 log = logging.getLogger("vilt_lab.eval")
 SPLITS = {"val": VAL, "test": TEST}
 SUBMISSION_NAME = "submission.json"
+SCORES_NAME = "scores.pt"
 
 
 def default_out_dir(cfg: DictConfig) -> Path:
@@ -62,6 +63,8 @@ def split_urls(cfg: DictConfig) -> Any:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate as `cfg` says; returns the summary (also written to `out_dir`)."""
     urls = split_urls(cfg)  # a wrong split fails before any work
+    if cfg.get("save_scores") and not get_task(cfg.task.name).writes_scores:
+        raise ValueError(f"save_scores=true: task={cfg.task.name} has no score matrix (task=irtr has)")
     validate_eval_config(cfg, {f"data.{SPLIT_URLS[SPLITS[cfg.split]]}": urls})
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.trainer.precision)
@@ -102,6 +105,8 @@ def _evaluate(cfg: DictConfig, accelerator: Accelerator, urls: Any) -> dict[str,
         path = task.write_submission(evaluator, urls, out_dir / SUBMISSION_NAME) if write_submission else None
         if path is not None:
             summary["submission"] = str(path)
+        if cfg.get("save_scores"):
+            summary["scores"] = str(task.write_scores(evaluator, out_dir / SCORES_NAME))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)
     accelerator.wait_for_everyone()

@@ -166,6 +166,18 @@ class RetrievalEvaluator:
     text_batch_size: int = 64
     progress: ProgressStyle | bool = True
     _pool: CaptionPool | None = None
+    _scores: torch.Tensor | None = None  # the last evaluation's full matrix (every process has it)
+
+    def score_record(self) -> dict[str, Any]:
+        """The last evaluation's ``scores`` (N_images, N_texts), ``text_image`` (N_texts,) and
+        ``image_keys`` (each row's shard key): what `retrieval_recall` ranked, for analysis."""
+        if self._scores is None or self._pool is None:
+            raise RuntimeError("score_record() reads the last evaluation: call the evaluator first")
+        return {
+            "scores": self._scores,
+            "text_image": self._pool.text_image,
+            "image_keys": list(self._pool.keys),
+        }
 
     def my_images(self, rank: int, world_size: int, image_of_key: dict[str, int]):
         """(index, decoded image) of every world_size-th image of the split, from rank on.
@@ -214,6 +226,7 @@ class RetrievalEvaluator:
                 return gather_object([obj])
 
         full = gather_scores(index, scores, pool.num_images, gather=gather)
+        self._scores = full
         recall = retrieval_recall(full, pool.text_image)
         metrics = {f"irtr/{key}": value for key, value in recall.items()}
         metrics["irtr/the_metric"] = recall["ir_r1"] + recall["tr_r1"]

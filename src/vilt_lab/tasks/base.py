@@ -53,6 +53,8 @@ class Task(ABC):
     epoch_counts: ClassVar[str] = "samples"
     # The metric (without its split prefix) that selects the best checkpoint; None: none.
     select_key: ClassVar[str | None] = None
+    # Whether its evaluation leaves a score matrix for `write_scores` (vilt-eval's save_scores).
+    writes_scores: ClassVar[bool] = False
 
     # ----------------------------------------------------------------------------- checks
     def check(self, cfg: DictConfig) -> None:
@@ -103,6 +105,11 @@ class Task(ABC):
         """After evaluating a test split: the file an evaluation server takes, written to ``path``
         (VQA's); None for tasks without one."""
         return None
+
+    def write_scores(self, evaluator: Evaluator, path: Path) -> Path:
+        """After evaluating: the evaluation's raw scores, written to ``path`` (for tasks with
+        `writes_scores`; vilt-eval refuses ``save_scores=true`` for the others before any work)."""
+        raise NotImplementedError(f"task={self.name} has no score matrix to write")
 
     # ----------------------------------------------------------------------------- shared
     def eval_loader(

@@ -7,8 +7,10 @@ starts from the ITM head's "match" row (`model.init_from`), so it scores by the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
 from vilt_lab.data.caption_pool import CaptionPool
@@ -38,6 +40,7 @@ class IRTRTask(Task):
     # One epoch = every image once (with 1 + 15 captions); every caption once per caption.
     epoch_counts = "samples"
     select_key = "irtr/the_metric"
+    writes_scores = True
 
     def objectives(
         self, cfg: DictConfig, tokenizer, *, train: bool
@@ -75,6 +78,12 @@ class IRTRTask(Task):
     def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
         pool = module.objectives["irtr"].pool
         return self.caption_items(cfg, (PoolImageIndex(pool.image_of_key()),) if pool is not None else ())
+
+    def write_scores(self, evaluator: RetrievalEvaluator, path: Path) -> Path:
+        """The (images, texts) score matrix with each text's image and each image's shard key, as
+        `torch.save` of plain tensors and strings (`torch.load(path, weights_only=True)` reads it)."""
+        torch.save(evaluator.score_record(), path)
+        return path
 
     def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> RetrievalEvaluator:
         max_text_len = int(cfg.data.max_text_len)
