@@ -28,6 +28,7 @@ import torch
 
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import Scene, captions
+from vilt_lab.evaluation.metrics import RECALL_KS
 
 DRAWS = 300  # caption draws per scene: enough to find every caption its templates can produce
 
@@ -72,8 +73,8 @@ def top1_breakdown(split: str | Path, scores_file: str | Path, draws: int = DRAW
     """What a model's top-1 picks on ``split`` are, from its score matrix (vilt-eval's scores.pt).
 
     ``tr_top1_{own,true_other,false}``: per image, its best-scored text is one of its captions,
-    a caption of another image that is true of it too, or a false one (fractions, summing to 1);
-    ``ir_top1_*`` the same per text. ``truth_order``: over images, the chance a true text
+    a caption of another image that is true of it too, or a false one (fractions, summing to 1;
+    ``own`` is TR@1); ``ir_top1_*`` the same per text (``own`` is IR@1). ``truth_order``: over images, the chance a true text
     outscores a false one. ``ir_top1_to_hubs``: the share of texts whose best image is one of the
     5% of images picked most often (0.05 for a model without hubs).
     """
@@ -96,7 +97,10 @@ def top1_breakdown(split: str | Path, scores_file: str | Path, draws: int = DRAW
             f"{prefix}_false": (~picked_true).float().mean().item(),
         }
 
-    best_text, best_image = scores.argmax(1), scores.argmax(0)
+    # Ranked as `retrieval_recall` ranks (one topk to its largest k): a split's duplicate captions
+    # tie, and topk orders ties by k, so this picks what the recall counted ("own" is R@1).
+    best_text = scores.topk(min(max(RECALL_KS), len(texts)), dim=1).indices[:, 0]
+    best_image = scores.topk(min(max(RECALL_KS), len(items)), dim=0).indices[0]
     order = [(scores[i, true[i]][:, None] > scores[i, ~true[i]][None, :]).float().mean() for i in images]
     picks = torch.bincount(best_image, minlength=len(items)).sort(descending=True).values
     hubs = max(1, round(HUB_SHARE * len(items)))
