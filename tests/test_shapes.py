@@ -162,7 +162,8 @@ def test_deterministic_given_seed(tmp_path: Path) -> None:
 
 def test_top1_breakdown_sorts_picks_into_own_true_and_false(shapes_world, tmp_path) -> None:
     split = shapes_world / "retrieval" / "val"
-    items, texts, truth = split_truth(split, draws=50)
+    known = split_truth(split, draws=50)
+    items, texts, truth = known
     text_image = torch.repeat_interleave(torch.tensor([len(captions) for captions, _, _ in items]))
     true = torch.tensor([[text in found for text in texts] for found in truth]).float()
     own = (text_image[None] == torch.arange(len(items))[:, None]).float()
@@ -171,7 +172,7 @@ def test_top1_breakdown_sorts_picks_into_own_true_and_false(shapes_world, tmp_pa
     def breakdown(scores: torch.Tensor, name: str, image_keys=keys) -> dict[str, float]:
         record = {"scores": scores, "text_image": text_image, "image_keys": image_keys}
         torch.save(record, tmp_path / name)
-        return top1_breakdown(split, tmp_path / name, draws=50)
+        return top1_breakdown(split, tmp_path / name, known=known)
 
     # True pairs first, own pairs first among them: every pick is right, no true text loses.
     oracle = breakdown(true + 0.5 * own + 0.01 * torch.rand(own.shape), "oracle.pt")

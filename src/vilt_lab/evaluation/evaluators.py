@@ -165,14 +165,17 @@ class RetrievalEvaluator:
     score_fn: Callable[[torch.nn.Module], Callable[[torch.Tensor], torch.Tensor]]
     text_batch_size: int = 64
     progress: ProgressStyle | bool = True
+    # Keep the last evaluation's full score matrix for `score_record` (vilt-eval's save_scores).
+    # Off in training: COCO's 5K x 25K matrix is 500 MB that would stay held between evaluations.
+    keep_scores: bool = False
     _pool: CaptionPool | None = None
-    _scores: torch.Tensor | None = None  # the last evaluation's full matrix (every process has it)
+    _scores: torch.Tensor | None = None
 
     def score_record(self) -> dict[str, Any]:
         """The last evaluation's ``scores`` (N_images, N_texts), ``text_image`` (N_texts,) and
         ``image_keys`` (each row's shard key): what `retrieval_recall` ranked, for analysis."""
         if self._scores is None or self._pool is None:
-            raise RuntimeError("score_record() reads the last evaluation: call the evaluator first")
+            raise RuntimeError("score_record() reads the last evaluation of an evaluator with keep_scores")
         return {
             "scores": self._scores,
             "text_image": self._pool.text_image,
@@ -226,7 +229,8 @@ class RetrievalEvaluator:
                 return gather_object([obj])
 
         full = gather_scores(index, scores, pool.num_images, gather=gather)
-        self._scores = full
+        if self.keep_scores:
+            self._scores = full
         recall = retrieval_recall(full, pool.text_image)
         metrics = {f"irtr/{key}": value for key, value in recall.items()}
         metrics["irtr/the_metric"] = recall["ir_r1"] + recall["tr_r1"]

@@ -93,5 +93,6 @@ class IRTRTask(Task):
             resize=MinMaxResize(loader.image_shorter, loader.image_longer, loader.patch_size),
             score_fn=lambda m: m.objectives["irtr"].score,
             text_batch_size=int(cfg.task.get("text_batch_size", 64)),
+            keep_scores=bool(cfg.get("save_scores", False)),  # vilt-eval's key; training has none
             progress=progress_style(cfg.trainer),
         )

@@ -23,6 +23,7 @@ import json
 import random
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -44,19 +45,30 @@ def true_captions(scene: Scene, draws: int = DRAWS, seed: int = 0) -> set[str]:
 HUB_SHARE = 0.05  # the most-picked 5% of images are the "hubs" of image retrieval
 
 
-def split_truth(split: str | Path, draws: int = DRAWS) -> tuple[list, list[str], list[set[str]]]:
-    """The split's (captions, scene, key) per image, its texts in order, and each image's true
+class SplitTruth(NamedTuple):
+    """A split's (captions, scene, key) per image, its texts in order, and each image's true
     captions (its own ones included, whatever the draws found)."""
+
+    items: list[tuple[list[str], Scene, str]]
+    texts: list[str]
+    truth: list[set[str]]
+
+
+def split_truth(split: str | Path, draws: int = DRAWS) -> SplitTruth:
+    """The `SplitTruth` of ``split`` (the costly part: every scene's captions drawn ``draws`` times)."""
     items = [(meta["captions"], Scene.from_json(meta["scene"]), key) for key, _, meta in iter_samples(split)]
     truth = [true_captions(scene, draws) | set(texts) for texts, scene, _ in items]
-    return items, [text for texts, _, _ in items for text in texts], truth
+    return SplitTruth(items, [text for texts, _, _ in items for text in texts], truth)
 
 
-def retrieval_ceiling(split: str | Path, draws: int = DRAWS) -> dict[str, float]:
+def retrieval_ceiling(
+    split: str | Path, draws: int = DRAWS, known: SplitTruth | None = None
+) -> dict[str, float]:
     """The split's texts that are true of several of its images, and the recall@1 a perfect
     model would expect: IR@1 = mean over texts of 1 / (images it is true of); TR@1 = mean over
-    images of (its captions) / (the split's texts true of it)."""
-    items, texts, truth = split_truth(split, draws)
+    images of (its captions) / (the split's texts true of it). ``known``: the split's
+    `split_truth`, when the caller has it already."""
+    items, texts, truth = known or split_truth(split, draws)
     true_of = [sum(text in found for found in truth) for text in texts]
     true_texts = [sum(text in found for text in texts) for found in truth]
     return {
@@ -69,17 +81,20 @@ def retrieval_ceiling(split: str | Path, draws: int = DRAWS) -> dict[str, float]
     }
 
 
-def top1_breakdown(split: str | Path, scores_file: str | Path, draws: int = DRAWS) -> dict[str, float]:
+def top1_breakdown(
+    split: str | Path, scores_file: str | Path, draws: int = DRAWS, known: SplitTruth | None = None
+) -> dict[str, float]:
     """What a model's top-1 picks on ``split`` are, from its score matrix (vilt-eval's scores.pt).
 
     ``tr_top1_{own,true_other,false}``: per image, its best-scored text is one of its captions,
     a caption of another image that is true of it too, or a false one (fractions, summing to 1;
-    ``own`` is TR@1); ``ir_top1_*`` the same per text (``own`` is IR@1). ``truth_order``: over images, the chance a true text
-    outscores a false one. ``ir_top1_to_hubs``: the share of texts whose best image is one of the
-    5% of images picked most often (0.05 for a model without hubs).
+    ``own`` is TR@1); ``ir_top1_*`` the same per text (``own`` is IR@1). ``truth_order``: over
+    images, the chance a true text outscores a false one. ``ir_top1_to_hubs``: the share of texts
+    whose best image is one of the 5% of images picked most often (0.05 for a model without
+    hubs). ``known``: the split's `split_truth`, when the caller has it already.
     """
     record = torch.load(scores_file, weights_only=True)  # tensors and strings only: no code runs
-    items, texts, truth = split_truth(split, draws)
+    items, texts, truth = known or split_truth(split, draws)
     keys = [key for _, _, key in items]
     if list(record["image_keys"]) != keys or record["scores"].shape != (len(items), len(texts)):
         raise ValueError(
@@ -113,7 +128,8 @@ def top1_breakdown(split: str | Path, scores_file: str | Path, draws: int = DRAW
 
 
 if __name__ == "__main__":
-    report = retrieval_ceiling(sys.argv[1])
+    known = split_truth(sys.argv[1])  # the costly part, shared by both reports
+    report = retrieval_ceiling(sys.argv[1], known=known)
     if len(sys.argv) > 2:
-        report.update(top1_breakdown(sys.argv[1], sys.argv[2]))
+        report.update(top1_breakdown(sys.argv[1], sys.argv[2], known=known))
     print(json.dumps(report, indent=1))
