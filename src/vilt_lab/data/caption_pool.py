@@ -17,6 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from vilt_lab.data.shards import iter_samples
+from vilt_lab.draws import draw_device
 
 TOKENIZE_CHUNK = 4096
 
@@ -114,7 +115,7 @@ class CaptionPool:
         split, so a negative can be another caption of the same image, or the positive itself.
         The draws come from ``generator`` alone (on its device), so a resumed step draws the same.
         """
-        device = generator.device if generator is not None else torch.device("cpu")
+        device = draw_device(generator)
         text_image = self.text_image.to(device)
         images = images.to(device)
         if exclude_own and bool(

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vilt_lab.draws import draw_device
+
 
 class TextEmbeddings(nn.Module):
     """BERT's embedding: word + absolute position + token type (always 0), LayerNorm, dropout.
@@ -104,7 +106,7 @@ def select_patches(
     if sample:
         # Uniform keys in [0, 1) for valid patches and [2, 3) for padding: the L smallest keys are a
         # uniform draw without replacement among valid patches, then padding if an image runs short.
-        device = generator.device if generator is not None else valid.device
+        device = draw_device(generator, valid.device)
         keys = torch.rand(B, N, generator=generator, device=device).to(valid.device)
         keys = keys + (~valid).to(keys.dtype) * 2.0
     else:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vilt_lab.data.caption_pool import CaptionPool
+from vilt_lab.draws import draw_device
 from vilt_lab.model import RetrievalHead, ViltBackbone, ViltConfig
 
 from .passes import POOLED, Passes
@@ -140,7 +141,7 @@ class IRTRObjective(nn.Module):
         """
         B = images.shape[0]
         M = min(self.image_negatives, B - 1)
-        device = generator.device if generator is not None else torch.device("cpu")
+        device = draw_device(generator)
         if M <= 0:
             empty = torch.zeros(B, 0, dtype=torch.long, device=images.device)
             return empty, empty.bool()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vilt_lab.draws import draw_device
 from vilt_lab.model import BackboneOutput, ITMHead, ViltBackbone, ViltConfig
 
 from .passes import ITM_PASS, MLM_PASS, POOLED, Passes, halves
@@ -33,7 +34,7 @@ def random_derangement(n: int, generator: torch.Generator | None = None) -> torc
     """
     if n < 2:
         raise ValueError(f"a derangement needs at least 2 elements, got {n}")
-    device = generator.device if generator is not None else torch.device("cpu")
+    device = draw_device(generator)
     identity = torch.arange(n, device=device)
     while True:
         perm = torch.randperm(n, generator=generator, device=device)
@@ -61,7 +62,7 @@ def sample_negatives(
     the balance of labels stays exact, and ITM reports the share of such negatives
     (``cross_source``). B = 1 has no negative. Tensors are on the CPU (or the generator's device).
     """
-    device = generator.device if generator is not None else torch.device("cpu")
+    device = draw_device(generator)
     image_index = torch.arange(batch_size, device=device)
     labels = torch.ones(batch_size, dtype=torch.long, device=device)
     num_negatives = batch_size // 2

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vilt_lab.data.masking import IGNORE_INDEX
+from vilt_lab.draws import draw_device
 from vilt_lab.model import BackboneOutput, MPPHead, ViltBackbone, ViltConfig
 from vilt_lab.model.embeddings import patch_validity
 
@@ -55,7 +56,7 @@ class MPPObjective(nn.Module):
     def sample_mask(self, pixel_mask: torch.Tensor, grid: tuple[int, int], passes: Passes) -> torch.Tensor:
         """(B, Hp, Wp) bool: each valid patch independently with `probability`, never padding."""
         generator = passes.generator
-        device = generator.device if generator is not None else pixel_mask.device
+        device = draw_device(generator, pixel_mask.device)
         draw = torch.rand(pixel_mask.shape[0], *grid, generator=generator, device=device).to(
             pixel_mask.device
         )
