@@ -106,6 +106,15 @@ def _check_retrieval_inputs(scores: torch.Tensor, text_image: torch.Tensor, ks: 
         )
 
 
+def top_ranked(scores: torch.Tensor, k: int = max(RECALL_KS)) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best texts of each image, (N_images, k), and the k best images of each text,
+    (k, N_texts), best first (k clamped to each axis). Recall@k reads prefixes of these lists, and
+    an analysis of top-1 picks their first entries: one ranking, so ties fall the same way in both.
+    """
+    n_images, n_texts = scores.shape
+    return scores.topk(min(k, n_texts), dim=1).indices, scores.topk(min(k, n_images), dim=0).indices
+
+
 def retrieval_recall(
     scores: torch.Tensor, text_image: torch.Tensor, ks: Sequence[int] = RECALL_KS
 ) -> dict[str, float]:
@@ -127,11 +136,9 @@ def retrieval_recall(
     """
     _check_retrieval_inputs(scores, text_image, ks)
     text_image = text_image.to(device=scores.device, dtype=torch.long)
-    n_images, n_texts = scores.shape
     # Sorted top lists once, at the largest k: each smaller k's list is a prefix.
-    top_texts = scores.topk(min(max(ks), n_texts), dim=1).indices  # (N_images, k)
-    tr_hits = text_image[top_texts] == torch.arange(n_images, device=scores.device)[:, None]
-    top_images = scores.topk(min(max(ks), n_images), dim=0).indices  # (k, N_texts)
+    top_texts, top_images = top_ranked(scores, max(ks))
+    tr_hits = text_image[top_texts] == torch.arange(scores.shape[0], device=scores.device)[:, None]
     ir_hits = top_images == text_image[None, :]
     recall = {f"ir_r{k}": ir_hits[:k].any(dim=0).double().mean().item() for k in ks}
     recall.update({f"tr_r{k}": tr_hits[:, :k].any(dim=1).double().mean().item() for k in ks})

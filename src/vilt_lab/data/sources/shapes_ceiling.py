@@ -29,7 +29,7 @@ import torch
 
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import Scene, captions
-from vilt_lab.evaluation.metrics import RECALL_KS
+from vilt_lab.evaluation.metrics import top_ranked
 
 DRAWS = 300  # caption draws per scene: enough to find every caption its templates can produce
 
@@ -112,10 +112,10 @@ def top1_breakdown(
             f"{prefix}_false": (~picked_true).float().mean().item(),
         }
 
-    # Ranked as `retrieval_recall` ranks (one topk to its largest k): a split's duplicate captions
-    # tie, and topk orders ties by k, so this picks what the recall counted ("own" is R@1).
-    best_text = scores.topk(min(max(RECALL_KS), len(texts)), dim=1).indices[:, 0]
-    best_image = scores.topk(min(max(RECALL_KS), len(items)), dim=0).indices[0]
+    # The ranking `retrieval_recall` reads: a split's duplicate captions tie, and topk orders ties
+    # by k, so the first picks of the same lists are what the recall counted ("own" is R@1).
+    top_texts, top_images = top_ranked(scores)
+    best_text, best_image = top_texts[:, 0], top_images[0]
     order = [(scores[i, true[i]][:, None] > scores[i, ~true[i]][None, :]).float().mean() for i in images]
     picks = torch.bincount(best_image, minlength=len(items)).sort(descending=True).values
     hubs = max(1, round(HUB_SHARE * len(items)))
