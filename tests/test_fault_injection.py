@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,11 @@ OVERRIDES = [
     "trainer.deterministic=true",
 ]
 # Kills at named instants (see vilt_lab.training.faults), in the order the run meets them; each
-# launch counts its points afresh. These ten always kill; the random ones may land in start-up
-# or after the end (then they are harmless runs more).
+# launch counts its points afresh. These ten always kill. The random ones come after them: a
+# random kill placed between two planned ones lets its launch run on for seconds, and on a fast
+# machine that finished the run before the planned kills after it (9 kills of 11). Their delays
+# are fractions of the uninterrupted run's own duration, so they land inside a run on any machine
+# (or, resumed late, after its end: then they are harmless runs more).
 PLANNED = [
     "save:written:1",  # the first save, before its manifest: resume=auto must start fresh
     "save:manifest:1",  # complete but not renamed into place: recovered
@@ -50,6 +54,7 @@ PLANNED = [
     "step:3",
 ]
 RANDOM_KILLS = 3
+RANDOM_KILL_SPAN = (0.3, 0.9)  # a random kill's delay, as a fraction of the straight run's duration
 
 
 def launch(world: Path, runs: Path, *extra: str, fault: str | None = None) -> subprocess.Popen:
@@ -98,13 +103,14 @@ def last_weights(run_dir: Path):
 @pytest.mark.slow
 def test_killed_runs_resume_to_the_uninterrupted_result(shapes_world, tmp_path):
     runs = tmp_path / "runs"
+    started = time.monotonic()
     code, output = finish(launch(shapes_world, runs, "name=straight"))
     assert code == 0, output
+    straight_seconds = time.monotonic() - started
 
     rng = random.Random(0)
     plan = [(fault, None) for fault in PLANNED]
-    for _ in range(RANDOM_KILLS):
-        plan.insert(rng.randrange(1, len(plan)), (None, rng.uniform(4.0, 12.0)))
+    plan += [(None, straight_seconds * rng.uniform(*RANDOM_KILL_SPAN)) for _ in range(RANDOM_KILLS)]
     kills = 0
     for fault, delay in plan:
         code, output = finish(launch(shapes_world, runs, "name=killed", "resume=auto", fault=fault), delay)
