@@ -42,7 +42,7 @@ lint: install ## ruff over the sources and tests
 	$(PYTHON) -m ruff format --check src tests
 
 params: install ## print ViLT-B/32's parameter counts in the paper's Table 6 accounting
-	$(PYTHON) -m vilt_lab.model.param_count base32
+	$(PYTHON) -m vilt_lab.measure.param_count base32
 
 # Runs on any machine in a minute or two: no data, no weights, the GPU if there is one.
 .PHONY: table6

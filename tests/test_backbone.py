@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vilt_lab.measure.param_count import count_parameters
 from vilt_lab.model import ViltBackbone, create_backbone, get_config
 from vilt_lab.model.embeddings import interpolate_pos_embed, patch_validity, select_patches
-from vilt_lab.model.param_count import count_parameters
 
 
 def grid_mask(sizes, grid):
@@ -185,7 +185,7 @@ def test_base32_counts_match_the_paper():
 
 def test_param_count_command_prints_table6():
     out = subprocess.run(
-        [sys.executable, "-m", "vilt_lab.model.param_count", "base32"],
+        [sys.executable, "-m", "vilt_lab.measure.param_count", "base32"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,6 +1,6 @@
 """Bad settings and bad data say what is wrong, before any work (issue 11).
 
-Each bad setting is refused by the one validation pass (vilt_lab.config_validation) with the key,
+Each bad setting is refused by the one validation pass (vilt_lab.config.validation) with the key,
 the bad value and what is allowed; every shipped config passes it. Bad data: the loader applies
 the converter's image rules to shards it did not write, and counts the samples a truncated tar
 lost, not its errors.
@@ -21,8 +21,9 @@ from PIL import Image, PngImagePlugin
 
 from conftest import encode_image
 from train_helpers import TASK_OVERRIDES, compose_config, compose_eval_config, fast_config
-from vilt_lab.config_schema import TASK_SCHEMAS, EvalSchema, ModelSchema, ObjectivesSchema, TrainSchema
-from vilt_lab.config_validation import ConfigError, validate_eval_config, validate_train_config
+from vilt_lab.config.schema import TASK_SCHEMAS, EvalSchema, ModelSchema, ObjectivesSchema, TrainSchema
+from vilt_lab.config.typed_check import check
+from vilt_lab.config.validation import ConfigError, validate_eval_config, validate_train_config
 from vilt_lab.data.pipeline import LoaderConfig, SkipCounter, build_eval_loader, shard_samples
 from vilt_lab.data.shards import SIZES_FILE
 from vilt_lab.data.sources.images import TOO_LARGE, TOO_SMALL, BadImage
@@ -31,7 +32,6 @@ from vilt_lab.data.transforms import MinMaxResize, decode_image
 from vilt_lab.model.config import ViltConfig
 from vilt_lab.tasks import TASKS
 from vilt_lab.train import CONF_DIR, run
-from vilt_lab.typed_check import check
 
 # Overrides of the demo's fast config -> what the refusal must say (a regex): the key, the bad
 # value and what is allowed.

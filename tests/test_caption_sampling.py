@@ -12,8 +12,8 @@ import pytest
 
 from conftest import encode_image
 from train_helpers import TASK_OVERRIDES, fast_config
-from vilt_lab.build import max_steps, train_items
-from vilt_lab.config_validation import validate_train_config
+from vilt_lab.build.settings import max_steps, train_items
+from vilt_lab.config.validation import validate_train_config
 from vilt_lab.data.pipeline import (
     CAPTIONS,
     LoaderConfig,

@@ -11,20 +11,20 @@ import torch
 from safetensors.torch import load_file
 
 from train_helpers import compose_config
-from vilt_lab.build import build_task, model_config
+from vilt_lab.build.task import build_task, model_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.model import ViltBackbone, get_config
-from vilt_lab.model.checkpoint_io import (
+from vilt_lab.model.heads import ITMHead, VQAHead, build_head
+from vilt_lab.weights.checkpoint_io import (
     UnsafeCheckpointError,
     ViltCheckpoint,
     load_checkpoint,
     safe_torch_load,
     save_checkpoint,
 )
-from vilt_lab.model.heads import ITMHead, VQAHead, build_head
-from vilt_lab.model.init_from import init_model
-from vilt_lab.model.official import read_official
-from vilt_lab.model.with_heads import ViltWithHeads
+from vilt_lab.weights.init_from import init_model
+from vilt_lab.weights.official import read_official
+from vilt_lab.weights.with_heads import ViltWithHeads
 
 HEADS = {"itm": {}, "vqa": {"num_labels": 4, "labels": ["a", "b", "c", "d"]}}
 

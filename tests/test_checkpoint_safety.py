@@ -15,12 +15,13 @@ from safetensors.torch import load_file
 
 from train_helpers import fast_config
 from vilt_lab import convert_cli
-from vilt_lab.build import build_task, build_tokenizer
-from vilt_lab.model.checkpoint_io import CheckpointFileError
-from vilt_lab.run_dir import RESUME_HISTORY, ResumeRefused, resolve_run_dir
+from vilt_lab.build.data import build_tokenizer
+from vilt_lab.build.task import build_task
 from vilt_lab.train import run
-from vilt_lab.trainer import NonFiniteError
 from vilt_lab.training.checkpoint import MANIFEST, latest_checkpoint, verify
+from vilt_lab.training.run_dir import RESUME_HISTORY, ResumeRefused, resolve_run_dir
+from vilt_lab.training.trainer import NonFiniteError
+from vilt_lab.weights.checkpoint_io import CheckpointFileError
 
 RUN = ("evaluate=false", "trainer.log_every=1")
 

@@ -11,7 +11,8 @@ from omegaconf import ListConfig
 
 from conftest import encode_image
 from train_helpers import compose_config
-from vilt_lab.build import build_streams, build_task, build_tokenizer, loader_config
+from vilt_lab.build.data import build_streams, build_tokenizer, loader_config
+from vilt_lab.build.task import build_task
 from vilt_lab.data.pipeline import ResampledMix
 from vilt_lab.data.shards import ShardWriter
 from vilt_lab.train import CONF_DIR

@@ -21,7 +21,7 @@ from vilt_lab.data.sources.shapes import texts_of
 from vilt_lab.data.tokenizer import load_tokenizer, train_wordpiece
 from vilt_lab.eval import SUBMISSION_NAME, evaluate
 from vilt_lab.evaluation.submission import read_vqa_submission
-from vilt_lab.run_dir import RUN_CONFIG_NAME
+from vilt_lab.training.run_dir import RUN_CONFIG_NAME
 
 # The raw datasets: VQAv2 images per subset (train2014 only feeds the answer vocabulary), NLVR2
 # test1 image pairs, Karpathy test images of COCO and Flickr30K.

@@ -12,9 +12,9 @@ import pytest
 from test_official_ckpt import VQA_ANSWERS, random_official_state, write_lightning_ckpt
 from vilt_lab.convert_cli import SOURCE_RECORD
 from vilt_lab.convert_cli import main as vilt_convert
-from vilt_lab.model.checkpoint_io import load_checkpoint
-from vilt_lab.model.download import DownloadError, download
-from vilt_lab.model.released import RELEASED
+from vilt_lab.weights.checkpoint_io import load_checkpoint
+from vilt_lab.weights.download import DownloadError, download
+from vilt_lab.weights.released import RELEASED
 
 
 def sha256(path: Path) -> str:

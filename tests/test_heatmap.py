@@ -8,10 +8,10 @@ from PIL import Image, ImageDraw
 
 from vilt_lab.data.transforms import MinMaxResize
 from vilt_lab.model import ViltBackbone, get_config
-from vilt_lab.model.checkpoint_io import save_checkpoint
-from vilt_lab.model.with_heads import ViltWithHeads
 from vilt_lab.report.cli import main as report_main
 from vilt_lab.report.heatmap import align_words
+from vilt_lab.weights.checkpoint_io import save_checkpoint
+from vilt_lab.weights.with_heads import ViltWithHeads
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from train_helpers import fast_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.model import ViltBackbone, get_config
-from vilt_lab.model.checkpoint_io import ViltCheckpoint, load_checkpoint, save_checkpoint
 from vilt_lab.model.heads import build_head
-from vilt_lab.model.with_heads import ViltWithHeads
 from vilt_lab.train import run
+from vilt_lab.weights.checkpoint_io import ViltCheckpoint, load_checkpoint, save_checkpoint
+from vilt_lab.weights.with_heads import ViltWithHeads
 
 TINY = dict(
     hidden_size=64,

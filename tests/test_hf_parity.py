@@ -6,7 +6,7 @@ from transformers import ViltConfig as HFViltConfig
 from transformers import ViltModel
 
 from vilt_lab.model import ViltBackbone, get_config
-from vilt_lab.model.convert import config_to_hf, from_hf, hf_to_state_dict, state_dict_to_hf, to_hf
+from vilt_lab.weights.hf import config_to_hf, from_hf, hf_to_state_dict, state_dict_to_hf, to_hf
 
 HF_SIZES = {
     "tiny": dict(

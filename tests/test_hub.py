@@ -9,8 +9,8 @@ import torch
 
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.heads import build_head
-from vilt_lab.model.hub import CARD_NAME
-from vilt_lab.model.with_heads import ViltWithHeads
+from vilt_lab.weights.hub import CARD_NAME
+from vilt_lab.weights.with_heads import ViltWithHeads
 
 HEADS = {
     "itm": {},

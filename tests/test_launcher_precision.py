@@ -7,9 +7,9 @@ import json
 import pytest
 
 from train_helpers import fast_config
-from vilt_lab.run_dir import ResumeRefused
 from vilt_lab.train import run
 from vilt_lab.training.checkpoint import TRAINER_STATE
+from vilt_lab.training.run_dir import ResumeRefused
 from vilt_lab.training.state_io import read_json
 
 # What `accelerate launch --mixed_precision X` (or its config file) hands each process.

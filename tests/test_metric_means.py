@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vilt_lab.training.metric_means import WeightedMeans, means_from_vector
+from vilt_lab.utils.metric_means import WeightedMeans, means_from_vector
 
 
 def _t(x: float) -> torch.Tensor:

@@ -15,7 +15,7 @@ import pytest
 
 from test_distributed import free_port
 from train_helpers import compose_config
-from vilt_lab.build import ensure_data
+from vilt_lab.build.data import ensure_data
 from vilt_lab.data.shards import read_sizes
 
 GENERATE_N = 200  # training scenes: two shards, one per rank

@@ -15,9 +15,9 @@ import torch
 import transformers
 
 from vilt_lab.convert_cli import main as vilt_convert
-from vilt_lab.model.checkpoint_io import load_checkpoint
-from vilt_lab.model.official import from_official, read_official, to_official
-from vilt_lab.model.with_heads import ViltWithHeads
+from vilt_lab.weights.checkpoint_io import load_checkpoint
+from vilt_lab.weights.official import from_official, read_official, to_official
+from vilt_lab.weights.with_heads import ViltWithHeads
 
 HIDDEN, LAYERS, PATCH, GRID, VOCAB, TEXT_LEN = 128, 2, 16, 4, 120, 12
 VQA_ANSWERS = 3129

@@ -16,11 +16,11 @@ import torch
 
 from test_timm_init import small_vit_config
 from train_helpers import compose_config
-from vilt_lab.build import build_task
+from vilt_lab.build.task import build_task
 from vilt_lab.model import ViltBackbone
-from vilt_lab.model import original_vit as ov
-from vilt_lab.model.checkpoint_io import UnsafeCheckpointError
-from vilt_lab.model.init_from import init_model
+from vilt_lab.weights import original_vit as ov
+from vilt_lab.weights.checkpoint_io import UnsafeCheckpointError
+from vilt_lab.weights.init_from import init_model
 
 NAME = "vit_base_patch32_384"
 OFFICIAL = f"original:{NAME}"

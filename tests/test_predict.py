@@ -13,14 +13,14 @@ import torch
 from test_official_ckpt import VOCAB, random_official_state, write_lightning_ckpt
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import Scene, texts_of
-from vilt_lab.data.sources.shapes_ceiling import true_captions
 from vilt_lab.data.tokenizer import train_wordpiece
+from vilt_lab.evaluation.shapes_ceiling import true_captions
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.heads import build_head
-from vilt_lab.model.with_heads import ViltWithHeads
 from vilt_lab.predict import main
 from vilt_lab.predict.modes import Inputs, infer_task
 from vilt_lab.predict.predictor import DEFAULT_TOKENIZER, input_settings
+from vilt_lab.weights.with_heads import ViltWithHeads
 
 ANSWERS = ["yes", "no", "two", "red", "circle", "square"]
 SHAPES_SIZE = ["--shorter", "96", "--longer", "160"]  # the shapes world's resize (conf/data/shapes.yaml)

@@ -13,8 +13,8 @@ from datetime import datetime
 import pytest
 from tqdm import tqdm
 
-from vilt_lab.training import progress as progress_module
-from vilt_lab.training.progress import ProgressLines, ProgressStyle, progress_bar
+from vilt_lab.utils import progress as progress_module
+from vilt_lab.utils.progress import ProgressLines, ProgressStyle, progress_bar
 
 INTERVAL_S = 0.2
 # A training progress line as train.log holds it: "<asctime> INFO vilt_lab.progress: train 7/20 ...".

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.wandb_offline import wait_for_offline_run
 from train_helpers import compose_config, compose_eval_config, fast_config
-from vilt_lab.build import build_task
+from vilt_lab.build.task import build_task
 from vilt_lab.report.cli import main as report_main
 from vilt_lab.report.definitions import load_catalog, load_table
 from vilt_lab.report.plan import table_runs
 from vilt_lab.report.render import paper_numbers, render
 from vilt_lab.train import run
-from vilt_lab.training.wandb_offline import wait_for_offline_run
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 TABLES = ["table2", "table3", "table4", "table5"]

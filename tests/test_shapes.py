@@ -29,7 +29,7 @@ from vilt_lab.data.sources.shapes import (
     relation,
     write_shapes_world,
 )
-from vilt_lab.data.sources.shapes_ceiling import retrieval_ceiling, split_truth, top1_breakdown, true_captions
+from vilt_lab.evaluation.shapes_ceiling import retrieval_ceiling, split_truth, top1_breakdown, true_captions
 
 KIND = re.compile(rf"\b(?:({'|'.join(SIZES)}) )?({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
 RELATION = re.compile(r"the (\w+) (\w+) is (to the left of|to the right of|above|below) the (\w+) (\w+)$")

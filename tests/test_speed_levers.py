@@ -336,7 +336,7 @@ def test_static_compile_makes_one_graph_per_bucket(shapes_tokenizer) -> None:
     whichever backend then compiles each graph, and inductor on 2 CPU cores takes minutes."""
     from torch._dynamo.utils import counters
 
-    from vilt_lab.build import compile_blocks
+    from vilt_lab.training.speed_levers import compile_blocks
 
     torch._dynamo.reset()
     counters.clear()
@@ -431,7 +431,7 @@ def test_bf16_autocast_tracks_fp32(shapes_world, tmp_path) -> None:
 def test_cuda_graph_inference_matches_eager() -> None:
     """trainer.compile_mode=reduce-overhead with static shapes: replayed CUDA graphs give the
     eager model's outputs on a fixed-shape inference batch."""
-    from vilt_lab.build import compile_blocks
+    from vilt_lab.training.speed_levers import compile_blocks
 
     batch = {k: v.cuda() for k, v in make_batch().items()}
     eager = build_task_module(tiny_backbone(), ["itm", "mlm"]).cuda().eval()
@@ -452,7 +452,7 @@ def test_fp8_without_torchao_names_the_key(shapes_world, tmp_path) -> None:
         pytest.skip("torchao is importable: trainer.fp8 builds (its numerics are a GPU check)")
     except ImportError:
         pass
-    from vilt_lab.build import build_task
+    from vilt_lab.build.task import build_task
 
     cfg = fast_config(shapes_world, tmp_path, "trainer.fp8=true")
     with pytest.raises(ImportError, match=r"trainer.fp8=true needs torchao"):
@@ -476,7 +476,7 @@ def test_nonfinite_stop_between_log_steps_names_the_first_bad_step(shapes_world,
     """trainer.nonfinite=stop without a host read per step: a NaN from step 2 on is found at
     step 5, the first step that logs or saves, which then neither logs nor saves."""
     from test_checkpoint_safety import poison_loss_from_call
-    from vilt_lab.trainer import NonFiniteError
+    from vilt_lab.training.trainer import NonFiniteError
 
     poison_loss_from_call(monkeypatch, first_bad_call=2, objective="mlm")
     cfg = fast_config(

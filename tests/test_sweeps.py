@@ -13,7 +13,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from train_helpers import compose_config
-from vilt_lab.build import read_run_checkpoint
+from vilt_lab.build.task import read_run_checkpoint
 from vilt_lab.tasks.pretrain import PretrainTask
 from vilt_lab.train import run
 from vilt_lab.training.metrics_log import read_metrics

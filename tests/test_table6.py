@@ -12,10 +12,10 @@ import torch
 
 from vilt_lab.bench.latency import LatencyResult, measure_latency
 from vilt_lab.bench.table6 import Table6Measurement, load_paper_row, write_result
+from vilt_lab.measure.flops import FlopCount, count_flops
+from vilt_lab.measure.param_count import TABLE6_GROUP, count_parameters
 from vilt_lab.model.backbone import ViltBackbone
 from vilt_lab.model.config import get_config
-from vilt_lab.model.flops import FlopCount, count_flops
-from vilt_lab.model.param_count import TABLE6_GROUP, count_parameters
 
 PAPER_ROW = Path(__file__).resolve().parents[1] / "experiments" / "table6" / "paper.json"
 

@@ -19,7 +19,8 @@ import torch
 
 from test_distributed import free_port
 from train_helpers import TASK_OVERRIDES, compose_eval_config, fast_config
-from vilt_lab.build import build_tokenizer, trainer_settings
+from vilt_lab.build.data import build_tokenizer
+from vilt_lab.build.settings import trainer_settings
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.shards import count_texts, expand_shards, iter_samples
 from vilt_lab.eval import evaluate

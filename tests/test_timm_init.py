@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from train_helpers import compose_config
-from vilt_lab.build import build_task
+from vilt_lab.build.task import build_task
 from vilt_lab.model import ITMHead, MLMHead, ViltBackbone, ViltConfig
-from vilt_lab.model.init_from import init_model
+from vilt_lab.weights.init_from import init_model
 
 # timm's small test ViT: 64 wide, 6 blocks of 2 heads, MLP 192, 10x10 patches of 16 (160 px).
 TIMM_NAME = "test_vit"

@@ -10,12 +10,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from helpers.wandb_offline import wait_for_offline_run
 from train_helpers import TASK_OVERRIDES, Killed, compose_config, fast_config, final_weights, kill_after
-from vilt_lab.build import build_streams, build_task, build_tokenizer
+from vilt_lab.build.data import build_streams, build_tokenizer
+from vilt_lab.build.task import build_task
 from vilt_lab.train import CONF_DIR, run
 from vilt_lab.training.metrics_log import read_metrics
 from vilt_lab.training.schedule import lr_factor, warmup_steps_from
-from vilt_lab.training.wandb_offline import wait_for_offline_run
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # The shapes-world experiments run anywhere; the paper's fine-tuning recipes need real data.

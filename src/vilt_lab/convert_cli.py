@@ -22,12 +22,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .build import read_checkpoint, read_run_checkpoint
-from .model.checkpoint_io import ViltCheckpoint, save_checkpoint
-from .model.convert import HF_HEAD_CLASSES, load_hf, save_hf
-from .model.download import default_cache_dir, download
-from .model.official import read_official, read_vqa_labels
-from .model.released import RELEASE_URL, RELEASED, ReleasedFile, released
+from .build.task import read_checkpoint, read_run_checkpoint
+from .weights.checkpoint_io import ViltCheckpoint, save_checkpoint
+from .weights.download import default_cache_dir, download
+from .weights.hf import HF_HEAD_CLASSES, load_hf, save_hf
+from .weights.official import read_official, read_vqa_labels
+from .weights.released import RELEASE_URL, RELEASED, ReleasedFile, released
 
 SOURCE_RECORD = "source.json"  # beside a fetched checkpoint: where it came from, and its hash
 

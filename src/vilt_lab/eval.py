@@ -20,13 +20,14 @@ import torch
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from .build import build_eval_task, build_tokenizer, ensure_data, process_loader_config
-from .config_validation import validate_eval_config
-from .run_dir import RUN_CONFIG_NAME, git_info
+from .build.data import build_tokenizer, ensure_data, process_loader_config
+from .build.task import build_eval_task
+from .config.validation import validate_eval_config
 from .tasks import get_task
 from .tasks.base import SPLIT_URLS, TEST, VAL
 from .train import CONF_DIR, format_summary
 from .training.metrics_log import MetricsLog
+from .training.run_dir import RUN_CONFIG_NAME, git_info
 from .training.tracking import reset_accelerate_state
 
 log = logging.getLogger("vilt_lab.eval")

@@ -21,9 +21,14 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
-from .build import build_streams, build_task, build_tokenizer, ensure_data, trainer_settings
-from .config_validation import validate_train_config
-from .run_dir import (
+from .build.data import build_streams, build_tokenizer, ensure_data
+from .build.settings import trainer_settings
+from .build.task import build_task
+from .config.validation import validate_train_config
+from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
+from .training.determinism import deterministic_mode
+from .training.precision import check_resumed_precision, effective_precision, precision_source
+from .training.run_dir import (
     RUN_CONFIG_NAME,
     check_resume,
     git_info,
@@ -34,12 +39,9 @@ from .run_dir import (
     sweep_job_name,
     write_run_files,
 )
-from .trainer import Trainer
-from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
-from .training.determinism import deterministic_mode
-from .training.precision import check_resumed_precision, effective_precision, precision_source
 from .training.run_log import run_log
 from .training.tracking import init_tracking, reset_accelerate_state
+from .training.trainer import Trainer
 
 # The config tree, inside the package: a symlink to the repo's top-level conf/ in a checkout, a copy
 # of it in a wheel (pyproject.toml's package-data), so every entry point runs from any directory.

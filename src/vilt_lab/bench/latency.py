@@ -25,9 +25,9 @@ from typing import Any
 import torch
 
 from vilt_lab.bench.hardware import describe_hardware, hardware_line
+from vilt_lab.measure.dummy_inputs import TABLE6_IMAGE_HW, TABLE6_TEXT_LEN, dummy_inputs, parse_image_size
 from vilt_lab.model.backbone import ViltBackbone
 from vilt_lab.model.config import SIZES, get_config
-from vilt_lab.model.dummy_inputs import TABLE6_IMAGE_HW, TABLE6_TEXT_LEN, dummy_inputs, parse_image_size
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # (warm-up calls, timed calls) per device type: a CPU forward of base32 takes a second or more

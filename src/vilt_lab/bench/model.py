@@ -75,9 +75,9 @@ from vilt_lab.bench.model_timing import (
     state_bytes,
     step_memory_growth,
 )
+from vilt_lab.measure.dummy_inputs import TABLE6_IMAGE_HW, TABLE6_IMAGE_TOKENS, TABLE6_TEXT_LEN, dummy_inputs
 from vilt_lab.model import RetrievalHead, get_config
-from vilt_lab.model.convert import to_hf
-from vilt_lab.model.dummy_inputs import TABLE6_IMAGE_HW, TABLE6_IMAGE_TOKENS, TABLE6_TEXT_LEN, dummy_inputs
+from vilt_lab.weights.hf import to_hf
 
 # The fp32 tolerance on retrieval scores: both sides compute the same function in a different
 # order (fused qkv vs three Linears, SDPA vs HF's attention, texts padded to 40 vs to their

@@ -25,7 +25,7 @@ from transformers import ViltModel
 from transformers.masking_utils import create_bidirectional_mask
 
 from vilt_lab.model import ITMHead, MLMHead, ViltBackbone
-from vilt_lab.model.convert import to_hf
+from vilt_lab.weights.hf import to_hf
 
 # The official evaluation tokenises every caption padded to max_text_len and scores 64 per pass.
 OFFICIAL_TEXT_BATCH = 64

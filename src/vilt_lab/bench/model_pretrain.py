@@ -26,13 +26,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count
 
-from vilt_lab import build
+from vilt_lab.build.settings import trainer_settings
+from vilt_lab.build.task import build_task
 from vilt_lab.evaluation.loop import to_device
+from vilt_lab.measure.flops import MISSING_FORMULAS
 from vilt_lab.model.config import get_config
-from vilt_lab.model.flops import MISSING_FORMULAS
 from vilt_lab.tasks import TaskModule
 from vilt_lab.train import CONF_DIR
-from vilt_lab.trainer import Trainer
+from vilt_lab.training.trainer import Trainer
 
 aten = torch.ops.aten
 
@@ -85,7 +86,7 @@ def compose_pretrain_config(
 
 def build_ours(cfg: DictConfig, vocab_size: int) -> TaskModule:
     """The task module `vilt-train` would build for ``cfg`` (random weights, no tokenizer read)."""
-    return build.build_task(cfg, vocab_size=vocab_size)
+    return build_task(cfg, vocab_size=vocab_size)
 
 
 class OurStep:
@@ -95,7 +96,7 @@ class OurStep:
     def __init__(self, cfg: DictConfig, module: TaskModule, accelerator: Accelerator) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="vilt-bench-run-")
         self.trainer = Trainer(
-            accelerator, module, build.trainer_settings(cfg), Path(self._tmp.name), lambda step: iter(())
+            accelerator, module, trainer_settings(cfg), Path(self._tmp.name), lambda step: iter(())
         )
         self.trainer.model.train()
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from vilt_lab.bench.hardware import hardware_line
 from vilt_lab.bench.latency import LatencyResult, add_timing_arguments, latency_from_args
+from vilt_lab.measure.flops import FlopCount, count_flops
+from vilt_lab.measure.param_count import TABLE6_GROUP, count_parameters
 from vilt_lab.model.backbone import ViltBackbone
 from vilt_lab.model.config import get_config
-from vilt_lab.model.flops import FlopCount, count_flops
-from vilt_lab.model.param_count import TABLE6_GROUP, count_parameters
 
 TABLE6_DIR = Path("experiments/table6")
 

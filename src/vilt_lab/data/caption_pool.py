@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from vilt_lab.data.shards import iter_samples
-from vilt_lab.draws import draw_device
+from vilt_lab.utils.draws import draw_device
 
 TOKENIZE_CHUNK = 4096
 

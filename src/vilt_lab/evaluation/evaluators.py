@@ -21,9 +21,9 @@ from webdataset.tariterators import tarfile_samples
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.shards import expand_shards, sample_images
 from vilt_lab.data.transforms import MinMaxResize, decode_image
-from vilt_lab.training.metric_means import WeightedMeans, means_from_vector
-from vilt_lab.training.progress import ProgressStyle, progress_bar
-from vilt_lab.training.seeds import step_seed
+from vilt_lab.utils.metric_means import WeightedMeans, means_from_vector
+from vilt_lab.utils.progress import ProgressStyle, progress_bar
+from vilt_lab.utils.seeds import step_seed
 
 from .loop import Record, predict_records, to_device
 from .metrics import accuracy, retrieval_recall, vqa_metrics
@@ -38,7 +38,7 @@ Evaluator = Callable[[torch.nn.Module, Accelerator | None], dict[str, float]]
 @dataclass
 class MeansEvaluator:
     """Pre-training: the mean of every scalar output of the task module over the split, per pair
-    or per what the objective counts (MLM: masked tokens), see :mod:`vilt_lab.training.metric_means`.
+    or per what the objective counts (MLM: masked tokens), see :mod:`vilt_lab.utils.metric_means`.
 
     The forward pass draws ITM negatives from a generator seeded per batch (step -1), so every
     evaluation of the same weights gives the same numbers.

@@ -15,7 +15,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
-from vilt_lab.training.progress import ProgressStyle, progress_bar
+from vilt_lab.utils.progress import ProgressStyle, progress_bar
 
 Record = dict[str, Any]
 

@@ -21,7 +21,7 @@ import torch
 
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import ViltBackbone
-from vilt_lab.training.progress import ProgressStyle, progress_bar
+from vilt_lab.utils.progress import ProgressStyle, progress_bar
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 Gather = Callable[[Any], list[Any]]

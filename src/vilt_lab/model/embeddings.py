@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vilt_lab.draws import draw_device
+from vilt_lab.utils.draws import draw_device
 
 
 class TextEmbeddings(nn.Module):

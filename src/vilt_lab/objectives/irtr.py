@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vilt_lab.data.caption_pool import CaptionPool
-from vilt_lab.draws import draw_device
 from vilt_lab.model import RetrievalHead, ViltBackbone, ViltConfig
+from vilt_lab.utils.draws import draw_device
 
 from .passes import POOLED, Passes
 

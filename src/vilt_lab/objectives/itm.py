@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vilt_lab.draws import draw_device
 from vilt_lab.model import BackboneOutput, ITMHead, ViltBackbone, ViltConfig
+from vilt_lab.utils.draws import draw_device
 
 from .passes import ITM_PASS, MLM_PASS, POOLED, Passes, halves
 

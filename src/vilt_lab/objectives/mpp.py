@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vilt_lab.data.masking import IGNORE_INDEX
-from vilt_lab.draws import draw_device
 from vilt_lab.model import BackboneOutput, MPPHead, ViltBackbone, ViltConfig
 from vilt_lab.model.embeddings import patch_validity
+from vilt_lab.utils.draws import draw_device
 
 from .passes import Passes
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..data.sources.images import BadImage, open_image
 from ..data.transforms import SHARD_IMAGES
-from ..model.checkpoint_io import UnsafeCheckpointError
+from ..weights.checkpoint_io import UnsafeCheckpointError
 from .modes import MODES, ArgumentError, Inputs, format_table, infer_task
 from .predictor import Predictor, input_settings, require_head
 
@@ -100,7 +100,7 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
     if task is not None:
         MODES[task].check(inputs)
     # build imports the trainer and Accelerate (seconds): argument errors are reported before.
-    from ..build import read_checkpoint
+    from ..build.task import read_checkpoint
 
     checkpoint = read_checkpoint(args.checkpoint)
     if task is None:  # ITM or VQA: the checkpoint's heads decide

@@ -25,11 +25,11 @@ from ..data.normalize import normalize_images
 from ..data.sources.images import BadImage
 from ..data.tokenizer import load_tokenizer
 from ..data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
-from ..model.checkpoint_io import ViltCheckpoint
-from ..model.with_heads import ViltWithHeads
 from ..report.heatmap import align_words, draw_alignment
-from ..run_dir import RUN_CONFIG_NAME
 from ..training.checkpoint import is_run_dir
+from ..training.run_dir import RUN_CONFIG_NAME
+from ..weights.checkpoint_io import ViltCheckpoint
+from ..weights.with_heads import ViltWithHeads
 
 # The released checkpoints' tokenizer: the default when the checkpoint does not name its own.
 DEFAULT_TOKENIZER = "bert-base-uncased"
@@ -53,7 +53,7 @@ class InputSettings:
 def run_config_path(checkpoint: str | os.PathLike) -> Path | None:
     """The resolved config of the run a checkpoint comes from (a run dir or its
     `checkpoints/step_N`), or None for a checkpoint that is not part of a run."""
-    from ..build import is_run_checkpoint
+    from ..build.task import is_run_checkpoint
 
     path = Path(checkpoint)
     if is_run_dir(path):

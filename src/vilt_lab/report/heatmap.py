@@ -18,8 +18,8 @@ from PIL import Image
 from ..data.normalize import normalize_images
 from ..data.transforms import MinMaxResize
 from ..model import ViltBackbone
-from ..model.with_heads import ViltWithHeads
 from ..objectives.wpa import alignment_masks, cosine_cost, ipot_distance
+from ..weights.with_heads import ViltWithHeads
 from .plots import pyplot
 
 
@@ -103,7 +103,7 @@ def heatmap(
     longer: int = 640,
 ) -> Path:
     """Figure 4 for one checkpoint (any that `build.read_checkpoint` reads) and pair; the PNG."""
-    from ..build import read_checkpoint
+    from ..build.task import read_checkpoint
     from ..data.tokenizer import load_tokenizer
 
     model = ViltWithHeads.from_checkpoint(read_checkpoint(checkpoint))

@@ -19,7 +19,7 @@ from vilt_lab.data.targets import PoolImageIndex
 from vilt_lab.data.transforms import MinMaxResize
 from vilt_lab.evaluation.evaluators import RetrievalEvaluator
 from vilt_lab.objectives.irtr import DRAW_FALSE_TEXT
-from vilt_lab.training.progress import progress_style
+from vilt_lab.utils.progress import progress_style
 
 from .base import Task
 

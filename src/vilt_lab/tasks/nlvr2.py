@@ -10,7 +10,7 @@ from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.data.targets import nlvr2_targets
 from vilt_lab.evaluation.evaluators import NLVR2Evaluator
 from vilt_lab.objectives.nlvr2 import NUM_IMAGES
-from vilt_lab.training.progress import progress_style
+from vilt_lab.utils.progress import progress_style
 
 from .base import Task
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from vilt_lab.data.masking import MASKING_KEYS, MaskingStep
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.evaluation.evaluators import MeansEvaluator
-from vilt_lab.training.progress import progress_style
+from vilt_lab.utils.progress import progress_style
 
 from .base import Task
 

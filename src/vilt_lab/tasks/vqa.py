@@ -14,7 +14,7 @@ from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.targets import VQATargets
 from vilt_lab.evaluation.evaluators import VQAEvaluator
 from vilt_lab.evaluation.submission import write_vqa_submission
-from vilt_lab.training.progress import progress_style
+from vilt_lab.utils.progress import progress_style
 
 from .base import Task, require_file
 

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..model.checkpoint_io import WEIGHTS_NAME, read_safetensors
+from ..weights.checkpoint_io import WEIGHTS_NAME, read_safetensors
 from .faults import fault_point
 from .state_io import (
     CheckpointFileError,

@@ -11,7 +11,7 @@ from typing import Any
 
 from accelerate import Accelerator
 
-from ..run_dir import ResumeRefused
+from .run_dir import ResumeRefused
 
 
 def effective_precision(accelerator: Accelerator) -> str:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from ..model.checkpoint_io import CheckpointFileError
+from ..weights.checkpoint_io import CheckpointFileError
 
 _TUPLE = "__tuple__"
 

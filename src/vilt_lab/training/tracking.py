@@ -9,8 +9,8 @@ from pathlib import Path
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from ..run_dir import git_info
 from ..tasks import get_task
+from .run_dir import git_info
 
 
 def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:

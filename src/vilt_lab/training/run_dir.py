@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .training.run_log import RUN_LOG_NAME
+from .run_log import RUN_LOG_NAME
 
 RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
 

@@ -9,8 +9,8 @@ interpolation. Multiply-adds (MACs, the unit fvcore, thop and ptflops call "FLOP
 The forward counted is `forward_features` (text and visual embedding, transformer, final norm)
 at batch 1 in eval mode, on random inputs and weights (counts depend on shapes alone).
 
-    python -m vilt_lab.model.flops base32                       # 384x640, 200 sampled patches, 40 text
-    python -m vilt_lab.model.flops base32 --max-image-len -1    # all 240 patches
+    python -m vilt_lab.measure.flops base32                       # 384x640, 200 sampled patches, 40 text
+    python -m vilt_lab.measure.flops base32 --max-image-len -1    # all 240 patches
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
-from .backbone import ViltBackbone
-from .config import SIZES, get_config
+from ..model.backbone import ViltBackbone
+from ..model.config import SIZES, get_config
 from .dummy_inputs import (
     TABLE6_IMAGE_HW,
     TABLE6_IMAGE_TOKENS,

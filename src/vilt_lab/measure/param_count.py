@@ -4,7 +4,7 @@ Table 6 counts the visual embedder plus the transformer (87.4M for ViLT-B/32; fr
 architecture it is 87.53M with the 384-pixel position table) and leaves out the text embedder
 (23.47M, footnote 9). The modality-type table and the pooler complete the backbone (111.6M).
 
-    python -m vilt_lab.model.param_count base32      (or: vilt-params base32)
+    python -m vilt_lab.measure.param_count base32      (or: vilt-params base32)
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import argparse
 
 from torch import nn
 
-from .backbone import ViltBackbone
-from .config import SIZES, get_config
+from ..model.backbone import ViltBackbone
+from ..model.config import SIZES, get_config
 
 # The group Table 6's #Params column counts (87.4M for ViLT-B/32).
 TABLE6_GROUP = "transformer + visual embedder"

@@ -3,7 +3,7 @@
 The backbone's parameter names are timm's (`patch_embed.proj`, `cls_token`, `pos_embed`,
 `blocks.{i}.*`, `norm`), so a plain timm `VisionTransformer` maps by name. The paper starts from
 `vit_base_patch32_384` (ImageNet-21k, fine-tuned on 1k at 384) as timm 0.3 released it; timm 1.0's
-weights of that name are a later training (vilt_lab.model.original_vit has the original ones).
+weights of that name are a later training (vilt_lab.weights.original_vit has the original ones).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 
 import torch
 
-from .backbone import ViltBackbone
+from ..model.backbone import ViltBackbone
+from ..model.config import ViltConfig
 from .checkpoint_io import BACKBONE_PREFIX
-from .config import ViltConfig
 
 
 def create_timm_vit(name: str, file: str | os.PathLike | None = None):

@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..model.backbone import ViltBackbone
+from ..model.heads import NLVR2Head, build_head
 from . import hub
-from .backbone import ViltBackbone
 from .checkpoint_io import ViltCheckpoint
-from .heads import NLVR2Head, build_head
 
 
 class ViltWithHeads(nn.Module):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import ViltConfig
+from ..model.config import ViltConfig
 
 # The paper's Table 6 shapes: a 384x640 image (12x20 = 240 patches of 32) with a 40-token text;
 # its FLOPs are quoted for 200 image tokens, what pre-training samples (max_image_len = 200).

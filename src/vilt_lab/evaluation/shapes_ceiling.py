@@ -7,14 +7,14 @@ captions are true of which images is capped: it must guess among the images a te
 drawing every scene's captions many times (the templates' random choices), which finds its true
 captions, and assuming a perfect model ranks true pairs first with ties broken at random.
 
-    python -m vilt_lab.data.sources.shapes_ceiling data/shapes/retrieval/test
+    python -m vilt_lab.evaluation.shapes_ceiling data/shapes/retrieval/test
 
 Given a model's score matrix on the split (``vilt-eval task=irtr ... save_scores=true`` writes
 scores.pt), it also says what the model's top-1 picks are: the right one, one that is true but
 another image's (what the ceiling counts), or a false one (the model's own error), and how much
 of image retrieval a few "hub" images take:
 
-    python -m vilt_lab.data.sources.shapes_ceiling data/shapes/retrieval/test runs/eval/.../scores.pt
+    python -m vilt_lab.evaluation.shapes_ceiling data/shapes/retrieval/test runs/eval/.../scores.pt
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .backbone import ViltBackbone
+from ..model.backbone import ViltBackbone
+from ..model.config import ViltConfig
+from ..model.heads import MLPClassifier
 from .checkpoint_io import BACKBONE_PREFIX, ViltCheckpoint
-from .config import ViltConfig
-from .heads import MLPClassifier
 
 # (ours, HF ViltModel) key patterns; `{i}` is a block index.
 _RENAMES: list[tuple[str, str]] = [

@@ -6,7 +6,7 @@ A config that fails is refused with a :class:`ConfigError` (a ValueError) listin
 the stage that failed, each naming the key, the bad value and what is allowed. A stage runs only
 when the ones before it passed, since its rules would trip over an earlier bad value:
 
-1. every key and value against the typed schema (`vilt_lab.config_schema`); unknown keys anywhere
+1. every key and value against the typed schema (`vilt_lab.config.schema`); unknown keys anywhere
    are refused with the closest valid name;
 2. rules across keys: the global batch over micro batch x processes, the model preset with its
    overrides, the augment sizes, the checkpoint to evaluate;
@@ -32,15 +32,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from .build import model_config, trainer_settings, written_on_first_use
-from .config_schema import EvalSchema, TrainSchema
-from .data.pipeline import Source, check_exact_epochs, missing_shards, mix_weights
-from .data.shards import SIZES_FILE, expand_shards, is_local
-from .data.tokenizer import missing_directory
-from .tasks import Task, get_task
-from .tasks.base import SPLIT_URLS
-from .trainer import accumulation_steps
-from .training.schedule import warmup_steps_from
+from ..build.data import written_on_first_use
+from ..build.settings import trainer_settings
+from ..build.task import model_config
+from ..data.pipeline import Source, check_exact_epochs, missing_shards, mix_weights
+from ..data.shards import SIZES_FILE, expand_shards, is_local
+from ..data.tokenizer import missing_directory
+from ..tasks import Task, get_task
+from ..tasks.base import SPLIT_URLS
+from ..training.schedule import warmup_steps_from
+from ..training.trainer import accumulation_steps
+from .schema import EvalSchema, TrainSchema
 from .typed_check import check
 
 # The model's vocabulary is the tokenizer's, unknown before it is loaded: checking the model

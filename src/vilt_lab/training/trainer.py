@@ -24,16 +24,16 @@ from accelerate import Accelerator
 from torch import nn
 from torch._dynamo.utils import counters as dynamo_counters
 
-from .evaluation.evaluators import Evaluator
-from .evaluation.loop import to_device
-from .training.checkpoint import CheckpointManager, TrainingState
-from .training.faults import fault_point
-from .training.metric_means import WeightedMeans, means_from_vector
-from .training.metrics_log import MetricsLog
-from .training.optim import build_optimizer
-from .training.progress import ProgressStyle, progress_bar
-from .training.schedule import build_scheduler
-from .training.seeds import step_seed
+from ..evaluation.evaluators import Evaluator
+from ..evaluation.loop import to_device
+from ..utils.metric_means import WeightedMeans, means_from_vector
+from ..utils.progress import ProgressStyle, progress_bar
+from ..utils.seeds import step_seed
+from .checkpoint import CheckpointManager, TrainingState
+from .faults import fault_point
+from .metrics_log import MetricsLog
+from .optim import build_optimizer
+from .schedule import build_scheduler
 
 log = logging.getLogger(__name__)
 

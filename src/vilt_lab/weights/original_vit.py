@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
+from ..model.config import ViltConfig
 from .checkpoint_io import safe_torch_load
-from .config import ViltConfig
-from .timm_init import vit_backbone_state
+from .timm_vit import vit_backbone_state
 
 
 @dataclass(frozen=True)

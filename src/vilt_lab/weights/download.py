@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..training.progress import progress_bar
+from ..utils.progress import progress_bar
 
 CHUNK = 1 << 20
 

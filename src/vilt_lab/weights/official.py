@@ -18,10 +18,10 @@ from typing import Any
 
 import torch
 
+from ..model.config import ViltConfig
+from ..model.heads import MLPClassifier
 from .checkpoint_io import BACKBONE_PREFIX, ViltCheckpoint, safe_torch_load
-from .config import ViltConfig
-from .convert import rename_key
-from .heads import MLPClassifier
+from .hf import rename_key
 
 # The official code's fixed numbers that a state dict does not show (reference Sec. 1.2-1.5).
 OFFICIAL_LN_EPS = 1e-6

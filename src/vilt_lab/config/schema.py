@@ -1,22 +1,22 @@
 """The typed schema of vilt_lab's composed configs: conf/train.yaml, conf/eval.yaml, every group.
 
 Each dataclass is one config node: its fields are the node's keys, their types what each key
-allows (the type grammar is vilt_lab.typed_check's). A field without a default must be present;
+allows (the type grammar is vilt_lab.config.typed_check's). A field without a default must be present;
 a default only marks a key that may be absent. Rules across keys and about the data on disk are
-vilt_lab.config_validation's.
+vilt_lab.config.validation's.
 """
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Annotated, Literal, get_type_hints
 
-from .data.augment import MAX_MAGNITUDE
-from .data.collate import TEXT_PADDING
-from .data.masking import WHOLE_WORD_RULES
-from .data.pipeline import CAPTION_SAMPLING, PER_IMAGE
-from .model.config import SIZES, ViltConfig
-from .objectives.irtr import DRAW_FALSE_TEXT
-from .objectives.itm import ITM_NEGATIVES, SAME_SOURCE
+from ..data.augment import MAX_MAGNITUDE
+from ..data.collate import TEXT_PADDING
+from ..data.masking import WHOLE_WORD_RULES
+from ..data.pipeline import CAPTION_SAMPLING, PER_IMAGE
+from ..model.config import SIZES, ViltConfig
+from ..objectives.irtr import DRAW_FALSE_TEXT
+from ..objectives.itm import ITM_NEGATIVES, SAME_SOURCE
 from .typed_check import Allowed, Bound, NonEmpty
 
 PositiveInt = Annotated[int, Bound(">=", 1)]

@@ -50,7 +50,7 @@ def model_card(checkpoint: ViltCheckpoint, repo_id: str | None = None) -> str:
             *(heads or ["- none (backbone only)"]),
             "",
             "```python",
-            "from vilt_lab.model.with_heads import ViltWithHeads",
+            "from vilt_lab.weights.with_heads import ViltWithHeads",
             f'model = ViltWithHeads.from_pretrained("{load_from}")',
             "```",
             "",

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbone import ViltBackbone
+from ..model.backbone import ViltBackbone
+from ..model.config import ViltConfig
+from ..model.embeddings import resize_pos_embed
+from ..model.heads import RetrievalHead
 from .checkpoint_io import BACKBONE_PREFIX, HEADS_PREFIX, is_checkpoint_dir, load_checkpoint
-from .config import ViltConfig
-from .embeddings import resize_pos_embed
-from .heads import RetrievalHead
 from .original_vit import original_backbone_state
-from .timm_init import timm_backbone_state
+from .timm_vit import timm_backbone_state
 
 # `model.init_from=<prefix><name>` -> the ViT weights of `name` under checkpoint names, from
 # `model.init_file` when it is set: (name, config, init_file) -> state.

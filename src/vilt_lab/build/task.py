@@ -1,0 +1,187 @@
+"""The task module of a config (backbone + objectives + heads) and where its weights come from:
+fresh, `model.init_from`, or any checkpoint vilt_lab reads (a run's, a vilt_lab directory, an
+official `.ckpt`)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+from transformers import PreTrainedTokenizerBase
+
+from ..config import resolvers as config_resolvers  # noqa: F401 - registers ${required:...} before any config resolves
+from ..model import ViltBackbone, ViltConfig, get_config
+from ..tasks import TaskModule, build_task_module, get_task
+from ..tasks.pretrain import mark_unmarked_selection
+from ..training.checkpoint import TRAINER_STATE, is_run_dir, run_dir_checkpoint
+from ..training.run_dir import RUN_CONFIG_NAME
+from ..training.speed_levers import compile_blocks, convert_to_fp8
+from ..weights.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, read_safetensors
+from ..weights.init_from import INIT_FILE_USE, InitReport, init_model, load_into
+from ..weights.official import read_official
+from ..weights.with_heads import ViltWithHeads
+
+# model.* keys that say where the weights come from, not what the model is.
+MODEL_INIT_KEYS = ("init_from", "init_file")
+
+
+def model_config(cfg: DictConfig, vocab_size: int) -> ViltConfig:
+    """The model preset `model.size` with every other `model.*` key applied as an override."""
+    values = OmegaConf.to_container(cfg.model, resolve=True)
+    size = values.pop("size")
+    for key in MODEL_INIT_KEYS:
+        values.pop(key, None)
+    if values.get("vocab_size") is None:
+        values["vocab_size"] = vocab_size
+    elif values["vocab_size"] < vocab_size:
+        raise ValueError(
+            f"model.vocab_size={values['vocab_size']} is smaller than the tokenizer's {vocab_size}"
+        )
+    try:
+        return get_config(size, **values)
+    except TypeError as err:  # an unknown field: name the config key
+        known = sorted(ViltConfig.__dataclass_fields__)
+        raise KeyError(f"model config: {err}; model.* keys must be among {known}") from err
+
+
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """A training run's `checkpoints/step_*` directory (its weights use the task module's names)."""
+    return (Path(path) / TRAINER_STATE).is_file() and (Path(path).parent.parent / RUN_CONFIG_NAME).is_file()
+
+
+def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
+    """The backbone and heads of a training run's checkpoint (`<run>/checkpoints/step_*`),
+    rebuilt from the run's resolved config (`<run>/config.yaml`) and loaded strictly."""
+    path = Path(path)
+    config_path, weights_path = path.parent.parent / RUN_CONFIG_NAME, path / WEIGHTS_NAME
+    for file in (config_path, weights_path):
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
+    cfg = OmegaConf.load(config_path)
+    mark_unmarked_selection(cfg)
+    # The weights come from the checkpoint: neither re-initialise nor compile (nor swap in fp8
+    # layers: their parameters are plain linear weights, readable without torchao).
+    cfg.model.init_from = cfg.model.init_file = None
+    cfg.trainer.compile = cfg.trainer.fp8 = False
+    state = read_safetensors(weights_path)
+    module = build_task(
+        cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False
+    )
+    module.load_state_dict(state, strict=True)
+    return ViltWithHeads(module.backbone, module.heads(), module.head_specs()).to_checkpoint()
+
+
+def read_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
+    """Any checkpoint vilt_lab reads: a training run's `checkpoints/step_*` (or the run dir itself:
+    its best checkpoint, else its latest), a vilt_lab checkpoint directory, or an official ViLT
+    `.ckpt` file (converted on the fly, read weights-only)."""
+    path = Path(path)
+    if is_run_dir(path):
+        path = run_dir_checkpoint(path)
+    if is_run_checkpoint(path):
+        return read_run_checkpoint(path)
+    if path.is_file():
+        return read_official(path)
+    return load_checkpoint(path)
+
+
+def build_eval_task(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, checkpoint_path: str) -> TaskModule:
+    """The task module of `task.name` with every weight from `checkpoint_path` (the architecture
+    is the checkpoint's own, `model.*` is not read). A head the task needs that the checkpoint
+    lacks is an error, never a random head: evaluating it would report chance as a result.
+    Retrieval's rank head may come from the checkpoint's ITM match row (zero-shot retrieval)."""
+    task = get_task(cfg.task.name)
+    task.check(cfg)
+    checkpoint = read_checkpoint(checkpoint_path)
+    if checkpoint.config.vocab_size != len(tokenizer):
+        raise ValueError(
+            f"checkpoint {checkpoint_path} has a vocabulary of {checkpoint.config.vocab_size} tokens, "
+            f"data.tokenizer={cfg.data.tokenizer} has {len(tokenizer)}: evaluate with its own tokenizer"
+        )
+    selected = task.objectives(cfg, tokenizer, train=False)
+    module = build_task_module(
+        ViltBackbone(checkpoint.config),
+        list(selected),
+        {name: weight for name, (weight, _) in selected.items()},
+        -1,
+        {name: values for name, (_, values) in selected.items()},
+    )
+    report = load_into(
+        module.backbone, module.heads(), checkpoint.state, str(checkpoint_path), checkpoint.config
+    )
+    print(report.summary(), flush=True)
+    if report.new:
+        raise ValueError(
+            f"checkpoint {checkpoint_path} has no trained weights for {report.new[:4]}"
+            f"{' ...' if len(report.new) > 4 else ''} that task={task.name} needs "
+            f"(its heads: {sorted(checkpoint.heads) or 'none'})"
+        )
+    labels = checkpoint.heads.get("vqa", {}).get("labels")
+    vqa = module.objectives["vqa"] if "vqa" in module.objectives else None
+    if labels is not None and vqa is not None and list(labels) != list(vqa.labels or []):
+        raise ValueError(
+            f"checkpoint {checkpoint_path} answers with another vocabulary than data.answers="
+            f"{cfg.data.get('answers')} ({len(labels)} answers, first {labels[:3]}): use its own answers.json"
+        )
+    return module.eval()
+
+
+def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
+    """Apply `model.init_from` (timm:<name>, original:<name>, a vilt_lab checkpoint dir, a run's
+    checkpoint or run dir)."""
+    init_from, init_file = cfg.model.get("init_from"), cfg.model.get("init_file")
+    if init_from is not None and is_run_dir(init_from):
+        init_from = str(run_dir_checkpoint(init_from))
+    if init_from is not None and is_run_checkpoint(init_from):
+        if init_file is not None:
+            raise ValueError(f"model.init_file is set for model.init_from={init_from} ({INIT_FILE_USE})")
+        checkpoint = read_run_checkpoint(init_from)
+        return load_into(module.backbone, module.heads(), checkpoint.state, str(init_from), checkpoint.config)
+    return init_model(module.backbone, module.heads(), init_from, init_file)
+
+
+def build_task(
+    cfg: DictConfig,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    *,
+    vocab_size: int | None = None,
+    train: bool = True,
+) -> TaskModule:
+    """Backbone + the objectives of `task.name` (for pre-training: the selected `objective=[...]`
+    with their weights), initialised as `model.init_from` says.
+
+    vocab_size: defaults to the tokenizer's; train: False for evaluation only (no negative pools).
+    """
+    task = get_task(cfg.task.name)
+    task.check(cfg)
+    if vocab_size is None:
+        if tokenizer is None:
+            raise ValueError("build_task needs a tokenizer or a vocab_size")
+        vocab_size = len(tokenizer)
+    backbone = ViltBackbone(model_config(cfg, vocab_size))
+    if cfg.trainer.grad_checkpointing:
+        backbone.set_grad_checkpointing(True)
+    selected = task.objectives(cfg, tokenizer, train=train)
+    weights = {name: weight for name, (weight, _) in selected.items()}
+    kwargs = {name: values for name, (_, values) in selected.items()}
+    module = build_task_module(
+        backbone,
+        list(selected),
+        weights,
+        cfg.task.max_image_len,
+        kwargs,
+        fuse_passes=bool(cfg.trainer.get("fuse_passes", False)),
+    )
+    report = initialise(module, cfg)
+    if report is not None:
+        print(report.summary(), flush=True)
+    if cfg.trainer.get("fp8", False):
+        convert_to_fp8(backbone)
+    if cfg.trainer.compile:
+        compile_blocks(
+            backbone,
+            dynamic=bool(cfg.trainer.get("compile_dynamic", True)),
+            mode=cfg.trainer.get("compile_mode"),
+        )
+    return module
