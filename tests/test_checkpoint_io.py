@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import compose_config
+from train_helpers import compose_config, train_settings
 from vilt_lab.build.task import build_task, model_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.model import ViltBackbone, get_config
@@ -169,7 +169,9 @@ def test_init_from_names_what_does_not_fit(tmp_path):
 
 
 def test_build_task_starts_from_a_checkpoint_dir(tmp_path, shapes_tokenizer, capsys):
-    cfg = compose_config(["model=tiny", f"model.init_from={tmp_path / 'ckpt'}", "objective=[itm,mlm]"])
+    cfg = train_settings(
+        compose_config(["model=tiny", f"model.init_from={tmp_path / 'ckpt'}", "objective=[itm,mlm]"])
+    )
     config = model_config(cfg, shapes_tokenizer.vocab_size)
     heads = {"itm": build_head("itm", config), "mlm": build_head("mlm", config)}
     source = ViltWithHeads(ViltBackbone(config), heads, {"itm": {}, "mlm": {}})

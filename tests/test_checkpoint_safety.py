@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import fast_config
+from train_helpers import fast_config, train_settings
 from vilt_lab import convert_cli
 from vilt_lab.build.data import build_tokenizer
 from vilt_lab.build.task import build_task
@@ -117,7 +117,7 @@ def test_crafted_pickle_is_refused_by_init_from_and_vilt_convert(
     checkpoint = run_dir / "checkpoints" / "step_00000004"
     marker = tmp_path / "marker"
     (checkpoint / "model.safetensors").write_bytes(crafted_pickle(marker))
-    cfg = fast_config(shapes_world, tmp_path / "runs", f"model.init_from={checkpoint}")
+    cfg = train_settings(fast_config(shapes_world, tmp_path / "runs", f"model.init_from={checkpoint}"))
     with pytest.raises(CheckpointFileError, match="model.safetensors"):
         build_task(cfg, build_tokenizer(cfg))
     assert convert_cli.main(["run", str(checkpoint), "--out", str(tmp_path / "out")]) == 2

@@ -10,7 +10,7 @@ import torch
 from omegaconf import ListConfig
 
 from conftest import encode_image
-from train_helpers import compose_config
+from train_helpers import compose_config, train_settings
 from vilt_lab.build.data import build_streams, build_tokenizer, loader_config
 from vilt_lab.build.task import build_task
 from vilt_lab.data.pipeline import ResampledMix
@@ -77,20 +77,23 @@ def _write_mix_roots(base: Path) -> dict[str, Path]:
 
 
 def _mix_config(roots: dict[str, Path], tokenizer: Path, runs: Path, *extra: str):
-    return compose_config(
-        [
-            "data=4m",
-            *(f"data.roots.{source}={root}" for source, root in roots.items()),
-            f"data.tokenizer={tokenizer}",
-            f"paths.runs_dir={runs}",
-            "model=tiny",
-            "data.num_workers=0",
-            "data.shuffle_buffer=8",
-            "data.image_shorter=32",
-            "data.image_longer=64",
-            "trainer.micro_batch_size=4",
-            *extra,
-        ]
+    """The 4M mix over ``roots``, as the typed settings the builders take."""
+    return train_settings(
+        compose_config(
+            [
+                "data=4m",
+                *(f"data.roots.{source}={root}" for source, root in roots.items()),
+                f"data.tokenizer={tokenizer}",
+                f"paths.runs_dir={runs}",
+                "model=tiny",
+                "data.num_workers=0",
+                "data.shuffle_buffer=8",
+                "data.image_shorter=32",
+                "data.image_longer=64",
+                "trainer.micro_batch_size=4",
+                *extra,
+            ]
+        )
     )
 
 

@@ -10,7 +10,7 @@ import torch
 
 from conftest import encode_image
 from test_objectives import make_batch, tiny_backbone
-from train_helpers import fast_config
+from train_helpers import fast_config, train_settings
 from vilt_lab.data.pipeline import LoaderConfig, Source, build_train_loader
 from vilt_lab.objectives import Passes, build_objective, itm_pass, sample_negatives
 from vilt_lab.objectives.itm import BATCH, SAME_SOURCE
@@ -127,7 +127,9 @@ def test_the_objective_reports_the_share_of_crossing_negatives() -> None:
 
 
 def test_wpa_draws_the_itm_pass_as_itm_is_set(shapes_world, tmp_path) -> None:
-    cfg = fast_config(shapes_world, tmp_path, "objective=[itm,mlm,wpa]", f"objective.itm.negatives={BATCH}")
+    cfg = train_settings(
+        fast_config(shapes_world, tmp_path, "objective=[itm,mlm,wpa]", f"objective.itm.negatives={BATCH}")
+    )
     objectives = get_task("pretrain").objectives(cfg, None, train=True)
     assert objectives["itm"][1]["negatives"] == objectives["wpa"][1]["negatives"] == BATCH
     backbone, batch = tiny_backbone(), make_batch()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from test_masking import MAX_LEN, make_captions, replacement_shares, train_tokenizer, word_extremes
-from train_helpers import compose_config
+from train_helpers import compose_config, train_settings
 from vilt_lab.data.masking import MaskingStep, mask_tokens, word_ids_from_encoding
 from vilt_lab.tasks import get_task
 
@@ -211,14 +211,16 @@ def test_a_seed_fixes_the_masks_whatever_the_batch_padding(captions) -> None:
 
 
 def test_the_rule_travels_from_the_config_to_the_masking_step(shapes_tokenizer) -> None:
-    cfg = compose_config(["objective=[itm,mlm]", "objective.mlm.rule=official"])
+    cfg = train_settings(compose_config(["objective=[itm,mlm]", "objective.mlm.rule=official"]))
     task = get_task(cfg.task.name)
     (step,) = task.items(cfg, shapes_tokenizer, None).steps
     assert step == MaskingStep(
         len(shapes_tokenizer), shapes_tokenizer.mask_token_id, 0.15, True, "official", cfg.data.max_text_len
     )
     assert "rule" not in task.objectives(cfg, shapes_tokenizer, train=True)["mlm"][1]  # data side only
-    default = task.items(compose_config(["objective=[itm,mlm]"]), shapes_tokenizer, None).steps[0]
+    default = task.items(
+        train_settings(compose_config(["objective=[itm,mlm]"])), shapes_tokenizer, None
+    ).steps[0]
     assert default.rule == "per_word"
     with pytest.raises(ValueError, match=r"objective\.mlm\.rule='bert': expected one of"):
         MaskingStep(10, 3, rule="bert")

@@ -15,7 +15,7 @@ import timm
 import torch
 
 from test_timm_init import small_vit_config
-from train_helpers import compose_config
+from train_helpers import compose_config, train_settings
 from vilt_lab.build.task import build_task
 from vilt_lab.model import ViltBackbone
 from vilt_lab.weights import original_vit as ov
@@ -153,6 +153,6 @@ def test_build_task_starts_from_the_original_weights(release, shapes_tokenizer, 
             "objective=[itm,mlm]",
         ]
     )
-    task = build_task(cfg, vocab_size=shapes_tokenizer.vocab_size)
+    task = build_task(train_settings(cfg), vocab_size=shapes_tokenizer.vocab_size)
     assert torch.equal(task.backbone.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
     assert f"init from original {NAME} ({path}): 78 tensors loaded" in capsys.readouterr().out

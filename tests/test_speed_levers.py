@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from test_objectives import make_batch, tiny_backbone
-from train_helpers import fast_config
+from train_helpers import fast_config, train_settings
 from vilt_lab.data.collate import TEXT_BUCKET, ItemCollator
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import create_backbone
@@ -454,7 +454,7 @@ def test_fp8_without_torchao_names_the_key(shapes_world, tmp_path) -> None:
         pass
     from vilt_lab.build.task import build_task
 
-    cfg = fast_config(shapes_world, tmp_path, "trainer.fp8=true")
+    cfg = train_settings(fast_config(shapes_world, tmp_path, "trainer.fp8=true"))
     with pytest.raises(ImportError, match=r"trainer.fp8=true needs torchao"):
         build_task(cfg, vocab_size=100)
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from train_helpers import compose_config
+from train_helpers import compose_config, train_settings
 from vilt_lab.build.task import read_run_checkpoint
 from vilt_lab.tasks.pretrain import PretrainTask
 from vilt_lab.train import run
@@ -33,7 +33,7 @@ def test_settings_of_an_unselected_objective_are_ignored_with_a_warning(caplog):
     cfg = compose_config(["experiment=demo", "objective=[itm,mlm]"])
     assert cfg.objective.wpa.weight == 0.5  # demo.yaml's setting is there ...
     with caplog.at_level(logging.WARNING):
-        selected = PretrainTask().objectives(cfg, None, train=True)
+        selected = PretrainTask().objectives(train_settings(cfg), None, train=True)
     assert set(selected) == {"itm", "mlm"}  # ... but selects nothing
     assert "objective.wpa" in caplog.text and "ignored" in caplog.text
     assert selected["mlm"][0] == 0.3  # and the selected ones keep the experiment's settings
@@ -42,7 +42,7 @@ def test_settings_of_an_unselected_objective_are_ignored_with_a_warning(caplog):
 def test_no_selection_is_refused_even_with_settings():
     cfg = compose_config(["experiment=demo", "objective=[]"])
     with pytest.raises(ValueError, match="no objective selected"):
-        PretrainTask().objectives(cfg, None, train=True)
+        PretrainTask().objectives(train_settings(cfg), None, train=True)
 
 
 def test_a_run_dir_config_without_marks_selects_every_entry(shapes_world, tmp_path):

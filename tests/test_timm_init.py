@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from train_helpers import compose_config
+from train_helpers import compose_config, train_settings
 from vilt_lab.build.task import build_task
 from vilt_lab.model import ITMHead, MLMHead, ViltBackbone, ViltConfig
 from vilt_lab.weights.init_from import init_model
@@ -133,7 +133,7 @@ def test_build_task_applies_init_from(timm_file, shapes_tokenizer, capsys):
             "objective=[itm,mlm]",
         ]
     )
-    task = build_task(cfg, vocab_size=shapes_tokenizer.vocab_size)
+    task = build_task(train_settings(cfg), vocab_size=shapes_tokenizer.vocab_size)
     assert torch.equal(task.backbone.blocks[0].mlp.fc1.weight, timm_file[1]["blocks.0.mlp.fc1.weight"])
     out = capsys.readouterr().out
     assert f"init from timm {TIMM_NAME}" in out and "78 tensors loaded" in out

@@ -11,7 +11,15 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from helpers.wandb_offline import wait_for_offline_run
-from train_helpers import TASK_OVERRIDES, Killed, compose_config, fast_config, final_weights, kill_after
+from train_helpers import (
+    TASK_OVERRIDES,
+    Killed,
+    compose_config,
+    fast_config,
+    final_weights,
+    kill_after,
+    train_settings,
+)
 from vilt_lab.build.data import build_streams, build_tokenizer
 from vilt_lab.build.task import build_task
 from vilt_lab.train import CONF_DIR, run
@@ -60,6 +68,7 @@ def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path
             "model.init_from=null",
         ]
     )
+    cfg = train_settings(cfg)
     tokenizer = build_tokenizer(cfg)
     task = build_task(cfg, tokenizer)
     train_stream, evaluators = build_streams(cfg, tokenizer, CPU_PROCESS, task)

@@ -10,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 import vilt_lab.train as train_module
+from vilt_lab.config.schema import EvalSchema, TrainSchema
+from vilt_lab.config.typed import typed
 from vilt_lab.train import CONF_DIR
 
 # A few-steps run on a given shapes world, data read in the main process, no W&B.
@@ -31,6 +33,17 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 def fast_config(world: Path, runs: Path, *extra: str) -> DictConfig:
     return compose_config([*FAST, f"data.root={world}", f"paths.runs_dir={runs}", *extra])
+
+
+def train_settings(cfg: DictConfig) -> TrainSchema:
+    """A composed training config as the typed objects the builders take (as validation returns
+    them, without its checks of the data on disk)."""
+    return typed(cfg, TrainSchema)
+
+
+def eval_settings(cfg: DictConfig) -> EvalSchema:
+    """A composed vilt-eval config as typed objects."""
+    return typed(cfg, EvalSchema)
 
 
 def compose_eval_config(overrides: list[str]) -> DictConfig:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
 from .build.task import build_eval_task
+from .config.schema import EvalSchema
 from .config.validation import validate_eval_config
 from .tasks import get_task
 from .tasks.base import SPLIT_URLS, TEST, VAL
@@ -36,7 +37,7 @@ SUBMISSION_NAME = "submission.json"
 SCORES_NAME = "scores.pt"
 
 
-def default_out_dir(cfg: DictConfig) -> Path:
+def default_out_dir(cfg: EvalSchema) -> Path:
     checkpoint = Path(cfg.checkpoint)
     # A run's checkpoints/step_N is named after its run: <run>-step_N.
     name = (
@@ -64,39 +65,39 @@ def split_urls(cfg: DictConfig) -> Any:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate as `cfg` says; returns the summary (also written to `out_dir`)."""
     urls = split_urls(cfg)  # a wrong split fails before any work
-    if cfg.get("save_scores") and not get_task(cfg.task.name).writes_scores:
-        raise ValueError(f"save_scores=true: task={cfg.task.name} has no score matrix (task=irtr has)")
-    validate_eval_config(cfg, {f"data.{SPLIT_URLS[SPLITS[cfg.split]]}": urls})
+    settings = validate_eval_config(cfg, {f"data.{SPLIT_URLS[SPLITS[cfg.split]]}": urls})
     logging.getLogger("accelerate").setLevel(logging.WARNING)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.trainer.precision)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=settings.trainer.precision)
     try:
-        return _evaluate(cfg, accelerator, urls)
+        return _evaluate(cfg, settings, accelerator, urls)
     finally:
         # Accelerate's state is process-wide: a later run or evaluation in this process (a test,
         # a notebook) must start from a clean one.
         reset_accelerate_state()
 
 
-def _evaluate(cfg: DictConfig, accelerator: Accelerator, urls: Any) -> dict[str, Any]:
-    out_dir = Path(cfg.out_dir) if cfg.get("out_dir") else default_out_dir(cfg)
+def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, urls: Any) -> dict[str, Any]:
+    """cfg: the config as composed (written to config.yaml); settings: the same as typed objects."""
+    out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(settings)
     if accelerator.is_local_main_process:
-        ensure_data(cfg)
+        ensure_data(settings)
     accelerator.wait_for_everyone()
-    tokenizer = build_tokenizer(cfg)
-    module = build_eval_task(cfg, tokenizer, str(cfg.checkpoint)).to(accelerator.device)
-    task = get_task(cfg.task.name)
-    evaluator = task.evaluator(cfg, tokenizer, module, process_loader_config(cfg, accelerator, module), urls)
+    tokenizer = build_tokenizer(settings)
+    module = build_eval_task(settings, tokenizer, settings.checkpoint).to(accelerator.device)
+    task = get_task(settings.task.name)
+    loader = process_loader_config(settings, accelerator, module)
+    evaluator = task.evaluator(settings, tokenizer, module, loader, urls)
     t0 = time.perf_counter()
     values = {f"eval/{k}": v for k, v in evaluator(module, accelerator).items()}
     summary: dict[str, Any] = {
         "run_dir": str(out_dir),
-        "task": cfg.task.name,
-        "checkpoint": str(cfg.checkpoint),
-        "split": cfg.split,
+        "task": settings.task.name,
+        "checkpoint": settings.checkpoint,
+        "split": settings.split,
         "eval_seconds": time.perf_counter() - t0,
         "eval": values,
     }
-    write_submission = cfg.submission if cfg.get("submission") is not None else cfg.split == "test"
+    write_submission = settings.submission if settings.submission is not None else settings.split == "test"
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -106,7 +107,7 @@ def _evaluate(cfg: DictConfig, accelerator: Accelerator, urls: Any) -> dict[str,
         path = task.write_submission(evaluator, urls, out_dir / SUBMISSION_NAME) if write_submission else None
         if path is not None:
             summary["submission"] = str(path)
-        if cfg.get("save_scores"):
+        if settings.save_scores:
             summary["scores"] = str(task.write_scores(evaluator, out_dir / SCORES_NAME))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         print(format_summary(summary), flush=True)

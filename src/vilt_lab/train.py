@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from .build.data import build_streams, build_tokenizer, ensure_data
 from .build.settings import trainer_settings
 from .build.task import build_task
+from .config.schema import TrainSchema
 from .config.validation import validate_train_config
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
@@ -77,7 +78,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (and evaluate) as `cfg` says; returns the summary written to the run dir."""
     if cfg.launcher.name == "slurm" and "RANK" not in os.environ:
         export_slurm_environment()
-    validate_train_config(cfg)  # from here on WORLD_SIZE is the job's, under SLURM too
+    settings = validate_train_config(cfg)  # from here on WORLD_SIZE is the job's, under SLURM too
     # Accelerate logs every file it saves at INFO; the progress bar and our own lines suffice.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     accelerator = Accelerator(
@@ -98,7 +99,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         )
     try:
         with deterministic_mode(bool(cfg.trainer.deterministic)):
-            return _run(cfg, accelerator, overrides or [])
+            return _run(cfg, settings, accelerator, overrides or [])
     finally:
         accelerator.end_training()
         # Hydra's sequential sweeps run every job in this process; Accelerate's state is a
@@ -140,33 +141,41 @@ def prepare_run_dir(
     return resume_from
 
 
-def _run(cfg: DictConfig, accelerator: Accelerator, overrides: list[str]) -> dict[str, Any]:
+def _run(
+    cfg: DictConfig, settings: TrainSchema, accelerator: Accelerator, overrides: list[str]
+) -> dict[str, Any]:
+    """cfg: the config as composed (what the run dir records and hashes); settings: the same,
+    validated, as the typed objects everything built from it reads."""
     run_dir = resolve_run_dir(cfg)
     set_seed(cfg.seed)
     # Data: each machine's main process asks (nodes may not share a disk) and ensure_data's lock
     # makes one of them the writer where they do. Run files: the job's main process.
     if accelerator.is_local_main_process:
-        ensure_data(cfg)
+        ensure_data(settings)
     resume_from = prepare_run_dir(cfg, accelerator, run_dir, overrides)
     with run_log(run_dir, accelerator.process_index):
-        return _train(cfg, accelerator, run_dir, resume_from, overrides)
+        return _train(cfg, settings, accelerator, run_dir, resume_from, overrides)
 
 
 def _train(
-    cfg: DictConfig, accelerator: Accelerator, run_dir: Path, resume_from: Path | None, overrides: list[str]
+    cfg: DictConfig,
+    settings: TrainSchema,
+    accelerator: Accelerator,
+    run_dir: Path,
+    resume_from: Path | None,
+    overrides: list[str],
 ) -> dict[str, Any]:
     precision = effective_precision(accelerator)
     log.info("training in precision %s (from %s)", precision, precision_source(cfg.trainer.precision))
-    tokenizer = build_tokenizer(cfg)
-    task = build_task(cfg, tokenizer)
-    train_stream, evaluators = build_streams(cfg, tokenizer, accelerator, task)
-    settings = trainer_settings(cfg)
-    trainer = Trainer(accelerator, task, settings, run_dir, train_stream, evaluators)
+    tokenizer = build_tokenizer(settings)
+    task = build_task(settings, tokenizer)
+    train_stream, evaluators = build_streams(settings, tokenizer, accelerator, task)
+    trainer = Trainer(accelerator, task, trainer_settings(settings), run_dir, train_stream, evaluators)
     state = trainer.restore(resume_from)
     check_resumed_precision(state, precision)
     trainer.extra_state["precision"] = precision
     trainer.extra_state["wandb_run_id"] = init_tracking(
-        accelerator, cfg, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
+        accelerator, cfg, settings, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
     )
 
     t0 = time.perf_counter()

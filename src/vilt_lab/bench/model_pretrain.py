@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count
 
 from vilt_lab.build.settings import trainer_settings
 from vilt_lab.build.task import build_task
+from vilt_lab.config.schema import TrainSchema
+from vilt_lab.config.typed import typed
 from vilt_lab.evaluation.loop import to_device
 from vilt_lab.measure.flops import MISSING_FORMULAS
 from vilt_lab.model.config import get_config
@@ -63,8 +64,9 @@ STEP_FORMULAS = {
 
 def compose_pretrain_config(
     model_size: str, objectives: Sequence[str], batch_size: int, extra: Sequence[str] = ()
-) -> DictConfig:
-    """train.yaml with ``model=<size> objective=[...]``, one micro-batch per optimizer step.
+) -> TrainSchema:
+    """train.yaml with ``model=<size> objective=[...]``, one micro-batch per optimizer step, as
+    typed objects (no data is read, so the data paths are not validated).
 
     The text LayerNorm's eps is set to the blocks' (HF ViLT has one eps, `convert.config_to_hf`),
     so the HF copy computes the same function and the retrieval scores can be compared exactly.
@@ -81,10 +83,10 @@ def compose_pretrain_config(
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
-    return cfg
+    return typed(cfg, TrainSchema)
 
 
-def build_ours(cfg: DictConfig, vocab_size: int) -> TaskModule:
+def build_ours(cfg: TrainSchema, vocab_size: int) -> TaskModule:
     """The task module `vilt-train` would build for ``cfg`` (random weights, no tokenizer read)."""
     return build_task(cfg, vocab_size=vocab_size)
 
@@ -93,7 +95,7 @@ class OurStep:
     """One optimizer step of our trainer on a fixed batch: `Trainer._micro_step` then
     `Trainer._optimizer_step`, with the per-objective losses `fit` hands it."""
 
-    def __init__(self, cfg: DictConfig, module: TaskModule, accelerator: Accelerator) -> None:
+    def __init__(self, cfg: TrainSchema, module: TaskModule, accelerator: Accelerator) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="vilt-bench-run-")
         self.trainer = Trainer(
             accelerator, module, trainer_settings(cfg), Path(self._tmp.name), lambda step: iter(())

@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
+from ..config.schema import RunConfig, TrainSchema
 from ..data.pipeline import LoaderConfig, Source, build_train_loader
 from ..data.tokenizer import load_tokenizer
 from ..evaluation.evaluators import Evaluator
@@ -21,17 +20,17 @@ def shapes_world_complete(root: Path) -> bool:
     return (Path(root) / "tokenizer" / "tokenizer.json").is_file()
 
 
-def written_on_first_use(cfg: DictConfig) -> bool:
+def written_on_first_use(cfg: RunConfig) -> bool:
     """The data is a shapes world that `ensure_data` is about to write (`data.generate_n` set and
     no complete world under `data.root` yet): there is nothing on disk to check before it."""
     return (
         cfg.data.name == "shapes"
-        and bool(cfg.data.get("generate_n"))
+        and bool(cfg.data.generate_n)
         and not shapes_world_complete(Path(cfg.data.root))
     )
 
 
-def ensure_data(cfg: DictConfig) -> None:
+def ensure_data(cfg: RunConfig) -> None:
     """Write the shapes world on first use (`written_on_first_use`): once, by one process, while
     every other process that calls this waits (`write_once`)."""
     if not written_on_first_use(cfg):
@@ -43,29 +42,31 @@ def ensure_data(cfg: DictConfig) -> None:
 
     def write(out: Path) -> None:
         print(f"writing the shapes world ({n} training scenes) to {root}", flush=True)
-        write_shapes_world(out, int(n), seed=int(cfg.data.get("world_seed", 0)))
+        write_shapes_world(out, n, seed=cfg.data.world_seed)
 
     write_once(root, shapes_world_complete, write)
 
 
-def build_tokenizer(cfg: DictConfig):
+def build_tokenizer(cfg: RunConfig):
     return load_tokenizer(cfg.data.tokenizer, key="data.tokenizer")
 
 
 def loader_config(
-    cfg: DictConfig, patch_size: int, rank: int, world_size: int, pin_memory: bool
+    cfg: RunConfig, patch_size: int, rank: int, world_size: int, pin_memory: bool
 ) -> LoaderConfig:
-    randaugment = cfg.augment.get("randaugment") or {}  # null (pixelbert): no augmentation
+    randaugment = cfg.augment.randaugment  # null (pixelbert): no augmentation
+    augment = (
+        {"randaugment_ops": randaugment.n, "randaugment_magnitude": randaugment.m} if randaugment else {}
+    )
     return LoaderConfig(
         batch_size=cfg.trainer.micro_batch_size,
         num_workers=cfg.data.num_workers,
         image_shorter=cfg.augment.shorter,
         image_longer=cfg.augment.longer,
         patch_size=patch_size,
-        randaugment_ops=int(randaugment.get("n", 0)),
-        randaugment_magnitude=int(randaugment.get("m", 9)),
+        **augment,
         max_text_len=cfg.data.max_text_len,
-        text_padding=cfg.data.get("text_padding", "longest"),
+        text_padding=cfg.data.text_padding,
         shuffle_buffer=cfg.data.shuffle_buffer,
         shuffle_initial=min(1000, cfg.data.shuffle_buffer),
         seed=cfg.seed,
@@ -75,7 +76,7 @@ def loader_config(
     )
 
 
-def process_loader_config(cfg: DictConfig, accelerator, module: TaskModule) -> LoaderConfig:
+def process_loader_config(cfg: RunConfig, accelerator, module: TaskModule) -> LoaderConfig:
     """The loader settings of this process: its rank, the model's patch size, pinned memory on GPUs."""
     return loader_config(
         cfg,
@@ -87,14 +88,14 @@ def process_loader_config(cfg: DictConfig, accelerator, module: TaskModule) -> L
 
 
 def build_streams(
-    cfg: DictConfig, tokenizer, accelerator, module: TaskModule
+    cfg: TrainSchema, tokenizer, accelerator, module: TaskModule
 ) -> tuple[Callable[[int], Iterable[dict[str, Any]]], dict[str, Evaluator]]:
     """The train stream of this process (a function of the start step) and the evaluators of the
     task's evaluation splits (prefix -> evaluator; empty with `evaluate=false`)."""
     task = get_task(cfg.task.name)
     config = process_loader_config(cfg, accelerator, module)
-    sources = [Source(s.urls, s.get("weight"), name) for name, s in cfg.data.sources.items()]
-    resampled = bool(cfg.data.resampled)
+    sources = [Source(s.urls, s.weight, name) for name, s in cfg.data.sources.items()]
+    resampled = cfg.data.resampled
     items = task.items(cfg, tokenizer, module)
 
     def train_stream(start_step: int):
@@ -103,7 +104,7 @@ def build_streams(
         )
 
     evaluators = {}
-    if cfg.get("evaluate", True):
+    if cfg.evaluate:
         evaluators = {
             prefix: task.evaluator(cfg, tokenizer, module, config, urls)
             for prefix, urls in task.eval_splits(cfg).items()

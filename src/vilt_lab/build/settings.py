@@ -3,23 +3,22 @@ counted from the data), the evaluation interval, the selection metric."""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
-
+from ..config.schema import TrainSchema
 from ..tasks import get_task
 from ..training.schedule import steps_for_epochs
 from ..training.trainer import TrainerSettings
 from ..utils.progress import progress_style
 
 
-def train_items(cfg: DictConfig) -> int:
+def train_items(cfg: TrainSchema) -> int:
     """Items in one epoch of the training data (every source's shards), for `schedule.max_epochs`."""
     task = get_task(cfg.task.name)
     return sum(task.count_items(cfg, source.urls) for source in cfg.data.sources.values())
 
 
-def max_steps(cfg: DictConfig) -> int:
+def max_steps(cfg: TrainSchema) -> int:
     """`schedule.max_steps`, or the optimizer steps of `schedule.max_epochs` epochs of the train split."""
-    steps, epochs = cfg.schedule.get("max_steps"), cfg.schedule.get("max_epochs")
+    steps, epochs = cfg.schedule.max_steps, cfg.schedule.max_epochs
     if (steps is None) == (epochs is None):
         raise ValueError(
             f"set exactly one of schedule.max_steps ({steps}) and schedule.max_epochs ({epochs})"
@@ -29,20 +28,20 @@ def max_steps(cfg: DictConfig) -> int:
     return steps_for_epochs(train_items(cfg), float(epochs), int(cfg.trainer.global_batch_size))
 
 
-def eval_every(cfg: DictConfig) -> int | None:
+def eval_every(cfg: TrainSchema) -> int | None:
     """`trainer.eval_every`, or the steps between `trainer.evals_per_epoch` evaluations."""
-    per_epoch = cfg.trainer.get("evals_per_epoch")
+    per_epoch = cfg.trainer.evals_per_epoch
     if per_epoch is None:
-        return cfg.trainer.get("eval_every")
-    if cfg.trainer.get("eval_every") is not None:
+        return cfg.trainer.eval_every
+    if cfg.trainer.eval_every is not None:
         raise ValueError("set trainer.eval_every or trainer.evals_per_epoch, not both")
-    if cfg.schedule.get("max_epochs") is None:
+    if cfg.schedule.max_epochs is None:
         raise ValueError("trainer.evals_per_epoch needs an epoch schedule (schedule.max_epochs)")
     steps_per_epoch = steps_for_epochs(train_items(cfg), 1.0, int(cfg.trainer.global_batch_size))
     return max(1, steps_per_epoch // int(per_epoch))
 
 
-def trainer_settings(cfg: DictConfig) -> TrainerSettings:
+def trainer_settings(cfg: TrainSchema) -> TrainerSettings:
     o, t, s = cfg.optim, cfg.trainer, cfg.schedule
     task = get_task(cfg.task.name)
     return TrainerSettings(
@@ -61,7 +60,7 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
         keep_last=int(t.keep_last),
         eval_every=eval_every(cfg),
         select_metric=task.select_metric(cfg),
-        select_mode=str(cfg.task.get("select_mode", "max")),
+        select_mode=cfg.task.select_mode,
         progress=progress_style(t),
         seed=int(cfg.seed),
         nonfinite=str(t.nonfinite),

@@ -4,13 +4,16 @@ official `.ckpt`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from ..config import resolvers as config_resolvers  # noqa: F401 - registers ${required:...} before any config resolves
+from ..config.schema import RunConfig, TrainSchema
+from ..config.typed import typed
 from ..model import ViltBackbone, ViltConfig, get_config
 from ..tasks import TaskModule, build_task_module, get_task
 from ..tasks.pretrain import mark_unmarked_selection
@@ -26,23 +29,20 @@ from ..weights.with_heads import ViltWithHeads
 MODEL_INIT_KEYS = ("init_from", "init_file")
 
 
-def model_config(cfg: DictConfig, vocab_size: int) -> ViltConfig:
-    """The model preset `model.size` with every other `model.*` key applied as an override."""
-    values = OmegaConf.to_container(cfg.model, resolve=True)
-    size = values.pop("size")
-    for key in MODEL_INIT_KEYS:
-        values.pop(key, None)
-    if values.get("vocab_size") is None:
-        values["vocab_size"] = vocab_size
-    elif values["vocab_size"] < vocab_size:
+def model_config(cfg: TrainSchema, vocab_size: int) -> ViltConfig:
+    """The model preset `model.size` with every other `model.*` key that is set (not null)
+    applied as an override; `model.vocab_size` defaults to the tokenizer's ``vocab_size``."""
+    overrides = {
+        k: v
+        for k, v in dataclasses.asdict(cfg.model).items()
+        if v is not None and k not in ("size", *MODEL_INIT_KEYS)
+    }
+    overrides.setdefault("vocab_size", vocab_size)
+    if overrides["vocab_size"] < vocab_size:
         raise ValueError(
-            f"model.vocab_size={values['vocab_size']} is smaller than the tokenizer's {vocab_size}"
+            f"model.vocab_size={overrides['vocab_size']} is smaller than the tokenizer's {vocab_size}"
         )
-    try:
-        return get_config(size, **values)
-    except TypeError as err:  # an unknown field: name the config key
-        known = sorted(ViltConfig.__dataclass_fields__)
-        raise KeyError(f"model config: {err}; model.* keys must be among {known}") from err
+    return get_config(cfg.model.size, **overrides)
 
 
 def is_run_checkpoint(path: str | os.PathLike) -> bool:
@@ -58,12 +58,13 @@ def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     for file in (config_path, weights_path):
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
-    cfg = OmegaConf.load(config_path)
-    mark_unmarked_selection(cfg)
+    recorded = OmegaConf.load(config_path)
+    mark_unmarked_selection(recorded)
     # The weights come from the checkpoint: neither re-initialise nor compile (nor swap in fp8
     # layers: their parameters are plain linear weights, readable without torchao).
-    cfg.model.init_from = cfg.model.init_file = None
-    cfg.trainer.compile = cfg.trainer.fp8 = False
+    recorded.model.init_from = recorded.model.init_file = None
+    recorded.trainer.compile = recorded.trainer.fp8 = False
+    cfg = typed(recorded, TrainSchema)
     state = read_safetensors(weights_path)
     module = build_task(
         cfg, vocab_size=state["backbone.text_embeddings.word_embeddings.weight"].shape[0], train=False
@@ -86,7 +87,7 @@ def read_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     return load_checkpoint(path)
 
 
-def build_eval_task(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, checkpoint_path: str) -> TaskModule:
+def build_eval_task(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, checkpoint_path: str) -> TaskModule:
     """The task module of `task.name` with every weight from `checkpoint_path` (the architecture
     is the checkpoint's own, `model.*` is not read). A head the task needs that the checkpoint
     lacks is an error, never a random head: evaluating it would report chance as a result.
@@ -122,15 +123,15 @@ def build_eval_task(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, checkpo
     if labels is not None and vqa is not None and list(labels) != list(vqa.labels or []):
         raise ValueError(
             f"checkpoint {checkpoint_path} answers with another vocabulary than data.answers="
-            f"{cfg.data.get('answers')} ({len(labels)} answers, first {labels[:3]}): use its own answers.json"
+            f"{cfg.data.answers} ({len(labels)} answers, first {labels[:3]}): use its own answers.json"
         )
     return module.eval()
 
 
-def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
+def initialise(module: TaskModule, cfg: RunConfig) -> InitReport | None:
     """Apply `model.init_from` (timm:<name>, original:<name>, a vilt_lab checkpoint dir, a run's
     checkpoint or run dir)."""
-    init_from, init_file = cfg.model.get("init_from"), cfg.model.get("init_file")
+    init_from, init_file = cfg.model.init_from, cfg.model.init_file
     if init_from is not None and is_run_dir(init_from):
         init_from = str(run_dir_checkpoint(init_from))
     if init_from is not None and is_run_checkpoint(init_from):
@@ -142,7 +143,7 @@ def initialise(module: TaskModule, cfg: DictConfig) -> InitReport | None:
 
 
 def build_task(
-    cfg: DictConfig,
+    cfg: RunConfig,
     tokenizer: PreTrainedTokenizerBase | None = None,
     *,
     vocab_size: int | None = None,
@@ -171,17 +172,17 @@ def build_task(
         weights,
         cfg.task.max_image_len,
         kwargs,
-        fuse_passes=bool(cfg.trainer.get("fuse_passes", False)),
+        fuse_passes=cfg.trainer.fuse_passes,
     )
     report = initialise(module, cfg)
     if report is not None:
         print(report.summary(), flush=True)
-    if cfg.trainer.get("fp8", False):
+    if cfg.trainer.fp8:
         convert_to_fp8(backbone)
     if cfg.trainer.compile:
         compile_blocks(
             backbone,
-            dynamic=bool(cfg.trainer.get("compile_dynamic", True)),
-            mode=cfg.trainer.get("compile_mode"),
+            dynamic=cfg.trainer.compile_dynamic,
+            mode=cfg.trainer.compile_mode,
         )
     return module

@@ -3,7 +3,8 @@
 `typed(cfg, TrainSchema)` builds the frozen dataclasses of `vilt_lab.config.schema` from a config
 that `vilt_lab.config.validation` has passed: every node becomes its dataclass, a key the config
 leaves out takes the declared default (the one place a default lives), a tagged union
-(`task.name`) becomes the alternative the tag picks, lists become tuples. Code then reads
+(`task.name`) becomes the alternative the tag picks, lists become tuples; values stay as
+written (an integer where a number is allowed stays an integer). Code then reads
 `run.trainer.keep_last`, never `cfg.trainer.get("keep_last", 3)`.
 
 The config a run records and hashes stays the composed one (`config.yaml`): defaults are not
@@ -43,8 +44,6 @@ def _build(value: Any, tp: Any) -> Any:
         return tuple(_build(item, inner if inner is not None else args[i]) for i, item in enumerate(value))
     if origin is dict:
         return types.MappingProxyType({name: _build(item, args[1]) for name, item in value.items()})
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
     return value
 
 

@@ -9,7 +9,7 @@ when the ones before it passed, since its rules would trip over an earlier bad v
 1. every key and value against the typed schema (`vilt_lab.config.schema`); unknown keys anywhere
    are refused with the closest valid name;
 2. rules across keys: the global batch over micro batch x processes, the model preset with its
-   overrides, the augment sizes, the checkpoint to evaluate;
+   overrides, the augment sizes, the checkpoint to evaluate, scores only from a task that has them;
 3. the data on disk: `data.root` / `data.roots.*`, the tokenizer directory, every split's shards,
    enough shards for every process (exact training epochs, evaluation passes that deal shards),
    the mix weights;
@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -42,8 +42,11 @@ from ..tasks import Task, get_task
 from ..tasks.base import SPLIT_URLS
 from ..training.schedule import warmup_steps_from
 from ..training.trainer import accumulation_steps
-from .schema import EvalSchema, TrainSchema
+from .schema import EvalSchema, RunConfig, TrainSchema
+from .typed import typed
 from .typed_check import check
+
+T = TypeVar("T")
 
 # The model's vocabulary is the tokenizer's, unknown before it is loaded: checking the model
 # against a one-token vocabulary lets any `model.vocab_size` pass (build_task checks it later).
@@ -63,14 +66,15 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> None:
+def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> TrainSchema:
     """Refuse a training config that cannot run as ``world_size`` processes (default: this
-    job's), before any work (see the module docstring)."""
+    job's), before any work (see the module docstring); return it as the typed objects code
+    reads (vilt_lab.config.typed)."""
     world_size = world_size or launched_world_size()
-    _refuse(check(OmegaConf.to_container(cfg, resolve=True), TrainSchema))
+    cfg = _typed(cfg, TrainSchema)
     _refuse([*_batch_split(cfg, world_size), *_model(cfg), *_augment(cfg)])
     if written_on_first_use(cfg):
-        return
+        return cfg
     task = get_task(cfg.task.name)
     sources = {f"data.sources.{name}.urls": source.urls for name, source in cfg.data.sources.items()}
     evaluated = task.eval_splits(cfg) if cfg.evaluate else {}
@@ -78,19 +82,30 @@ def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> Non
     _refuse(list(_data(cfg, task, sources, splits, world_size)))
     task.check(cfg)
     _refuse(_caught(_settings, cfg))
+    return cfg
 
 
-def validate_eval_config(cfg: DictConfig, splits: Mapping[str, Any], world_size: int | None = None) -> None:
+def validate_eval_config(
+    cfg: DictConfig, splits: Mapping[str, Any], world_size: int | None = None
+) -> EvalSchema:
     """Refuse a vilt-eval config before any work; ``splits``: config key -> urls of the split it
-    evaluates (e.g. ``{"data.val_urls": ...}``)."""
+    evaluates (e.g. ``{"data.val_urls": ...}``). Returns it as typed objects."""
     world_size = world_size or launched_world_size()
-    _refuse(check(OmegaConf.to_container(cfg, resolve=True), EvalSchema))
-    _refuse([*_augment(cfg), *_checkpoint(cfg)])
+    cfg = _typed(cfg, EvalSchema)
+    _refuse([*_augment(cfg), *_checkpoint(cfg), *_scores(cfg)])
     if written_on_first_use(cfg):
-        return
+        return cfg
     task = get_task(cfg.task.name)
     _refuse(list(_data(cfg, task, {}, splits, world_size)))
     task.check(cfg)
+    return cfg
+
+
+def _typed(cfg: DictConfig, schema: type[T]) -> T:
+    """Stage 1: every key and value against the schema; then the config as its typed objects."""
+    values = OmegaConf.to_container(cfg, resolve=True)
+    _refuse(check(values, schema))
+    return typed(values, schema)
 
 
 def _refuse(problems: Sequence[str]) -> None:
@@ -108,24 +123,24 @@ def _caught(rule: Callable[..., Any], *args: Any) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- across keys
-def _batch_split(cfg: DictConfig, world_size: int) -> list[str]:
+def _batch_split(cfg: RunConfig, world_size: int) -> list[str]:
     """The global batch is micro batch x accumulation x processes (the trainer's own rule)."""
     t = cfg.trainer
     return _caught(accumulation_steps, t.global_batch_size, t.micro_batch_size, world_size)
 
 
-def _model(cfg: DictConfig) -> list[str]:
+def _model(cfg: RunConfig) -> list[str]:
     """The preset `model.size` with the `model.*` overrides is a valid ViltConfig."""
     return _caught(model_config, cfg, ANY_VOCABULARY)
 
 
-def _augment(cfg: DictConfig) -> Iterator[str]:
+def _augment(cfg: RunConfig) -> Iterator[str]:
     shorter, longer = cfg.augment.shorter, cfg.augment.longer
     if longer < shorter:
         yield f"augment.longer={longer}: expected >= augment.shorter={shorter} (the longer side's cap)"
 
 
-def _checkpoint(cfg: DictConfig) -> Iterator[str]:
+def _checkpoint(cfg: RunConfig) -> Iterator[str]:
     if not Path(cfg.checkpoint).exists():
         yield (
             f"checkpoint={cfg.checkpoint!r}: does not exist; expected a vilt_lab checkpoint directory, "
@@ -133,7 +148,12 @@ def _checkpoint(cfg: DictConfig) -> Iterator[str]:
         )
 
 
-def _settings(cfg: DictConfig) -> None:
+def _scores(cfg: EvalSchema) -> Iterator[str]:
+    if cfg.save_scores and not get_task(cfg.task.name).writes_scores:
+        yield f"save_scores=true: task={cfg.task.name} has no score matrix (task=irtr has)"
+
+
+def _settings(cfg: RunConfig) -> None:
     """The trainer's settings build (their rules, from the data's counts) and the warmup fits."""
     settings = trainer_settings(cfg)
     warmup_steps_from(settings.warmup, settings.max_steps)
@@ -141,7 +161,7 @@ def _settings(cfg: DictConfig) -> None:
 
 # ---------------------------------------------------------------------------------- data on disk
 def _data(
-    cfg: DictConfig, task: Task, sources: Mapping[str, Any], splits: Mapping[str, Any], world_size: int
+    cfg: RunConfig, task: Task, sources: Mapping[str, Any], splits: Mapping[str, Any], world_size: int
 ) -> Iterator[str]:
     """Paths first (a missing one makes every count meaningless), then the shards per process."""
     missing: dict[str, str] = {}  # key -> its first path that does not exist
@@ -160,7 +180,7 @@ def _data(
     if not sources:
         return
     if cfg.data.resampled:
-        named = [Source(s.urls, s.get("weight"), name) for name, s in cfg.data.sources.items()]
+        named = [Source(s.urls, s.weight, name) for name, s in cfg.data.sources.items()]
         yield from _caught(mix_weights, named, [shards[key] for key in sources])
     else:
         names = ", ".join(cfg.data.sources)
@@ -194,11 +214,11 @@ def _split_shards(key: str, spec: Any, missing: dict[str, str], problems: list[s
     return shards
 
 
-def _missing_paths(cfg: DictConfig, missing: Mapping[str, str]) -> Iterator[str]:
+def _missing_paths(cfg: RunConfig, missing: Mapping[str, str]) -> Iterator[str]:
     """One line per missing path, or one per missing data root for the paths under it."""
     roots = {
-        "data.root": cfg.data.get("root"),
-        **{f"data.roots.{k}": v for k, v in (cfg.data.get("roots") or {}).items()},
+        "data.root": cfg.data.root,
+        **{f"data.roots.{k}": v for k, v in cfg.data.roots.items()},
     }
     absent_roots = {
         key: path for key, path in roots.items() if path and is_local(path) and not os.path.isdir(path)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
+from vilt_lab.config.schema import EvaluatesTestSchema, RunConfig, SelectsOnTestSchema
 from vilt_lab.data.collate import CollateStep
 from vilt_lab.data.pipeline import (
     PER_IMAGE,
@@ -36,11 +36,6 @@ VAL, TEST = "eval", "test"
 SPLIT_URLS = {VAL: "val_urls", TEST: "test_urls"}
 
 
-def caption_sampling(cfg: DictConfig) -> str:
-    """`data.caption_sampling`; per_image for a config written before the key existed."""
-    return str(cfg.data.get("caption_sampling", PER_IMAGE))
-
-
 class Task(ABC):
     """Base of the tasks in `vilt_lab.tasks.TASKS`; subclasses set the class attributes and
     implement `objectives`, `items` and `evaluator`."""
@@ -57,43 +52,43 @@ class Task(ABC):
     writes_scores: ClassVar[bool] = False
 
     # ----------------------------------------------------------------------------- checks
-    def check(self, cfg: DictConfig) -> None:
+    def check(self, cfg: RunConfig) -> None:
         """Stop before any work when the data cannot serve this task, naming both sides."""
-        provides = cfg.data.get("provides")
+        provides = cfg.data.provides
         if provides != self.provides:
             raise ValueError(
                 f"task={self.name} needs data whose samples carry {self.provides}, but data={cfg.data.name} "
                 f"provides {provides!r} (data.provides); pick a data config made for this task"
             )
-        if self.selects_on_test(cfg) and not cfg.data.get("test_urls"):
+        if self.selects_on_test(cfg) and not cfg.data.test_urls:
             raise ValueError(f"task.select_on_test=true but data={cfg.data.name} has no data.test_urls")
-        if self.provides != "captions" and caption_sampling(cfg) != PER_IMAGE:
+        if self.provides != "captions" and cfg.data.caption_sampling != PER_IMAGE:
             raise ValueError(
-                f"data.caption_sampling={caption_sampling(cfg)} samples captions, but task={self.name} "
+                f"data.caption_sampling={cfg.data.caption_sampling} samples captions, but task={self.name} "
                 f"reads {self.provides}, every one an item already: leave it {PER_IMAGE}"
             )
 
     # ----------------------------------------------------------------------------- wiring
     @abstractmethod
     def objectives(
-        self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, *, train: bool
+        self, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, *, train: bool
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         """Objective name -> (loss weight, constructor arguments). ``train``: for a training run
         (False: evaluation only, so training-side state such as negative pools is not built)."""
 
-    def objective_names(self, cfg: DictConfig) -> list[str]:
+    def objective_names(self, cfg: RunConfig) -> list[str]:
         """The objectives this task trains, without building them (W&B tags); a fine-tuning
         task trains its own."""
         return [self.name]
 
     @abstractmethod
-    def items(self, cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, module: TaskModule) -> ItemSpec:
+    def items(self, cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, module: TaskModule) -> ItemSpec:
         """What one item of this task's train and eval streams is."""
 
     @abstractmethod
     def evaluator(
         self,
-        cfg: DictConfig,
+        cfg: RunConfig,
         tokenizer: PreTrainedTokenizerBase,
         module: TaskModule,
         loader: LoaderConfig,
@@ -114,7 +109,7 @@ class Task(ABC):
     # ----------------------------------------------------------------------------- shared
     def eval_loader(
         self,
-        cfg: DictConfig,
+        cfg: RunConfig,
         tokenizer: PreTrainedTokenizerBase,
         module: TaskModule,
         loader: LoaderConfig,
@@ -124,26 +119,31 @@ class Task(ABC):
         items = self.items(cfg, tokenizer, module)
         return lambda: build_eval_loader(urls, tokenizer, loader, items)
 
-    def caption_items(self, cfg: DictConfig, steps: tuple[CollateStep, ...] = ()) -> ItemSpec:
+    def caption_items(self, cfg: RunConfig, steps: tuple[CollateStep, ...] = ()) -> ItemSpec:
         """Image-caption items as `data.caption_sampling` says (for tasks on caption data)."""
-        return caption_items(caption_sampling(cfg), steps)
+        return caption_items(cfg.data.caption_sampling, steps)
 
-    def selects_on_test(self, cfg: DictConfig) -> bool:
-        return bool(cfg.task.get("select_on_test", False))
+    def selects_on_test(self, cfg: RunConfig) -> bool:
+        """``task.select_on_test``, for the tasks that have it."""
+        return isinstance(cfg.task, SelectsOnTestSchema) and cfg.task.select_on_test
 
-    def select_metric(self, cfg: DictConfig) -> str | None:
+    def evaluates_test(self, cfg: RunConfig) -> bool:
+        """Whether training evaluates the test split too: to select on it, or ``task.eval_test``."""
+        return self.selects_on_test(cfg) or (isinstance(cfg.task, EvaluatesTestSchema) and cfg.task.eval_test)
+
+    def select_metric(self, cfg: RunConfig) -> str | None:
         """The metric the trainer keeps the best checkpoint by (``task.select_metric`` wins)."""
-        if cfg.task.get("select_metric"):
-            return str(cfg.task.select_metric)
+        if cfg.task.select_metric:
+            return cfg.task.select_metric
         if self.select_key is None:
             return None
         return f"{TEST if self.selects_on_test(cfg) else VAL}/{self.select_key}"
 
-    def eval_splits(self, cfg: DictConfig) -> dict[str, Any]:
+    def eval_splits(self, cfg: RunConfig) -> dict[str, Any]:
         """Prefix -> the split's urls evaluated during training: validation, and the test split
         too when it selects (``task.select_on_test``) or is asked for (``task.eval_test``)."""
-        splits = {VAL: cfg.data.get("val_urls")} if cfg.data.get("val_urls") else {}
-        if cfg.data.get("test_urls") and (self.selects_on_test(cfg) or cfg.task.get("eval_test", False)):
+        splits = {VAL: cfg.data.val_urls} if cfg.data.val_urls else {}
+        if cfg.data.test_urls and self.evaluates_test(cfg):
             splits[TEST] = cfg.data.test_urls
         return splits
 
@@ -152,7 +152,7 @@ class Task(ABC):
         expanded shard list): the eval loader deals whole shards, one at least to each process."""
         check_eval_shards(shards, world_size)
 
-    def count_items(self, cfg: DictConfig, urls: str | Sequence[str]) -> int:
+    def count_items(self, cfg: RunConfig, urls: str | Sequence[str]) -> int:
         """Items in one epoch over ``urls``, from the shards' metadata (sizes.json / texts.json):
         texts for questions, statements, and captions sampled one item per caption."""
         shards = expand_shards(urls)

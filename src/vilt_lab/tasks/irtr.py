@@ -11,20 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
+from vilt_lab.config.schema import EvalSchema, RunConfig
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.data.targets import PoolImageIndex
 from vilt_lab.data.transforms import MinMaxResize
 from vilt_lab.evaluation.evaluators import RetrievalEvaluator
-from vilt_lab.objectives.irtr import DRAW_FALSE_TEXT
 from vilt_lab.utils.progress import progress_style
 
 from .base import Task
 
 
-def train_urls(cfg: DictConfig) -> list[str]:
+def train_urls(cfg: RunConfig) -> list[str]:
     sources = list(cfg.data.sources.values())
     if len(sources) != 1:
         raise ValueError(
@@ -43,29 +42,28 @@ class IRTRTask(Task):
     writes_scores = True
 
     def objectives(
-        self, cfg: DictConfig, tokenizer, *, train: bool
+        self, cfg: RunConfig, tokenizer, *, train: bool
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         pool = None
         if train:
-            pool = CaptionPool.from_shards(train_urls(cfg), tokenizer, int(cfg.data.max_text_len))
+            pool = CaptionPool.from_shards(train_urls(cfg), tokenizer, cfg.data.max_text_len)
         return {
             "irtr": (
                 1.0,
                 {
                     "pool": pool,
-                    "negatives": int(cfg.task.get("negatives", DRAW_FALSE_TEXT)),
-                    "exclude_own": bool(cfg.task.get("exclude_own_captions", True)),
-                    "image_negatives": int(cfg.task.get("image_negatives", 0)),
+                    "negatives": cfg.task.negatives,
+                    "exclude_own": cfg.task.exclude_own_captions,
+                    "image_negatives": cfg.task.image_negatives,
                 },
             )
         }
 
-    def check(self, cfg: DictConfig) -> None:
+    def check(self, cfg: RunConfig) -> None:
         super().check(cfg)
-        image_negatives = int(cfg.task.get("image_negatives", 0))
-        trainer = cfg.get("trainer")
+        image_negatives, trainer = cfg.task.image_negatives, cfg.trainer
         # Image negatives are the micro batch's other images: it must hold that many more.
-        if image_negatives and trainer is not None and image_negatives >= trainer.micro_batch_size:
+        if image_negatives and image_negatives >= trainer.micro_batch_size:
             raise ValueError(
                 f"task.image_negatives={image_negatives} draws the other images of a micro batch, but "
                 f"trainer.micro_batch_size={trainer.micro_batch_size} holds only "
@@ -75,7 +73,7 @@ class IRTRTask(Task):
     def check_split(self, shards: Sequence[str], world_size: int) -> None:
         """Any split: exact retrieval deals images, not shards, to the processes."""
 
-    def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
+    def items(self, cfg: RunConfig, tokenizer, module) -> ItemSpec:
         pool = module.objectives["irtr"].pool
         return self.caption_items(cfg, (PoolImageIndex(pool.image_of_key()),) if pool is not None else ())
 
@@ -85,14 +83,14 @@ class IRTRTask(Task):
         torch.save(evaluator.score_record(), path)
         return path
 
-    def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> RetrievalEvaluator:
-        max_text_len = int(cfg.data.max_text_len)
+    def evaluator(self, cfg: RunConfig, tokenizer, module, loader, urls) -> RetrievalEvaluator:
+        max_text_len = cfg.data.max_text_len
         return RetrievalEvaluator(
             urls,
             pool=lambda: CaptionPool.from_shards(urls, tokenizer, max_text_len),
             resize=MinMaxResize(loader.image_shorter, loader.image_longer, loader.patch_size),
             score_fn=lambda m: m.objectives["irtr"].score,
-            text_batch_size=int(cfg.task.get("text_batch_size", 64)),
-            keep_scores=bool(cfg.get("save_scores", False)),  # vilt-eval's key; training has none
+            text_batch_size=cfg.task.text_batch_size,
+            keep_scores=isinstance(cfg, EvalSchema) and cfg.save_scores,  # vilt-eval's; training keeps none
             progress=progress_style(cfg.trainer),
         )

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig
-
+from vilt_lab.config.schema import RunConfig
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.data.targets import nlvr2_targets
 from vilt_lab.evaluation.evaluators import NLVR2Evaluator
@@ -22,14 +21,14 @@ class NLVR2Task(Task):
     select_key = "nlvr2/accuracy"
 
     def objectives(
-        self, cfg: DictConfig, tokenizer, *, train: bool
+        self, cfg: RunConfig, tokenizer, *, train: bool
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         return {"nlvr2": (1.0, {})}
 
-    def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
+    def items(self, cfg: RunConfig, tokenizer, module) -> ItemSpec:
         return ItemSpec("statements", NUM_IMAGES, (nlvr2_targets,))
 
-    def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> NLVR2Evaluator:
+    def evaluator(self, cfg: RunConfig, tokenizer, module, loader, urls) -> NLVR2Evaluator:
         return NLVR2Evaluator(
             self.eval_loader(cfg, tokenizer, module, loader, urls), progress=progress_style(cfg.trainer)
         )

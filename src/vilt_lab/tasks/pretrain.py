@@ -9,11 +9,13 @@ select the same objectives, with or without Hydra's runtime.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from vilt_lab.config.schema import ObjectiveSchema, RunConfig
 from vilt_lab.data.masking import MASKING_KEYS, MaskingStep
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.evaluation.evaluators import MeansEvaluator
@@ -29,11 +31,15 @@ SELECTED_KEY = "selected"
 DATA_SIDE_KEYS = {"mlm": MASKING_KEYS}
 
 
-def objective_settings(cfg: DictConfig) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """(name -> `objective.<name>` of each selected objective, names of the unselected entries)."""
-    entries = OmegaConf.to_container(cfg.objective, resolve=True) if cfg.get("objective") else {}
-    entries = {name: dict(values or {}) for name, values in entries.items()}
-    selected = {name: values for name, values in entries.items() if values.get(SELECTED_KEY)}
+def objective_settings(cfg: RunConfig) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """(name -> `objective.<name>` of each selected objective as a dict, every key's value given,
+    names of the unselected entries)."""
+    entries: dict[str, ObjectiveSchema] = {
+        f.name: getattr(cfg.objective, f.name)
+        for f in dataclasses.fields(cfg.objective)
+        if getattr(cfg.objective, f.name) is not None
+    }
+    selected = {name: dataclasses.asdict(entry) for name, entry in entries.items() if entry.selected}
     return selected, sorted(set(entries) - set(selected))
 
 
@@ -51,7 +57,7 @@ class PretrainTask(Task):
     provides = "captions"
 
     def objectives(
-        self, cfg: DictConfig, tokenizer, *, train: bool
+        self, cfg: RunConfig, tokenizer, *, train: bool
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         """`objective.<name>` for each selected objective: its weight and constructor arguments."""
         selected, ignored = objective_settings(cfg)
@@ -65,22 +71,21 @@ class PretrainTask(Task):
             )
         out = {}
         for name, values in selected.items():
-            if "weight" not in values:
+            if values["weight"] is None:
                 raise KeyError(f"objective.{name}.weight is missing")
             weight = float(values.pop("weight"))
             for key in (SELECTED_KEY, *DATA_SIDE_KEYS.get(name, ())):
                 values.pop(key, None)
             out[name] = (weight, values)
         # WPA reads the ITM pass, so it draws that pass's negatives as ITM is set to.
-        itm_negatives = selected.get("itm", {}).get("negatives")
-        if "wpa" in out and itm_negatives is not None:
-            out["wpa"][1]["negatives"] = itm_negatives
+        if "wpa" in out and "itm" in selected:
+            out["wpa"][1]["negatives"] = selected["itm"]["negatives"]
         return out
 
-    def objective_names(self, cfg: DictConfig) -> list[str]:
+    def objective_names(self, cfg: RunConfig) -> list[str]:
         return list(objective_settings(cfg)[0])
 
-    def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
+    def items(self, cfg: RunConfig, tokenizer, module) -> ItemSpec:
         """Caption items (`data.caption_sampling`); whole-word masking only when MLM is selected."""
         mlm = objective_settings(cfg)[0].get("mlm")
         if mlm is None:
@@ -88,10 +93,10 @@ class PretrainTask(Task):
         masking = MaskingStep.from_settings(tokenizer, mlm, cfg.data.max_text_len)
         return self.caption_items(cfg, (masking,))
 
-    def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> MeansEvaluator:
+    def evaluator(self, cfg: RunConfig, tokenizer, module, loader, urls) -> MeansEvaluator:
         return MeansEvaluator(
             self.eval_loader(cfg, tokenizer, module, loader, urls),
-            seed=int(cfg.seed),
-            max_batches=cfg.trainer.get("eval_batches"),
+            seed=cfg.seed,
+            max_batches=cfg.trainer.eval_batches,
             progress=progress_style(cfg.trainer),
         )

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
-
+from vilt_lab.config.schema import RunConfig
 from vilt_lab.data.pipeline import ItemSpec
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.targets import VQATargets
@@ -19,9 +18,9 @@ from vilt_lab.utils.progress import progress_style
 from .base import Task, require_file
 
 
-def read_answers(cfg: DictConfig) -> list[str]:
+def read_answers(cfg: RunConfig) -> list[str]:
     """The answer vocabulary (`data.answers`, answers.json: label -> answer)."""
-    path = require_file(cfg.data.get("answers"), "data.answers (the answers.json the labels index)", "vqa")
+    path = require_file(cfg.data.answers, "data.answers (the answers.json the labels index)", "vqa")
     answers = json.loads(path.read_text())
     if not isinstance(answers, list) or not answers or not all(isinstance(a, str) for a in answers):
         raise ValueError(f"data.answers={path}: expected a non-empty JSON list of answer strings")
@@ -34,20 +33,20 @@ class VQATask(Task):
     epoch_counts = "texts"  # one epoch = every question once
     select_key = "vqa/score"
 
-    def check(self, cfg: DictConfig) -> None:
+    def check(self, cfg: RunConfig) -> None:
         super().check(cfg)
         read_answers(cfg)
 
     def objectives(
-        self, cfg: DictConfig, tokenizer, *, train: bool
+        self, cfg: RunConfig, tokenizer, *, train: bool
     ) -> dict[str, tuple[float, dict[str, Any]]]:
         answers = read_answers(cfg)
         return {"vqa": (1.0, {"num_labels": len(answers), "labels": answers})}
 
-    def items(self, cfg: DictConfig, tokenizer, module) -> ItemSpec:
+    def items(self, cfg: RunConfig, tokenizer, module) -> ItemSpec:
         return ItemSpec("questions", 1, (VQATargets(module.objectives["vqa"].head.fc2.out_features),))
 
-    def evaluator(self, cfg: DictConfig, tokenizer, module, loader, urls) -> VQAEvaluator:
+    def evaluator(self, cfg: RunConfig, tokenizer, module, loader, urls) -> VQAEvaluator:
         return VQAEvaluator(
             self.eval_loader(cfg, tokenizer, module, loader, urls),
             module.objectives["vqa"].labels or read_answers(cfg),

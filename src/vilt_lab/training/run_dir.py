@@ -16,42 +16,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..config.keys import may_change_keys
+from ..config.schema import TrainSchema
 from .run_log import RUN_LOG_NAME
 
 RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
 
-# Keys that say how or where a run runs, not what it trains (a key covers everything under it).
-# They are left out of the run-dir hash, so `trainer.grad_checkpointing=true` to resume on a
-# smaller GPU finds the same run dir, and they are the only keys a resume may change: the micro
-# batch and accumulation (the global batch stays), memory and speed switches, workers, logging,
-# checkpoint and evaluation intervals, progress. Everything else (model, objectives, data, seed,
-# schedule, optimizer, precision) defines the run.
-MAY_CHANGE = (
-    "name",
-    "resume",
-    "evaluate",
-    "logger",
-    "paths",
-    "launcher",
-    "trainer.micro_batch_size",
-    "trainer.grad_checkpointing",
-    "trainer.compile",
-    "trainer.compile_dynamic",
-    "trainer.compile_mode",
-    "trainer.fuse_passes",
-    "trainer.deterministic",
-    "trainer.nonfinite",
-    "trainer.max_skipped_steps",
-    "trainer.progress",
-    "trainer.progress_every_s",
-    "trainer.log_every",
-    "trainer.ckpt_every",
-    "trainer.keep_last",
-    "trainer.eval_batches",
-    "trainer.eval_every",
-    "trainer.evals_per_epoch",
-    "data.num_workers",
-)
+# Keys that say how or where a run runs, not what it trains (a key covers everything under it),
+# as their declarations say (vilt_lab.config.schema, `may_change`). They are left out of the
+# run-dir hash, so `trainer.grad_checkpointing=true` to resume on a smaller GPU finds the same run
+# dir, and they are the only keys a resume may change. Everything else (model, objectives, data,
+# seed, schedule, optimizer, precision) defines the run.
+MAY_CHANGE = may_change_keys(TrainSchema)
 RESUME_HISTORY = "resume_history.jsonl"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
+from ..config.schema import TrainSchema
 from ..tasks import get_task
 from .run_dir import git_info
 
@@ -21,12 +22,12 @@ def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
     return values
 
 
-def run_tags(cfg: DictConfig) -> list[str]:
+def run_tags(settings: TrainSchema) -> list[str]:
     """`logger.tags` plus the task and its selected objectives, so a W&B dashboard can filter an
     ablation's runs by what they trained without hand-made tags."""
-    task = get_task(cfg.task.name)
-    automatic = [f"task={task.name}", *(f"objective={name}" for name in task.objective_names(cfg))]
-    return list(dict.fromkeys([*cfg.logger.tags, *automatic]))
+    task = get_task(settings.task.name)
+    automatic = [f"task={task.name}", *(f"objective={name}" for name in task.objective_names(settings))]
+    return list(dict.fromkeys([*settings.logger.tags, *automatic]))
 
 
 def new_run_id() -> str:
@@ -38,33 +39,34 @@ def new_run_id() -> str:
 def init_tracking(
     accelerator: Accelerator,
     cfg: DictConfig,
+    settings: TrainSchema,
     run_dir: Path,
     name: str,
     overrides: list[str],
     run_id: str | None,
 ) -> str | None:
-    """Start the W&B run (resuming `run_id` when given); returns the run id to checkpoint."""
-    if cfg.logger.mode == "disabled":
+    """Start the W&B run (resuming `run_id` when given); returns the run id to checkpoint.
+    cfg: the composed config (what W&B records), settings: the same as typed objects."""
+    logger = settings.logger
+    if logger.mode == "disabled":
         return None
     # The id is chosen here and stored in every checkpoint, so resume=latest continues the same
     # W&B run (resume="allow"; offline runs ignore resume and are merged by `wandb sync`).
     run_id = run_id or new_run_id()
     init_kwargs = {
         "wandb": {
-            "mode": cfg.logger.mode,
+            "mode": logger.mode,
             "dir": str(run_dir),
             "id": run_id,
             "resume": "allow",
             "name": name,
-            "group": cfg.logger.group,
-            "job_type": cfg.logger.get("job_type"),
-            "tags": run_tags(cfg),
-            "entity": cfg.logger.entity,
+            "group": logger.group,
+            "job_type": logger.job_type,
+            "tags": run_tags(settings),
+            "entity": logger.entity,
         }
     }
-    accelerator.init_trackers(
-        cfg.logger.project, config=tracker_config(cfg, overrides), init_kwargs=init_kwargs
-    )
+    accelerator.init_trackers(logger.project, config=tracker_config(cfg, overrides), init_kwargs=init_kwargs)
     return run_id
 
 

@@ -37,11 +37,9 @@ class ProgressStyle:
         return ProgressStyle(self.enabled and condition, self.every_s)
 
 
-def progress_style(trainer_cfg: Any) -> ProgressStyle:
-    """The run's style from its `trainer` config section (`progress`, `progress_every_s`)."""
-    # .get: a run dir's config.yaml written before the setting existed has no progress_every_s.
-    every_s = trainer_cfg.get("progress_every_s", ProgressStyle.every_s)
-    return ProgressStyle(bool(trainer_cfg.progress), float(every_s))
+def progress_style(trainer: Any) -> ProgressStyle:
+    """The run's style from its typed `trainer` settings (`progress`, `progress_every_s`)."""
+    return ProgressStyle(trainer.progress, trainer.progress_every_s)
 
 
 def _duration(seconds: float) -> str:
