@@ -105,7 +105,8 @@ class ViltBackbone(nn.Module):
         self.grad_checkpointing = enable
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names to exempt from weight decay besides biases and norm weights.
+        """Parameter names, relative to the backbone, that the optimizer's groups exempt from weight
+        decay besides biases and norm weights (`vilt_lab.training.optim.param_groups`).
 
         Empty on purpose: the official code decays `pos_embed`, `cls_token` and all embeddings,
         and the paper's numbers were obtained that way (timm exempts the first two).
