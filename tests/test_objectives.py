@@ -14,6 +14,7 @@ from vilt_lab.objectives import (
     DEFAULT_WEIGHTS,
     OBJECTIVES,
     MPPObjective,
+    Objective,
     Passes,
     build_objective,
     itm_pass,
@@ -190,6 +191,16 @@ def test_default_weights_and_registry() -> None:
     with pytest.raises(KeyError, match="mlm"):
         TaskModule(task.backbone, {"itm": task.objectives["itm"]}, weights={"mlm": 1.0})
     assert build_objective("wpa", task.backbone.config, iterations=7).iterations == 7
+
+
+def test_objectives_follow_the_contract() -> None:
+    """Every registered objective is an `Objective`; the task module reads its declarations: heads
+    where an objective has one (WPA has none), and no predictions from pre-training's objectives."""
+    assert all(issubclass(objective, Objective) for objective in OBJECTIVES.values())
+    task = build_task_module(tiny_backbone(), ["itm", "mlm", "wpa", "mpp"]).eval()
+    assert task.heads() == {name: task.objectives[name].head for name in ("itm", "mlm", "mpp")}
+    assert task.head_specs() == {"itm": {}, "mlm": {}, "mpp": {"bins": 256}}
+    assert task.predict(make_batch()) == {}
 
 
 # WPA

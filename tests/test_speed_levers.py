@@ -264,16 +264,16 @@ def test_each_pass_computes_what_its_readers_read(names, fuse, needs) -> None:
 
 
 def test_fine_tuning_objectives_read_only_the_pooled_row() -> None:
+    from vilt_lab.objectives.base import Objective, pass_rows
     from vilt_lab.objectives.irtr import IRTRObjective
-    from vilt_lab.objectives.passes import pass_rows
     from vilt_lab.objectives.vqa import VQAObjective
 
     assert pass_rows([VQAObjective(32, 3), IRTRObjective(32)]) == {"plain": "pooled", "irtr": "pooled"}
 
-    class Unsure:  # reads a pass without saying how much: gets every row
+    class Unsure(Objective):  # reads a pass without saying how much: gets every row
         reads_pass = "itm"
 
-    class Wrong:
+    class Wrong(Objective):
         reads_pass, reads_rows = "itm", "half"
 
     assert pass_rows([Unsure()]) == {"itm": "all"}

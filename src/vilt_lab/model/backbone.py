@@ -105,7 +105,8 @@ class ViltBackbone(nn.Module):
         self.grad_checkpointing = enable
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names to exempt from weight decay besides biases and norm weights.
+        """Parameter names, relative to the backbone, that the optimizer's groups exempt from weight
+        decay besides biases and norm weights (`vilt_lab.training.optim.param_groups`).
 
         Empty on purpose: the official code decays `pos_embed`, `cls_token` and all embeddings,
         and the paper's numbers were obtained that way (timm exempts the first two).
@@ -116,6 +117,7 @@ class ViltBackbone(nn.Module):
         self,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor,
+        *,
         max_image_len: int = -1,
         generator: torch.Generator | None = None,
         masked_patches: torch.Tensor | None = None,
@@ -162,6 +164,7 @@ class ViltBackbone(nn.Module):
         self,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor,
+        *,
         max_image_len: int = -1,
         image_token_type_idx: int = 1,
         generator: torch.Generator | None = None,
@@ -180,7 +183,13 @@ class ViltBackbone(nn.Module):
                 f"{image_token_type_idx} (it is {self.config.num_modality_types})"
             )
         image, image_mask, selection = self.embed_image(
-            pixel_values, pixel_mask, max_image_len, generator, masked_patches, mask_token, image_index
+            pixel_values,
+            pixel_mask,
+            max_image_len=max_image_len,
+            generator=generator,
+            masked_patches=masked_patches,
+            mask_token=mask_token,
+            image_index=image_index,
         )
         return image + self.token_type_embeddings.weight[image_token_type_idx], image_mask, selection
 
@@ -190,6 +199,7 @@ class ViltBackbone(nn.Module):
         text_mask: torch.Tensor,
         image_tokens: torch.Tensor,
         image_mask: torch.Tensor,
+        *,
         rows: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformer over [text; image]: features after the final norm, and their mask.
@@ -221,6 +231,7 @@ class ViltBackbone(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor,
+        *,
         max_image_len: int = -1,
         image_token_type_idx: int = 1,
         generator: torch.Generator | None = None,
@@ -240,14 +251,14 @@ class ViltBackbone(nn.Module):
         image, image_mask, selection = self.image_tokens(
             pixel_values,
             pixel_mask,
-            max_image_len,
-            image_token_type_idx,
-            generator,
-            masked_patches,
-            mask_token,
-            image_index,
+            max_image_len=max_image_len,
+            image_token_type_idx=image_token_type_idx,
+            generator=generator,
+            masked_patches=masked_patches,
+            mask_token=mask_token,
+            image_index=image_index,
         )
-        x, mask = self.encode(text, attention_mask, image, image_mask, rows)
+        x, mask = self.encode(text, attention_mask, image, image_mask, rows=rows)
         return x, mask, input_ids.shape[1], selection
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -260,6 +271,7 @@ class ViltBackbone(nn.Module):
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor,
+        *,
         max_image_len: int = -1,
         image_token_type_idx: int = 1,
         generator: torch.Generator | None = None,
@@ -290,13 +302,13 @@ class ViltBackbone(nn.Module):
             attention_mask,
             pixel_values,
             pixel_mask,
-            max_image_len,
-            image_token_type_idx,
-            generator,
-            masked_patches,
-            mask_token,
-            rows,
-            image_index,
+            max_image_len=max_image_len,
+            image_token_type_idx=image_token_type_idx,
+            generator=generator,
+            masked_patches=masked_patches,
+            mask_token=mask_token,
+            rows=rows,
+            image_index=image_index,
         )
         has_text, has_image = rows is None or rows >= T, rows is None
         return BackboneOutput(

@@ -1,19 +1,18 @@
 """Objectives: each owns its head and returns {"loss": ..., metrics...}.
 
-Every objective is an `nn.Module` with `forward(batch, backbone, passes) -> dict` and
-`head_spec()` (its head's build arguments for a checkpoint); `passes` (one `Passes` per step)
-lets objectives that read the same backbone pass share it. Pre-training selects among itm, mlm,
-wpa and mpp; each fine-tuning task has its own (vqa, nlvr2, irtr), and those also `predict`.
+Every objective subclasses `Objective`, whose docstring is the contract: what `forward` receives
+and returns, and the capabilities call sites read (`uses_pooler`, `reads_pass`, `reads_rows`,
+`head`, `head_spec`, `predict`). Pre-training selects among itm, mlm, wpa and mpp; each
+fine-tuning task has its own (vqa, nlvr2, irtr), and those also `predict`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from vilt_lab.model import ViltConfig
 
+from .base import Objective, pass_rows
 from .irtr import IRTRObjective
 from .itm import ITMObjective, itm_pass, sample_negatives
 from .mlm import MLMObjective
@@ -23,7 +22,7 @@ from .passes import Passes
 from .vqa import VQAObjective
 from .wpa import WPAObjective, ipot_distance
 
-OBJECTIVES: dict[str, type[nn.Module]] = {
+OBJECTIVES: dict[str, type[Objective]] = {
     "itm": ITMObjective,
     "mlm": MLMObjective,
     "wpa": WPAObjective,
@@ -47,7 +46,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 
-def build_objective(name: str, backbone_config: ViltConfig, **kwargs: Any) -> nn.Module:
+def build_objective(name: str, backbone_config: ViltConfig, **kwargs: Any) -> Objective:
     """The objective registered as `name`, sized for `backbone_config`; kwargs go to its constructor
     (e.g. `beta=0.1` for WPA, `probability=0.2` for MPP)."""
     if name not in OBJECTIVES:
@@ -67,12 +66,14 @@ __all__ = [
     "MLMObjective",
     "MPPObjective",
     "NLVR2Objective",
+    "Objective",
     "VQAObjective",
     "Passes",
     "WPAObjective",
     "build_objective",
     "ipot_distance",
     "itm_pass",
+    "pass_rows",
     "patch_mean_rgb",
     "sample_negatives",
 ]

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.model import RetrievalHead, ViltBackbone, ViltConfig
 from vilt_lab.utils.draws import draw_device
 
+from .base import Objective
 from .passes import POOLED, Passes
 
 DRAW_FALSE_TEXT = 15  # the official configs' negatives per image
@@ -38,10 +38,9 @@ def pad_to(input_ids: torch.Tensor, attention_mask: torch.Tensor, length: int, p
     return F.pad(input_ids, (0, extra), value=pad_id), F.pad(attention_mask, (0, extra), value=0)
 
 
-class IRTRObjective(nn.Module):
+class IRTRObjective(Objective):
     """Cross-entropy over (1 + negatives) scores per image; ``accuracy``: the true caption ranks first."""
 
-    uses_pooler = True
     reads_pass = IRTR_PASS
     reads_rows = POOLED
 
@@ -76,9 +75,6 @@ class IRTRObjective(nn.Module):
         image_negatives: int = 0,
     ) -> IRTRObjective:
         return cls(config.hidden_size, pool, negatives, exclude_own, image_negatives)
-
-    def head_spec(self) -> dict[str, int]:
-        return {}
 
     def score(self, pooled: torch.Tensor) -> torch.Tensor:
         """(B, D) pooled vectors -> (B,) retrieval scores (what exact evaluation ranks by)."""

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vilt_lab.model import BackboneOutput, ITMHead, ViltBackbone, ViltConfig
 from vilt_lab.utils.draws import draw_device
 
+from .base import Objective
 from .passes import ITM_PASS, MLM_PASS, POOLED, Passes, halves
 
 
@@ -138,10 +138,10 @@ def itm_pass(
     return result
 
 
-def fused_pass_negatives(objectives: Mapping[str, nn.Module]) -> str | None:
+def fused_pass_negatives(objectives: Mapping[str, Objective]) -> str | None:
     """The ITM pass's negatives when `objectives` read both the ITM pass and the MLM pass (what
     `run_itm_and_mlm_passes` can fuse), else None."""
-    reads = {getattr(objective, "reads_pass", None): objective for objective in objectives.values()}
+    reads = {objective.reads_pass: objective for objective in objectives.values()}
     if ITM_PASS not in reads or MLM_PASS not in reads:
         return None
     return reads[ITM_PASS].negatives
@@ -183,10 +183,9 @@ def cross_source_share(result: ITMPass, sources: torch.Tensor | None) -> torch.T
     return crossing.sum() / negative.sum().clamp(min=1)
 
 
-class ITMObjective(nn.Module):
+class ITMObjective(Objective):
     """Two-way cross-entropy of the ITM head on the pooled vector of the ITM pass."""
 
-    uses_pooler = True
     reads_pass = ITM_PASS
     reads_rows = POOLED
 
@@ -198,10 +197,6 @@ class ITMObjective(nn.Module):
     @classmethod
     def from_config(cls, config: ViltConfig, negatives: str = SAME_SOURCE) -> ITMObjective:
         return cls(config.hidden_size, negatives)
-
-    def head_spec(self) -> dict[str, int]:
-        """The head's build arguments, as a checkpoint's head list stores them."""
-        return {}
 
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes

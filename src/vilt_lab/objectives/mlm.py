@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import MLMHead, ViltBackbone, ViltConfig
 
+from .base import Objective
 from .passes import MLM_PASS, TEXT, Passes
 
 
-class MLMObjective(nn.Module):
+class MLMObjective(Objective):
     """Cross-entropy of the MLM head over masked tokens, on a pass of masked text and true images."""
 
     uses_pooler = False
@@ -27,10 +27,6 @@ class MLMObjective(nn.Module):
     @classmethod
     def from_config(cls, config: ViltConfig) -> MLMObjective:
         return cls(config.hidden_size, config.vocab_size)
-
-    def head_spec(self) -> dict[str, int]:
-        """The head's build arguments, as a checkpoint's head list stores them."""
-        return {}
 
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes

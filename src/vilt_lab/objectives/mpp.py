@@ -17,6 +17,7 @@ from vilt_lab.model import BackboneOutput, MPPHead, ViltBackbone, ViltConfig
 from vilt_lab.model.embeddings import patch_validity
 from vilt_lab.utils.draws import draw_device
 
+from .base import Objective
 from .passes import Passes
 
 
@@ -34,7 +35,7 @@ def patch_mean_rgb(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     return torch.div(sums, patch_size * patch_size, rounding_mode="floor").flatten(2).transpose(1, 2)
 
 
-class MPPObjective(nn.Module):
+class MPPObjective(Objective):
     """256-way cross-entropy per channel on the masked, kept patches of a pass with unmasked text.
 
     Owns its head and the learnable mask token (trunc-normal, std 0.02, as the official fix).

@@ -9,20 +9,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import NLVR2Head, ViltBackbone, ViltConfig
 
+from .base import Objective
 from .passes import Passes
 
 NUM_IMAGES = 2
 
 
-class NLVR2Objective(nn.Module):
+class NLVR2Objective(Objective):
     """Two-way cross-entropy of the NLVR2 head on the pair's pooled vectors (label 1 = true)."""
-
-    uses_pooler = True
 
     def __init__(self, hidden_size: int) -> None:
         super().__init__()

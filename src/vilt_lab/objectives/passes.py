@@ -5,9 +5,10 @@ it, the other reuses it, and WPA still works when ITM is not selected. Build one
 training step: the cache assumes every call sees the same batch and backbone.
 
 A pass computes only what its readers read: each objective names the pass it reads
-(`reads_pass`) and how much of it (`reads_rows`: the pooled text [CLS], the text positions or
-every position), `pass_rows` takes the widest need per pass, and the pass's last block computes
-that many rows (`ViltBackbone.encode`'s `rows`), exactly the values a full pass would give.
+(`Objective.reads_pass`) and how much of it (`Objective.reads_rows`: the pooled text [CLS], the
+text positions or every position), `pass_rows` takes the widest need per pass, and the pass's last
+block computes that many rows (`ViltBackbone.encode`'s `rows`), exactly the values a full pass
+would give.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ T = TypeVar("T")
 # Cache keys of the passes more than one module computes or reads.
 ITM_PASS, MLM_PASS = "itm", "mlm"
 
-# What a reader reads of a pass (an objective's `reads_rows`), narrowest first.
+# What a reader reads of a pass (`Objective.reads_rows`), narrowest first.
 POOLED, TEXT, ALL = "pooled", "text", "all"
 ROW_NEEDS = (POOLED, TEXT, ALL)
 
@@ -34,23 +35,6 @@ ROW_NEEDS = (POOLED, TEXT, ALL)
 def widest(needs: Iterable[str]) -> str:
     """The widest of some `ROW_NEEDS` (what serves every one of them)."""
     return max(needs, key=ROW_NEEDS.index)
-
-
-def pass_rows(readers: Iterable[object]) -> dict[str, str]:
-    """Pass key -> the widest `reads_rows` among the readers (objectives) naming it in `reads_pass`.
-
-    A reader without `reads_rows` reads every position: a wrong narrow guess would hand it None.
-    """
-    needs: dict[str, str] = {}
-    for reader in readers:
-        key = getattr(reader, "reads_pass", None)
-        if key is None:
-            continue
-        need = getattr(reader, "reads_rows", ALL)
-        if need not in ROW_NEEDS:
-            raise ValueError(f"{type(reader).__name__}.reads_rows={need!r}: expected one of {ROW_NEEDS}")
-        needs[key] = widest((needs.get(key, POOLED), need))
-    return needs
 
 
 def halves(output: BackboneOutput) -> tuple[BackboneOutput, BackboneOutput]:

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vilt_lab.model import ViltBackbone, ViltConfig, VQAHead
 
+from .base import Objective
 from .passes import POOLED, Passes
 
 # The pass on the batch's own texts and images, by its cache key.
@@ -30,11 +30,10 @@ def plain_pass(batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: P
     )
 
 
-class VQAObjective(nn.Module):
+class VQAObjective(Objective):
     """BCE of the VQA head against soft scores; ``score`` is ViLT's VQAScore (the soft score of
     the argmax answer, averaged)."""
 
-    uses_pooler = True
     reads_pass = PLAIN_PASS
     reads_rows = POOLED
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vilt_lab.model import BackboneOutput, ViltBackbone, ViltConfig
 
+from .base import Objective
 from .itm import SAME_SOURCE, itm_pass
 from .passes import ALL, ITM_PASS, Passes
 
@@ -120,7 +120,7 @@ def wpa_distance(output: BackboneOutput, beta: float = 0.5, iterations: int = 50
     return distance
 
 
-class WPAObjective(nn.Module):
+class WPAObjective(Objective):
     """WPA on the ITM pass: (sum of distances of matched pairs - sum over mismatched) / B.
 
     The paper's factor 0.1 is this objective's weight in the task, not part of the loss.

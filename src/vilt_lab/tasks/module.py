@@ -14,9 +14,8 @@ import torch
 from torch import nn
 
 from vilt_lab.model import ViltBackbone
-from vilt_lab.objectives import DEFAULT_WEIGHTS, Passes, build_objective
+from vilt_lab.objectives import DEFAULT_WEIGHTS, Objective, Passes, build_objective, pass_rows
 from vilt_lab.objectives.itm import fused_pass_negatives, run_itm_and_mlm_passes
-from vilt_lab.objectives.passes import pass_rows
 
 
 class TaskModule(nn.Module):
@@ -35,7 +34,7 @@ class TaskModule(nn.Module):
     def __init__(
         self,
         backbone: ViltBackbone,
-        objectives: Mapping[str, nn.Module],
+        objectives: Mapping[str, Objective],
         weights: Mapping[str, float] | None = None,
         max_image_len: int = -1,
         fuse_passes: bool = False,
@@ -62,10 +61,9 @@ class TaskModule(nn.Module):
         # Each pass's last block computes only the rows its readers read (ITM: the pooled [CLS],
         # MLM: the text), unless a reader needs more (WPA reads all of the ITM pass).
         self.pass_rows = pass_rows(self.objectives.values())
-        # Only ITM reads the pooled vector. Without it the pooler would get no gradient, which
-        # DDP (without find_unused_parameters) reports as an error, so freeze it. An objective
-        # that does not declare `uses_pooler` is assumed to use it: wrongly freezing is silent.
-        if not any(getattr(objective, "uses_pooler", True) for objective in self.objectives.values()):
+        # Of pre-training's objectives only ITM reads the pooled vector. Without it the pooler would
+        # get no gradient, which DDP (without find_unused_parameters) reports as an error.
+        if not any(objective.uses_pooler for objective in self.objectives.values()):
             self.backbone.pooler.requires_grad_(False)
 
     def forward(
@@ -96,15 +94,14 @@ class TaskModule(nn.Module):
         passes = Passes(max_image_len=-1, rows=self.pass_rows)
         results: dict[str, torch.Tensor] = {}
         for name, objective in self.objectives.items():
-            if hasattr(objective, "predict"):
-                out = objective.predict(batch, self.backbone, passes)
-                results.update({f"{name}/{key}": value for key, value in out.items()})
+            out = objective.predict(batch, self.backbone, passes)
+            results.update({f"{name}/{key}": value for key, value in out.items()})
         return results
 
     def heads(self) -> dict[str, nn.Module]:
         """Objective name -> its head: a checkpoint's `heads.<name>` is `objectives.<name>.head`."""
         return {
-            name: objective.head for name, objective in self.objectives.items() if hasattr(objective, "head")
+            name: objective.head for name, objective in self.objectives.items() if objective.head is not None
         }
 
     def head_specs(self) -> dict[str, dict[str, Any]]:

@@ -2,8 +2,11 @@
 
 Biases and normalisation weights get no weight decay (the official code matches names; we use
 `ndim <= 1`, which also catches LayerNorms inside `nn.Sequential` heads that the official name
-matching misses). Parameters whose name starts with a prefix in `lr_mult` train at `lr * mult`
-(the official VQA head uses 10).
+matching misses), and neither do the parameters that a submodule's `no_weight_decay()` names,
+timm-style: relative to that submodule, so `backbone.no_weight_decay()` returning {"pos_embed"}
+exempts `backbone.pos_embed`. ViltBackbone's set is empty: the official code decays `pos_embed`
+and `cls_token`, which timm exempts. Parameters whose name starts with a prefix in `lr_mult` train
+at `lr * mult` (the official VQA head uses 10).
 
 The update runs as PyTorch's fused AdamW kernel when every parameter sits on CUDA (one launch
 for every parameter instead of a few per tensor) or every one on the CPU (one vectorised pass
@@ -22,11 +25,26 @@ import torch
 from torch import nn
 
 
+def no_weight_decay(model: nn.Module) -> set[str]:
+    """The parameter names of `model` that its submodules' `no_weight_decay()` exempt, each
+    prefixed with its submodule's name (`model` itself included, with no prefix)."""
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        if hasattr(module, "no_weight_decay"):
+            names.update(f"{prefix}.{name}" if prefix else name for name in module.no_weight_decay())
+    unknown = sorted(names - {name for name, _ in model.named_parameters()})
+    if unknown:
+        raise KeyError(f"no_weight_decay() names {unknown}, which are no parameters of the model")
+    return names
+
+
 def param_groups(
     model: nn.Module, lr: float, weight_decay: float, lr_mult: Mapping[str, float] | None = None
 ) -> list[dict]:
-    """Parameter groups keyed by (decay or not, learning-rate multiplier)."""
+    """Parameter groups keyed by (decay or not, learning-rate multiplier); no decay for `ndim <= 1`
+    and for the names `no_weight_decay` gives."""
     lr_mult = dict(lr_mult or {})
+    exempt = no_weight_decay(model)
     used_prefixes: set[str] = set()
     groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -36,7 +54,7 @@ def param_groups(
         if prefix is not None:
             used_prefixes.add(prefix)
         mult = lr_mult[prefix] if prefix is not None else 1.0
-        decay = param.ndim > 1
+        decay = param.ndim > 1 and name not in exempt
         groups.setdefault((decay, mult), []).append(param)
     unused = sorted(set(lr_mult) - used_prefixes)
     if unused:

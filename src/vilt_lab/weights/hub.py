@@ -3,20 +3,20 @@
 HF transformers' ViLT classes hold one head each and none of them is ITM, so a pre-trained ViLT
 (ITM + MLM) cannot travel through them whole. vilt_lab's own checkpoint layout (`config.json`
 with the backbone's config and every head's build record, VQA's answer list included, and
-`model.safetensors`) goes to the Hub as is, with a README.md model card; `from_pretrained` takes
+`model.safetensors`) goes to the Hub as is, with a README.md model card; `load_pretrained` takes
 a local directory or a repo id and downloads only those files. Nothing read runs code.
+
+This module deals in checkpoints (`ViltCheckpoint`) and directories; `ViltWithHeads`'s
+`from_pretrained`, `save_pretrained` and `push_to_hub` build on it.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .checkpoint_io import CONFIG_NAME, WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, save_checkpoint
-
-if TYPE_CHECKING:
-    from .with_heads import ViltWithHeads
 
 CARD_NAME = "README.md"
 
@@ -58,21 +58,20 @@ def model_card(checkpoint: ViltCheckpoint, repo_id: str | None = None) -> str:
     )
 
 
-def save_pretrained(model: ViltWithHeads, directory: str | os.PathLike, repo_id: str | None = None) -> Path:
-    """Write `model` (backbone and every head) and its model card into `directory`."""
-    checkpoint = model.to_checkpoint()
+def save_pretrained(
+    checkpoint: ViltCheckpoint, directory: str | os.PathLike, repo_id: str | None = None
+) -> Path:
+    """Write `checkpoint` (backbone and every head) and its model card into `directory`."""
     directory = save_checkpoint(checkpoint, directory)
     (directory / CARD_NAME).write_text(model_card(checkpoint, repo_id))
     return directory
 
 
-def from_pretrained(
+def load_pretrained(
     name_or_path: str | os.PathLike, revision: str | None = None, cache_dir: str | os.PathLike | None = None
-) -> ViltWithHeads:
-    """A local checkpoint directory, or a Hub repo id whose config.json and model.safetensors are
-    downloaded (into the HF cache) first."""
-    from .with_heads import ViltWithHeads
-
+) -> ViltCheckpoint:
+    """The checkpoint in a local directory, or in a Hub repo id whose config.json and
+    model.safetensors are downloaded (into the HF cache) first."""
     path = Path(name_or_path)
     if not path.is_dir():
         from huggingface_hub import snapshot_download
@@ -85,25 +84,23 @@ def from_pretrained(
                 allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME],
             )
         )
-    return ViltWithHeads.from_checkpoint(load_checkpoint(path))
+    return load_checkpoint(path)
 
 
 def push_to_hub(
-    model: ViltWithHeads,
+    checkpoint: ViltCheckpoint,
     repo_id: str,
     private: bool = False,
     token: str | None = None,
     commit_message: str = "vilt_lab checkpoint",
 ) -> str:
-    """Create `repo_id` if needed and upload the checkpoint and its card; returns the commit URL."""
-    import tempfile
-
+    """Create `repo_id` if needed and upload `checkpoint` and its card; returns the commit URL."""
     from huggingface_hub import HfApi
 
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
-        save_pretrained(model, Path(staging) / "checkpoint", repo_id=repo_id)
+        save_pretrained(checkpoint, Path(staging) / "checkpoint", repo_id=repo_id)
         commit = api.upload_folder(
             repo_id=repo_id, folder_path=str(Path(staging) / "checkpoint"), commit_message=commit_message
         )

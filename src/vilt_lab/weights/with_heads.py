@@ -51,16 +51,16 @@ class ViltWithHeads(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> ViltWithHeads:
-        """A local checkpoint directory or a Hub repo id (see `hub.from_pretrained`)."""
-        return hub.from_pretrained(name_or_path, revision=revision)
+        """A local checkpoint directory or a Hub repo id (see `hub.load_pretrained`)."""
+        return cls.from_checkpoint(hub.load_pretrained(name_or_path, revision=revision))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """The checkpoint directory with every head and a model card (see `hub.save_pretrained`)."""
-        return hub.save_pretrained(self, directory)
+        return hub.save_pretrained(self.to_checkpoint(), directory)
 
     def push_to_hub(self, repo_id: str, private: bool = False, token: str | None = None) -> str:
         """Upload to the Hub repo `repo_id` (created if needed); returns the commit URL."""
-        return hub.push_to_hub(self, repo_id, private=private, token=token)
+        return hub.push_to_hub(self.to_checkpoint(), repo_id, private=private, token=token)
 
     def to_checkpoint(self) -> ViltCheckpoint:
         return ViltCheckpoint(
