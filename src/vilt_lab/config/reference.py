@@ -25,10 +25,11 @@ make up its directory's hash, and a resume with another value is refused.
 """
 
 
-def render() -> str:
-    train = declared_keys(TrainSchema)
+def render(train_schema: type = TrainSchema, eval_schema: type = EvalSchema) -> str:
+    """The page for the keys of ``train_schema`` (every one) and ``eval_schema`` (its own)."""
+    train = declared_keys(train_schema)
     train_keys = {row.key for row in train}
-    eval_only = [row for row in declared_keys(EvalSchema) if row.key not in train_keys]
+    eval_only = [row for row in declared_keys(eval_schema) if row.key not in train_keys]
     return "\n".join(
         [
             HEADER,
