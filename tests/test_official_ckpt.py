@@ -12,6 +12,7 @@ import pytest
 import torch
 import transformers
 
+from helpers.batches import model_inputs
 from helpers.official import (
     GRID,
     HIDDEN,
@@ -58,23 +59,16 @@ def test_conversion_keeps_every_tensor(converted):
 
 def batch(num_images: int = 1, seed: int = 0):
     """Two texts with padding, and per text `num_images` padded images of different sizes."""
-    g = torch.Generator().manual_seed(seed)
-    sizes = [[(4, 4), (3, 2)], [(2, 3), (4, 1)]][:num_images]
-    H, W = GRID * PATCH, GRID * PATCH
-    pixel_values = torch.zeros(2, num_images, 3, H, W)
-    pixel_mask = torch.zeros(2, num_images, H, W, dtype=torch.long)
-    for j, per_text in enumerate(sizes):
-        for i, (h, w) in enumerate(per_text):
-            pixel_values[i, j, :, : h * PATCH, : w * PATCH] = (
-                torch.rand(3, h * PATCH, w * PATCH, generator=g) * 2 - 1
-            )
-            pixel_mask[i, j, : h * PATCH, : w * PATCH] = 1
-    input_ids = torch.randint(1, VOCAB, (2, TEXT_LEN), generator=g)
-    attention_mask = torch.ones(2, TEXT_LEN, dtype=torch.long)
-    attention_mask[1, 7:] = 0
-    if num_images == 1:
-        pixel_values, pixel_mask = pixel_values[:, 0], pixel_mask[:, 0]
-    return input_ids, attention_mask, pixel_values, pixel_mask
+    sizes = [[(4, 4), (3, 2)], [(2, 3), (4, 1)]][:num_images]  # in patches, per image slot
+    return model_inputs(
+        [TEXT_LEN, 7],
+        [[(h * PATCH, w * PATCH) for h, w in per_text] for per_text in sizes],
+        vocab=VOCAB,
+        seed=seed,
+        first_id=1,
+        padded_pixels="zero",
+        images_first=True,
+    )
 
 
 HF_OUTPUT = {

@@ -1,6 +1,10 @@
-"""A random batch as the data loader yields it."""
+"""Random batches: what the data loader yields (`make_batch`) and what a backbone takes
+(`model_inputs`), padded as the real ones are."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple
 
 import torch
 
@@ -45,3 +49,79 @@ def make_batch(seed: int = 0, mlm_probability: float = 0.3) -> dict[str, torch.T
         "image": image,
         "pixel_mask": pixel_mask,
     }
+
+
+class ModelInputs(NamedTuple):
+    """A backbone's inputs in its positional order, named as HF's ViLT classes name them."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor
+    pixel_mask: torch.Tensor
+
+
+_PIXELS: dict[str, Callable[..., torch.Tensor]] = {
+    "normal": lambda shape, g: torch.randn(shape, generator=g),
+    "uniform": lambda shape, g: torch.rand(shape, generator=g) * 2 - 1,  # the normalised range
+}
+
+
+def model_inputs(
+    text_lengths: Sequence[int],
+    image_sizes: Sequence[Sequence[tuple[int, int]]],
+    *,
+    vocab: int,
+    seed: int = 0,
+    first_id: int = 5,
+    pixels: Literal["normal", "uniform"] = "uniform",
+    padded_pixels: Literal["random", "zero"] = "random",
+    padded_ids: Literal["random", "zero"] = "random",
+    images_first: bool = False,
+) -> ModelInputs:
+    """Random normalised backbone inputs: texts of `text_lengths` tokens padded to the longest, and
+    per image slot the images `image_sizes[slot][text]` ((H, W)) padded to the largest.
+
+    One slot gives images of (B, 3, H, W), several (B, slots, 3, H, W) as NLVR2 takes them. Token
+    ids are drawn from [first_id, vocab) (5 skips BERT's special tokens), pixels from N(0, 1) or
+    U[-1, 1). Padding holds random values (one draw over the whole tensor, so that a test can see
+    that padding does not leak) or zeros (each image drawn over its own area, slot by slot).
+    `images_first` draws the pixels before the ids. Every choice changes the values drawn: each
+    test keeps the draws its expected numbers were measured on.
+    """
+    g = torch.Generator().manual_seed(seed)
+    batch, slots = len(text_lengths), len(image_sizes)
+    height = max(h for per_text in image_sizes for h, _ in per_text)
+    width = max(w for per_text in image_sizes for _, w in per_text)
+    draw = _PIXELS[pixels]
+
+    def texts() -> tuple[torch.Tensor, torch.Tensor]:
+        input_ids = torch.randint(first_id, vocab, (batch, max(text_lengths)), generator=g)
+        attention_mask = torch.zeros_like(input_ids)
+        for i, n in enumerate(text_lengths):
+            attention_mask[i, :n] = 1
+        if padded_ids == "zero":
+            input_ids[attention_mask == 0] = 0
+        return input_ids, attention_mask
+
+    def images() -> tuple[torch.Tensor, torch.Tensor]:
+        pixel_mask = torch.zeros(batch, slots, height, width, dtype=torch.long)
+        if padded_pixels == "random":
+            pixel_values = draw((batch, slots, 3, height, width), g)
+        else:
+            pixel_values = torch.zeros(batch, slots, 3, height, width)
+        for j, per_text in enumerate(image_sizes):
+            for i, (h, w) in enumerate(per_text):
+                pixel_mask[i, j, :h, :w] = 1
+                if padded_pixels == "zero":
+                    pixel_values[i, j, :, :h, :w] = draw((3, h, w), g)
+        if slots == 1:
+            return pixel_values[:, 0], pixel_mask[:, 0]
+        return pixel_values, pixel_mask
+
+    if images_first:
+        pixel_values, pixel_mask = images()
+        input_ids, attention_mask = texts()
+    else:
+        input_ids, attention_mask = texts()
+        pixel_values, pixel_mask = images()
+    return ModelInputs(input_ids, attention_mask, pixel_values, pixel_mask)
