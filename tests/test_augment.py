@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps
 from timm.data.auto_augment import AugmentOp
 
-from train_helpers import compose_config
+from helpers.configs import compose_config
 from vilt_lab.build.data import loader_config
 from vilt_lab.data.augment import EXCLUDED_OPS, OPS, RandAugment, SolarizeAfterAdd
 from vilt_lab.data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader, item_decoder

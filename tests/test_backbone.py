@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers.batches import model_inputs
 from vilt_lab.measure.param_count import count_parameters
 from vilt_lab.model import ViltBackbone, create_backbone, get_config
 from vilt_lab.model.embeddings import interpolate_pos_embed, patch_validity, select_patches
@@ -96,15 +97,8 @@ def test_patch_validity_from_pixel_mask():
     assert v[0].all() and v[1, :2, :3].all() and v[1].sum() == 6
 
 
-def batch(B=2, H=64, W=96, T=40, vocab=1000, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (B, T), generator=g)
-    am = torch.ones(B, T, dtype=torch.long)
-    am[1, 10:] = 0
-    pix = torch.randn(B, 3, H, W, generator=g)
-    pm = torch.ones(B, H, W, dtype=torch.long)
-    pm[1, 32:] = 0
-    return ids, am, pix, pm
+def batch():
+    return model_inputs([40, 10], [[(64, 96), (32, 96)]], vocab=1000, pixels="normal")
 
 
 def test_forward_shapes_and_seeded_determinism():

@@ -19,8 +19,8 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image, PngImagePlugin
 
-from conftest import encode_image
-from train_helpers import TASK_OVERRIDES, compose_config, compose_eval_config, fast_config
+from helpers.configs import TASK_OVERRIDES, compose_config, compose_eval_config, fast_config
+from helpers.images import encode_image
 from vilt_lab.config.schema import TASK_SCHEMAS, EvalSchema, ModelSchema, ObjectivesSchema, TrainSchema
 from vilt_lab.config.typed_check import check
 from vilt_lab.config.validation import ConfigError, validate_eval_config, validate_train_config

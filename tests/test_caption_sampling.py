@@ -10,8 +10,8 @@ from itertools import islice
 
 import pytest
 
-from conftest import encode_image
-from train_helpers import TASK_OVERRIDES, fast_config
+from helpers.configs import TASK_OVERRIDES, fast_config
+from helpers.images import encode_image
 from vilt_lab.build.settings import max_steps, train_items
 from vilt_lab.config.validation import validate_train_config
 from vilt_lab.data.pipeline import (

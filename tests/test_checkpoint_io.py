@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import compose_config, train_settings
+from helpers.configs import compose_config, train_settings
 from vilt_lab.build.task import build_task, model_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.model import ViltBackbone, get_config

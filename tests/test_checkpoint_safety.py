@@ -13,7 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train_helpers import fast_config, train_settings
+from helpers.configs import fast_config, train_settings
+from helpers.faults import poison_loss_from_call
 from vilt_lab import convert_cli
 from vilt_lab.build.data import build_tokenizer
 from vilt_lab.build.task import build_task
@@ -155,25 +156,6 @@ def test_huge_learning_rate_stops_with_no_nonfinite_checkpoint(shapes_world, tmp
     for checkpoint in (tmp_path / "demo" / "checkpoints").glob("step_*"):
         for key, tensor in load_file(checkpoint / "model.safetensors").items():
             assert torch.isfinite(tensor).all(), f"{checkpoint.name}: {key}"
-
-
-def poison_loss_from_call(monkeypatch, first_bad_call: int, objective: str = "itm") -> None:
-    """Make the task module's loss NaN from its `first_bad_call`-th forward in training on."""
-    from vilt_lab.tasks.module import TaskModule
-
-    forward = TaskModule.forward
-    calls = [0]
-
-    def poisoned(self, batch, generator=None):
-        out = forward(self, batch, generator)
-        if self.training:
-            calls[0] += 1
-            if calls[0] >= first_bad_call:
-                out[f"{objective}/loss"] = out[f"{objective}/loss"] * float("nan")
-                out["loss"] = out["loss"] * float("nan")
-        return out
-
-    monkeypatch.setattr(TaskModule, "forward", poisoned)
 
 
 def test_a_run_turning_nonfinite_keeps_its_finite_checkpoints(shapes_world, tmp_path, monkeypatch):

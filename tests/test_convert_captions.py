@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from raw_datasets import (
+from helpers.raw_datasets import (
     BAD_IMAGES,
     manifest,
     read_split,

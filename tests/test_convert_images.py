@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from raw_datasets import BAD_IMAGES, png_header_only
+from helpers.raw_datasets import BAD_IMAGES, png_header_only
 from vilt_lab.data.sources import images as img
 from vilt_lab.data.sources.images import BadImage, ImagePolicy, RawImage, clean_image
 from vilt_lab.data.sources.raw import check_text, clean_captions, decode_text

@@ -6,7 +6,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from raw_datasets import read_split, run_cli, skipped, write_nlvr2
+from helpers.raw_datasets import read_split, run_cli, skipped, write_nlvr2
 from vilt_lab.data.shards import expand_shards
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from raw_datasets import manifest, read_split, run_cli, write_annotation_list, write_karpathy
+from helpers.raw_datasets import manifest, read_split, run_cli, write_annotation_list, write_karpathy
 from vilt_lab.data.shards import PROGRESS_DIR, expand_shards
 from vilt_lab.data.sources import runner
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from raw_datasets import manifest, read_split, run_cli, skipped, write_vqav2
+from helpers.raw_datasets import manifest, read_split, run_cli, skipped, write_vqav2
 from vilt_lab.data.sources.vqav2 import rest_val_ids
 from vilt_lab.data.vqa_answers import answer_vocabulary
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 from omegaconf import ListConfig
 
-from conftest import encode_image
-from train_helpers import compose_config, train_settings
+from helpers.configs import compose_config, train_settings
+from helpers.images import encode_image
 from vilt_lab.build.data import build_streams, build_tokenizer, loader_config
 from vilt_lab.build.task import build_task
 from vilt_lab.data.pipeline import ResampledMix

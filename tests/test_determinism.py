@@ -19,7 +19,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train_helpers import Killed, fast_config, final_weights, kill_after
+from helpers.configs import fast_config
+from helpers.faults import Killed, kill_after
+from helpers.run_dirs import final_weights
 from vilt_lab.model.embeddings import interpolate_pos_embed, select_patches
 from vilt_lab.train import run
 from vilt_lab.training.determinism import (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -13,17 +12,12 @@ import pytest
 import torch
 import webdataset as wds
 
-from train_helpers import FAST
+from helpers.configs import FAST
+from helpers.ports import free_port
 from vilt_lab.training.metrics_log import read_metrics
 from vilt_lab.training.schedule import lr_factor
 
 SHARD_SIZES = [9, 9, 4, 2]  # dealt two per rank: one rank holds far fewer samples than the other
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def uneven_shards(world: Path, out: Path) -> Path:
@@ -76,7 +70,7 @@ def test_two_processes_disjoint_and_in_sync(shapes_world, tmp_path):
         "127.0.0.1",
         "--master_port",
         str(free_port()),
-        str(Path(__file__).parent / "ddp_job.py"),
+        str(Path(__file__).parent / "helpers" / "ddp_job.py"),
         str(tmp_path),
         *overrides,
     ]

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from omegaconf import DictConfig
 
-from raw_datasets import manifest, run_cli, write_karpathy, write_nlvr2, write_vqav2
-from test_official_ckpt import TEXT_LEN, VOCAB, random_official_state, write_lightning_ckpt
-from train_helpers import compose_eval_config
+from helpers.configs import compose_eval_config
+from helpers.official import TEXT_LEN, VOCAB, random_official_state, write_lightning_ckpt
+from helpers.raw_datasets import manifest, run_cli, write_karpathy, write_nlvr2, write_vqav2
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import texts_of

@@ -9,7 +9,8 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from train_helpers import fast_config
+from helpers.batches import model_inputs
+from helpers.configs import fast_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.heads import build_head
@@ -53,18 +54,11 @@ def random_hf(head: str, seed: int = 0):
 
 
 def inputs(head: str, seed: int = 0, vocab_size: int = TINY["vocab_size"]) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    shape = (2, 2, 3, 64, 48) if head == "nlvr2" else (2, 3, 64, 48)
-    pixel_mask = torch.ones(shape[:-3] + shape[-2:], dtype=torch.long)
-    pixel_mask[1, ..., 32:, :] = 0  # the second example's image(s) are half padding
-    attention_mask = torch.ones(2, 12, dtype=torch.long)
-    attention_mask[0, 8:] = 0
-    return dict(
-        input_ids=torch.randint(1, vocab_size, (2, 12), generator=g),
-        attention_mask=attention_mask,
-        pixel_values=torch.rand(shape, generator=g) * 2 - 1,
-        pixel_mask=pixel_mask,
-    )
+    # The first text is 8 tokens of 12; the second example's image(s) are half padding.
+    sizes = [(64, 48), (32, 48)]
+    return model_inputs(
+        [8, 12], [sizes] * (2 if head == "nlvr2" else 1), vocab=vocab_size, seed=seed, first_id=1
+    )._asdict()
 
 
 def hf_logits(model, batch) -> torch.Tensor:

@@ -5,6 +5,7 @@ import torch
 from transformers import ViltConfig as HFViltConfig
 from transformers import ViltModel
 
+from helpers.batches import model_inputs
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.weights.hf import config_to_hf, from_hf, hf_to_state_dict, state_dict_to_hf, to_hf
 
@@ -24,21 +25,16 @@ HF_SIZES = {
 
 def padded_batch(patch: int, vocab: int, seed: int = 0):
     """Three images of different sizes (multiples of the patch) and texts with padding."""
-    g = torch.Generator().manual_seed(seed)
     sizes = [(6 * patch, 10 * patch), (4 * patch, 7 * patch), (5 * patch, 3 * patch)]
-    H, W = max(h for h, _ in sizes), max(w for _, w in sizes)
-    pixel_values = torch.zeros(3, 3, H, W)
-    pixel_mask = torch.zeros(3, H, W, dtype=torch.long)
-    for i, (h, w) in enumerate(sizes):
-        pixel_values[i, :, :h, :w] = torch.rand(3, h, w, generator=g) * 2 - 1
-        pixel_mask[i, :h, :w] = 1
-    lengths = [40, 17, 9]
-    input_ids = torch.randint(5, vocab, (3, 40), generator=g)
-    attention_mask = torch.zeros(3, 40, dtype=torch.long)
-    for i, n in enumerate(lengths):
-        attention_mask[i, :n] = 1
-    input_ids[attention_mask == 0] = 0
-    return input_ids, attention_mask, pixel_values, pixel_mask
+    return model_inputs(
+        [40, 17, 9],
+        [sizes],
+        vocab=vocab,
+        seed=seed,
+        padded_pixels="zero",
+        padded_ids="zero",
+        images_first=True,
+    )
 
 
 def random_hf(size: str, seed: int = 0) -> ViltModel:

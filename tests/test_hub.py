@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from helpers.batches import model_inputs
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.heads import build_head
 from vilt_lab.weights.hub import CARD_NAME
@@ -32,14 +33,7 @@ def all_heads_model() -> ViltWithHeads:
 
 
 def batch(num_images: int = 1):
-    generator = torch.Generator().manual_seed(1)
-    shape = (2, num_images, 3, 64, 96) if num_images > 1 else (2, 3, 64, 96)
-    return (
-        torch.randint(5, 50, (2, 7), generator=generator),
-        torch.ones(2, 7, dtype=torch.long),
-        torch.randn(*shape, generator=generator),
-        torch.ones(*shape[:-3], 64, 96, dtype=torch.long),
-    )
+    return model_inputs([7, 7], [[(64, 96)] * 2] * num_images, vocab=50, seed=1, pixels="normal")
 
 
 def test_round_trip_reproduces_every_head_exactly(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_objectives import make_batch, tiny_backbone
+from helpers.batches import make_batch
+from helpers.models import tiny_backbone
 from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.objectives import Passes
 from vilt_lab.objectives.irtr import IRTRObjective

@@ -8,9 +8,10 @@ from itertools import islice
 import pytest
 import torch
 
-from conftest import encode_image
-from test_objectives import make_batch, tiny_backbone
-from train_helpers import fast_config, train_settings
+from helpers.batches import make_batch
+from helpers.configs import fast_config, train_settings
+from helpers.images import encode_image
+from helpers.models import tiny_backbone
 from vilt_lab.data.pipeline import LoaderConfig, Source, build_train_loader
 from vilt_lab.objectives import Passes, build_objective, itm_pass, sample_negatives
 from vilt_lab.objectives.itm import BATCH, SAME_SOURCE

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from train_helpers import fast_config
+from helpers.configs import fast_config
 from vilt_lab.train import run
 from vilt_lab.training.checkpoint import TRAINER_STATE
 from vilt_lab.training.run_dir import ResumeRefused

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from train_helpers import compose_config
+from helpers.configs import compose_config
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.train import run
 

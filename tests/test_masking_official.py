@@ -14,8 +14,8 @@ import random
 import pytest
 import torch
 
-from test_masking import MAX_LEN, make_captions, replacement_shares, train_tokenizer, word_extremes
-from train_helpers import compose_config, train_settings
+from helpers.configs import compose_config, train_settings
+from helpers.masking import MAX_LEN, make_captions, replacement_shares, train_tokenizer, word_extremes
 from vilt_lab.data.masking import MaskingStep, mask_tokens, word_ids_from_encoding
 from vilt_lab.tasks import get_task
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from test_distributed import free_port
-from train_helpers import compose_config
+from helpers.configs import compose_config
+from helpers.ports import free_port
 from vilt_lab.build.data import ensure_data
 from vilt_lab.data.shards import read_sizes
 

@@ -7,125 +7,28 @@ random weights; the released files cannot be downloaded here.
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import pytest
 import torch
 import transformers
 
+from helpers.batches import model_inputs
+from helpers.official import (
+    GRID,
+    HIDDEN,
+    LAYERS,
+    PATCH,
+    TEXT_LEN,
+    VARIANTS,
+    VOCAB,
+    VQA_ANSWERS,
+    random_official_state,
+    write_lightning_ckpt,
+)
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.weights.checkpoint_io import load_checkpoint
 from vilt_lab.weights.official import from_official, read_official, to_official
 from vilt_lab.weights.with_heads import ViltWithHeads
-
-HIDDEN, LAYERS, PATCH, GRID, VOCAB, TEXT_LEN = 128, 2, 16, 4, 120, 12
-VQA_ANSWERS = 3129
-# Which heads each released checkpoint holds (the official code builds a head only for the
-# losses it trains; retrieval keeps its frozen ITM head).
-VARIANTS = {
-    "mlm_itm": ("itm", "mlm"),
-    "vqa": ("vqa",),
-    "nlvr2": ("nlvr2",),
-    "irtr": ("itm", "irtr"),
-}
-
-
-def official_shapes(variant: str) -> dict[str, tuple[int, ...]]:
-    """Every weight of an official checkpoint with its shape, written from the reference."""
-    H, V = HIDDEN, VOCAB
-    shapes: dict[str, tuple[int, ...]] = {
-        "text_embeddings.word_embeddings.weight": (V, H),
-        "text_embeddings.position_embeddings.weight": (TEXT_LEN, H),
-        "text_embeddings.token_type_embeddings.weight": (2, H),
-        "text_embeddings.LayerNorm.weight": (H,),
-        "text_embeddings.LayerNorm.bias": (H,),
-        # NLVR2 grows the modality-type table to 3 rows: image 2 has its own type.
-        "token_type_embeddings.weight": (3 if variant == "nlvr2" else 2, H),
-        "transformer.cls_token": (1, 1, H),
-        "transformer.pos_embed": (1, 1 + GRID * GRID, H),
-        "transformer.patch_embed.proj.weight": (H, 3, PATCH, PATCH),
-        "transformer.patch_embed.proj.bias": (H,),
-        "transformer.norm.weight": (H,),
-        "transformer.norm.bias": (H,),
-        "pooler.dense.weight": (H, H),
-        "pooler.dense.bias": (H,),
-    }
-    for i in range(LAYERS):
-        b = f"transformer.blocks.{i}."
-        shapes |= {
-            b + "norm1.weight": (H,),
-            b + "norm1.bias": (H,),
-            b + "attn.qkv.weight": (3 * H, H),
-            b + "attn.qkv.bias": (3 * H,),
-            b + "attn.proj.weight": (H, H),
-            b + "attn.proj.bias": (H,),
-            b + "norm2.weight": (H,),
-            b + "norm2.bias": (H,),
-            b + "mlp.fc1.weight": (4 * H, H),
-            b + "mlp.fc1.bias": (4 * H,),
-            b + "mlp.fc2.weight": (H, 4 * H),
-            b + "mlp.fc2.bias": (H,),
-        }
-    heads = VARIANTS[variant]
-    if "itm" in heads:
-        shapes |= {"itm_score.fc.weight": (2, H), "itm_score.fc.bias": (2,)}
-    if "mlm" in heads:
-        shapes |= {
-            "mlm_score.transform.dense.weight": (H, H),
-            "mlm_score.transform.dense.bias": (H,),
-            "mlm_score.transform.LayerNorm.weight": (H,),
-            "mlm_score.transform.LayerNorm.bias": (H,),
-            "mlm_score.decoder.weight": (V, H),
-            "mlm_score.bias": (V,),
-        }
-    if "vqa" in heads:
-        shapes |= {
-            "vqa_classifier.0.weight": (2 * H, H),
-            "vqa_classifier.0.bias": (2 * H,),
-            "vqa_classifier.1.weight": (2 * H,),
-            "vqa_classifier.1.bias": (2 * H,),
-            "vqa_classifier.3.weight": (VQA_ANSWERS, 2 * H),
-            "vqa_classifier.3.bias": (VQA_ANSWERS,),
-        }
-    if "nlvr2" in heads:
-        shapes |= {
-            "nlvr2_classifier.0.weight": (2 * H, 2 * H),
-            "nlvr2_classifier.0.bias": (2 * H,),
-            "nlvr2_classifier.1.weight": (2 * H,),
-            "nlvr2_classifier.1.bias": (2 * H,),
-            "nlvr2_classifier.3.weight": (2, 2 * H),
-            "nlvr2_classifier.3.bias": (2,),
-        }
-    if "irtr" in heads:
-        shapes |= {"rank_output.weight": (1, H), "rank_output.bias": (1,)}
-    return shapes
-
-
-def random_official_state(variant: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights at unit activation scale: matrices ~ N(0, 1/fan_in), tables ~ N(0, 1),
-    LayerNorm weights near 1. At that scale the one LayerNorm eps HF has (1e-6, against the text
-    LayerNorm's 1e-12) moves outputs by ~1e-7, far below the 1e-5 compared."""
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in official_shapes(variant).items():
-        x = torch.randn(shape, generator=g)
-        if key.endswith(".weight") and any(tag in key for tag in ("norm", "Norm", "classifier.1.")):
-            x = 1 + 0.1 * x
-        elif key.endswith("bias"):
-            x = 0.1 * x
-        elif (
-            len(shape) >= 2 and "embeddings" not in key and "cls_token" not in key and "pos_embed" not in key
-        ):
-            x = x / math.sqrt(math.prod(shape[1:]))
-        state[key] = x
-    state["text_embeddings.position_ids"] = torch.arange(TEXT_LEN).unsqueeze(0)
-    return state
-
-
-def write_lightning_ckpt(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    torch.save({"epoch": 9, "global_step": 1000, "state_dict": state, "hyper_parameters": {"lr": 1e-4}}, path)
-    return path
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
@@ -156,23 +59,16 @@ def test_conversion_keeps_every_tensor(converted):
 
 def batch(num_images: int = 1, seed: int = 0):
     """Two texts with padding, and per text `num_images` padded images of different sizes."""
-    g = torch.Generator().manual_seed(seed)
-    sizes = [[(4, 4), (3, 2)], [(2, 3), (4, 1)]][:num_images]
-    H, W = GRID * PATCH, GRID * PATCH
-    pixel_values = torch.zeros(2, num_images, 3, H, W)
-    pixel_mask = torch.zeros(2, num_images, H, W, dtype=torch.long)
-    for j, per_text in enumerate(sizes):
-        for i, (h, w) in enumerate(per_text):
-            pixel_values[i, j, :, : h * PATCH, : w * PATCH] = (
-                torch.rand(3, h * PATCH, w * PATCH, generator=g) * 2 - 1
-            )
-            pixel_mask[i, j, : h * PATCH, : w * PATCH] = 1
-    input_ids = torch.randint(1, VOCAB, (2, TEXT_LEN), generator=g)
-    attention_mask = torch.ones(2, TEXT_LEN, dtype=torch.long)
-    attention_mask[1, 7:] = 0
-    if num_images == 1:
-        pixel_values, pixel_mask = pixel_values[:, 0], pixel_mask[:, 0]
-    return input_ids, attention_mask, pixel_values, pixel_mask
+    sizes = [[(4, 4), (3, 2)], [(2, 3), (4, 1)]][:num_images]  # in patches, per image slot
+    return model_inputs(
+        [TEXT_LEN, 7],
+        [[(h * PATCH, w * PATCH) for h, w in per_text] for per_text in sizes],
+        vocab=VOCAB,
+        seed=seed,
+        first_id=1,
+        padded_pixels="zero",
+        images_first=True,
+    )
 
 
 HF_OUTPUT = {

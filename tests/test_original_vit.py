@@ -14,8 +14,8 @@ import pytest
 import timm
 import torch
 
-from test_timm_init import small_vit_config
-from train_helpers import compose_config, train_settings
+from helpers.configs import compose_config, train_settings
+from helpers.models import small_vit_config
 from vilt_lab.build.task import build_task
 from vilt_lab.model import ViltBackbone
 from vilt_lab.weights import original_vit as ov

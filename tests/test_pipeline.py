@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from conftest import SHAPES_VAL, encode_image
+from helpers.images import encode_image
+from helpers.worlds import SHAPES_VAL
 from vilt_lab.data import transforms
 from vilt_lab.data.collate import TEXT_PADDING, ItemCollator, pad_images
 from vilt_lab.data.masking import MaskingStep

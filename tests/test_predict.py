@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_official_ckpt import VOCAB, random_official_state, write_lightning_ckpt
+from helpers.official import VOCAB, random_official_state, write_lightning_ckpt
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.sources.shapes import Scene, texts_of
 from vilt_lab.data.tokenizer import train_wordpiece

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.configs import compose_config, compose_eval_config, fast_config
 from helpers.wandb_offline import wait_for_offline_run
-from train_helpers import compose_config, compose_eval_config, fast_config
 from vilt_lab.build.task import build_task
 from vilt_lab.report.cli import main as report_main
 from vilt_lab.report.definitions import load_catalog, load_table

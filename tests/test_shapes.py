@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from conftest import SHAPES_TRAIN, SHAPES_VAL
+from helpers.worlds import SHAPES_TRAIN, SHAPES_VAL
 from vilt_lab.data.cli import main as vilt_shards
 from vilt_lab.data.shards import iter_samples, read_sizes
 from vilt_lab.data.sources.shapes import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import encode_image
+from helpers.images import encode_image
 from vilt_lab.data.shards import (
     ShardWriter,
     count_samples,

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from test_objectives import make_batch, tiny_backbone
-from train_helpers import fast_config, train_settings
+from helpers.batches import make_batch
+from helpers.configs import fast_config, train_settings
+from helpers.models import tiny_backbone
 from vilt_lab.data.collate import TEXT_BUCKET, ItemCollator
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import create_backbone
@@ -475,7 +476,7 @@ def test_a_run_with_the_cpu_levers_on(shapes_world, tmp_path) -> None:
 def test_nonfinite_stop_between_log_steps_names_the_first_bad_step(shapes_world, tmp_path, monkeypatch):
     """trainer.nonfinite=stop without a host read per step: a NaN from step 2 on is found at
     step 5, the first step that logs or saves, which then neither logs nor saves."""
-    from test_checkpoint_safety import poison_loss_from_call
+    from helpers.faults import poison_loss_from_call
     from vilt_lab.training.trainer import NonFiniteError
 
     poison_loss_from_call(monkeypatch, first_bad_call=2, objective="mlm")

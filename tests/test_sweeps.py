@@ -12,7 +12,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from train_helpers import compose_config, train_settings
+from helpers.configs import compose_config, train_settings
 from vilt_lab.build.task import read_run_checkpoint
 from vilt_lab.tasks.pretrain import PretrainTask
 from vilt_lab.train import run

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train_helpers import compose_config, compose_eval_config
+from helpers.configs import compose_config, compose_eval_config
 from vilt_lab.report.cli import main as report_main
 from vilt_lab.report.definitions import load_catalog, load_table
 from vilt_lab.report.plan import table_runs

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from test_distributed import free_port
-from train_helpers import TASK_OVERRIDES, compose_eval_config, fast_config
+from helpers.configs import TASK_OVERRIDES, compose_eval_config, fast_config
+from helpers.ports import free_port
 from vilt_lab.build.data import build_tokenizer
 from vilt_lab.build.settings import trainer_settings
 from vilt_lab.data.caption_pool import CaptionPool
@@ -69,12 +69,12 @@ def test_every_task_trains_evaluates_and_selects(trained) -> None:
 
 
 def torchrun(mode: str, out: Path, task: str, *overrides: str) -> dict:
-    """Run tests/ddp_task_job.py in two gloo processes; its rank-0 summary."""
+    """Run tests/helpers/ddp_task_job.py in two gloo processes; its rank-0 summary."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
     cmd = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
         *("--master_addr", "127.0.0.1", "--master_port", str(free_port())),
-        *(str(Path(__file__).parent / "ddp_task_job.py"), mode, str(out), task, *overrides),
+        *(str(Path(__file__).parent / "helpers" / "ddp_task_job.py"), mode, str(out), task, *overrides),
     ]
     # A hang (a rank out of data, a collective only one rank reaches) fails here, not forever.
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

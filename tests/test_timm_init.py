@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from train_helpers import compose_config, train_settings
+from helpers.configs import compose_config, train_settings
+from helpers.models import small_vit_config
 from vilt_lab.build.task import build_task
 from vilt_lab.model import ITMHead, MLMHead, ViltBackbone, ViltConfig
 from vilt_lab.weights.init_from import init_model
@@ -52,18 +53,6 @@ def save_random_timm(name: str, directory):
 @pytest.fixture(scope="module")
 def timm_file(tmp_path_factory):
     return save_random_timm(TIMM_NAME, tmp_path_factory.mktemp("timm"))
-
-
-def small_vit_config(image_size: int, num_layers: int = 6) -> ViltConfig:
-    return ViltConfig(
-        hidden_size=64,
-        num_layers=num_layers,
-        num_heads=2,
-        mlp_ratio=3.0,
-        patch_size=16,
-        image_size=image_size,
-        vocab_size=50,
-    )
 
 
 def init(image_size: int, timm_file):

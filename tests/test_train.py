@@ -10,16 +10,10 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from helpers.configs import TASK_OVERRIDES, compose_config, fast_config, train_settings
+from helpers.faults import Killed, kill_after
+from helpers.run_dirs import final_weights
 from helpers.wandb_offline import wait_for_offline_run
-from train_helpers import (
-    TASK_OVERRIDES,
-    Killed,
-    compose_config,
-    fast_config,
-    final_weights,
-    kill_after,
-    train_settings,
-)
 from vilt_lab.build.data import build_streams, build_tokenizer
 from vilt_lab.build.task import build_task
 from vilt_lab.train import CONF_DIR, run

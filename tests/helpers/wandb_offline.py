@@ -6,7 +6,7 @@ a 2-byte length and a type FULL/FIRST/MIDDLE/LAST) around protobuf `Record`s. Th
 package no longer ships a reader (it moved to its Go core), so this is one, for checking what a
 compute node recorded before `wandb sync` uploads it.
 
-    python -m vilt_lab.training.wandb_offline runs/demo/wandb/offline-run-*/
+    PYTHONPATH=tests python -m helpers.wandb_offline runs/demo/wandb/offline-run-*/
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
-"""Helpers for the trainer tests: compose configs as the entry point does, run them in-process."""
+"""Configs composed as the entry points compose them, and the override sets the tests run with."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file
 
-import vilt_lab.train as train_module
 from vilt_lab.config.schema import EvalSchema, TrainSchema
 from vilt_lab.config.typed import typed
 from vilt_lab.train import CONF_DIR
@@ -22,6 +19,19 @@ FAST = [
     "resume=null",
 ]
 
+# The demo recipe's short pre-training run (the `pretrained` fixture of test_learning and
+# test_predict).
+SHORT_RUN = [
+    "experiment=demo",
+    "resume=null",
+    "data.generate_n=0",
+    "logger.mode=disabled",
+    "trainer.progress=false",
+    "schedule.max_steps=450",
+    # One process here (the demo runs two of 32): the same 64 a step without accumulating.
+    "trainer.micro_batch_size=64",
+]
+
 
 def compose_config(overrides: list[str]) -> DictConfig:
     """The config `python -m vilt_lab.train <overrides>` would run with, resolved."""
@@ -32,6 +42,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def fast_config(world: Path, runs: Path, *extra: str) -> DictConfig:
+    """A FAST run on the shapes world at `world`, its run directory under `runs`."""
     return compose_config([*FAST, f"data.root={world}", f"paths.runs_dir={runs}", *extra])
 
 
@@ -68,32 +79,3 @@ TASK_OVERRIDES = {
         "task.image_negatives=1",
     ],
 }
-
-
-class Killed(Exception):
-    """Stands for the job being killed."""
-
-
-def kill_after(monkeypatch, batches: int) -> None:
-    """Make the run's train stream die after `batches` micro-batches in total."""
-    real = train_module.build_streams
-    seen = [0]
-
-    def build_streams_then_die(*args, **kwargs):
-        train_stream, evaluators = real(*args, **kwargs)
-
-        def dying(start_step):
-            for batch in train_stream(start_step):
-                if seen[0] == batches:
-                    raise Killed
-                seen[0] += 1
-                yield batch
-
-        return dying, evaluators
-
-    monkeypatch.setattr(train_module, "build_streams", build_streams_then_die)
-
-
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    last = sorted((run_dir / "checkpoints").glob("step_*"))[-1]
-    return load_file(last / "model.safetensors")

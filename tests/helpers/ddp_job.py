@@ -3,7 +3,7 @@
 Runs the real entry point's `run` and records, per rank, the sample keys it trained on and its
 final parameters, so the test can compare the ranks.
 
-    torchrun --nproc_per_node 2 tests/ddp_job.py OUT_DIR override ...
+    torchrun --nproc_per_node 2 tests/helpers/ddp_job.py OUT_DIR override ...
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 import vilt_lab.train as train_module
-from train_helpers import compose_config
+from helpers.configs import compose_config
 
 out = Path(sys.argv[1])
 rank = int(os.environ["RANK"])

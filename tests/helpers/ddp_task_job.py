@@ -1,7 +1,7 @@
 """One rank of the two-process task test (started by torchrun from test_tasks.py).
 
-    torchrun --nproc_per_node 2 tests/ddp_task_job.py train OUT_DIR TASK override ...
-    torchrun --nproc_per_node 2 tests/ddp_task_job.py eval OUT_DIR TASK override ...
+    torchrun --nproc_per_node 2 tests/helpers/ddp_task_job.py train OUT_DIR TASK override ...
+    torchrun --nproc_per_node 2 tests/helpers/ddp_task_job.py eval OUT_DIR TASK override ...
 
 `train` trains the task in two processes (every evaluation inside training gathers uneven
 shares); `eval` runs vilt-eval's `evaluate`. One per job: a process group is not re-created
@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from train_helpers import TASK_OVERRIDES, compose_config, compose_eval_config
+from helpers.configs import TASK_OVERRIDES, compose_config, compose_eval_config
 from vilt_lab.eval import evaluate
 from vilt_lab.train import run
 

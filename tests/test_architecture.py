@@ -1,0 +1,137 @@
+"""Import rules, read from the source: tests share code only through tests/helpers/, and the
+package's modules form no import cycle."""
+
+from __future__ import annotations
+
+import ast
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
+SRC = REPO / "src"
+PACKAGE = "vilt_lab"
+
+
+def imports(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement, at module level or inside a function, class or `if`."""
+    return (node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom))
+
+
+def test_no_test_file_imports_another_test_module_or_conftest() -> None:
+    """pytest puts tests/ on sys.path, so a test module or conftest imports as a top-level name;
+    importing one runs its module code again and ties two test files together."""
+    at_root = {path.stem for path in TESTS.glob("*.py")}  # the test modules and conftest
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                names = [node.module or ""] if node.level == 0 else []
+            found += [
+                f"{path.relative_to(REPO)}:{node.lineno} imports {name}"
+                for name in names
+                if name.partition(".")[0] in at_root
+            ]
+    assert not found, "shared test code belongs in tests/helpers/:\n" + "\n".join(found)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: the package modules it imports}, relative imports resolved, function-level and
+    TYPE_CHECKING imports included.
+
+    An import is an edge to the module it names: ``from pkg import name`` to ``pkg.name`` where that
+    is a module, else to ``pkg`` (its ``__init__``). The parent packages every import initialises
+    are not edges, or each package whose ``__init__`` re-exports its submodules would be a cycle.
+    """
+    paths = {module_name(path): path for path in (SRC / PACKAGE).rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in paths.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = set()
+        for node in imports(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+                continue
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*parts, node.module] if node.module else parts)
+            else:
+                base = node.module or ""
+            targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in paths else base for a in node.names}
+        graph[name] = {target for target in targets if target in paths and target != name}
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components with more than one module: each holds a cycle."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(component)
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def shortest_cycle(graph: dict[str, set[str]], component: set[str]) -> list[str]:
+    """A shortest cycle through the component's first module (breadth first, inside it)."""
+    start = min(component)
+    came_from: dict[str, str] = {}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for target in sorted(graph[node] & component):
+            if target == start:
+                cycle = [node]
+                while cycle[-1] != start:
+                    cycle.append(came_from[cycle[-1]])
+                return [*reversed(cycle), start]
+            if target not in came_from:
+                came_from[target] = node
+                queue.append(target)
+    raise AssertionError(f"{sorted(component)} is strongly connected, so it holds a cycle")
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="weights/hub.py <-> weights/with_heads.py (hub's TYPE_CHECKING import of ViltWithHeads) "
+    "is the one cycle left: drop this mark once it is broken",
+)
+def test_the_package_modules_form_no_import_cycle() -> None:
+    graph = import_graph()
+    cycles = [" -> ".join(shortest_cycle(graph, c)) for c in strongly_connected(graph)]
+    assert not cycles, "import cycles (one per tangle):\n" + "\n".join(cycles)
