@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from train_helpers import compose_config
 
+from helpers.configs import compose_config
 from vilt_lab.config.keys import may_change_keys
 from vilt_lab.config.reference import render
 from vilt_lab.config.schema import PositiveInt, TrainerSchema, TrainSchema, key
