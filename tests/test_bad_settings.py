@@ -1,4 +1,4 @@
-"""Bad settings and bad data say what is wrong, before any work (issue 11).
+"""Bad settings and bad data say what is wrong, before any work.
 
 Each bad setting is refused by the one validation pass (vilt_lab.config.validation) with the key,
 the bad value and what is allowed; every shipped config passes it. Bad data: the loader applies

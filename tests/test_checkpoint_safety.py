@@ -1,5 +1,5 @@
 """Checkpoints are data (never code), complete or ignored, and never hold non-finite weights;
-a resume honours the run's record or refuses (issue 11, acceptance 1, 3, 4)."""
+a resume honours the run's record or refuses."""
 
 from __future__ import annotations
 

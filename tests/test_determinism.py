@@ -1,4 +1,4 @@
-"""Bit-exact runs at two threads (issue 11, "Exactness").
+"""Bit-exact runs at two threads.
 
 Two 2-thread demo runs used to differ (1.9e-4 after 60 steps): the backward of the position-table
 lookup in `interpolate_pos_embed` (advanced indexing, i.e. index_put_ with accumulate) added its

@@ -1,7 +1,7 @@
 """A run SIGKILLed again and again, inside checkpoint writes, re-saves and prunes and at random
 instants, resumed each time with `resume=auto`: every resume succeeds, metrics.jsonl holds each
-step once, and the final weights equal an uninterrupted run's bit for bit (issue 11,
-acceptance 2; deterministic mode, same thread count)."""
+step once, and the final weights equal an uninterrupted run's bit for bit
+(deterministic mode, same thread count)."""
 
 from __future__ import annotations
 

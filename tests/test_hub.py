@@ -1,5 +1,5 @@
-"""save_pretrained / from_pretrained / push_to_hub carry the backbone and every head (issue 14,
-acceptance 3), offline: a local directory, and the Hub calls against a stand-in."""
+"""save_pretrained / from_pretrained / push_to_hub carry the backbone and every head,
+offline: a local directory, and the Hub calls against a stand-in."""
 
 from __future__ import annotations
 

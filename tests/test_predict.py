@@ -1,4 +1,4 @@
-"""`vilt-predict` (issue 14): every task's table and JSON on random-weight tiny checkpoints, its
+"""`vilt-predict`: every task's table and JSON on random-weight tiny checkpoints, its
 errors, and acceptance 2 on the demo recipe's pre-trained weights (slow)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The paper's tables: every run composes and builds, result.md from finished and missing runs,
-and W&B's grouping of a table's runs (issue 12, acceptance 1 and 5)."""
+and W&B's grouping of a table's runs."""
 
 from __future__ import annotations
 

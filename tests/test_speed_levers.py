@@ -1,4 +1,4 @@
-"""Speed levers keep the eager fp32 numerics (issue 13, "Levers"): each lever against the path it
+"""Speed levers keep the eager fp32 numerics: each lever against the path it
 replaces, on the CPU."""
 
 from __future__ import annotations

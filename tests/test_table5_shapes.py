@@ -1,6 +1,5 @@
 """Table 5's shapes-world edition (`make table5-shapes`, experiments/shapes/): every run composes,
-and a two-row version of it runs end to end and renders a full table and its PNG (issue 12,
-acceptance 3)."""
+and a two-row version of it runs end to end and renders a full table and its PNG."""
 
 from __future__ import annotations
 

@@ -146,7 +146,7 @@ def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> tor
     def corner(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         # A row lookup, as `table[r * G + c]` but deterministic: the backward of advanced indexing
         # (index_put_ with accumulate) adds the many repeated rows with atomic adds from several
-        # threads on CPU, so two runs got different gradients at 2 threads (issue 11); embedding's
+        # threads on CPU, so two runs got different gradients at 2 threads; embedding's
         # backward adds them in index order at any thread count (the same sums as one thread).
         return F.embedding(r * G + c, table)
 
