@@ -19,23 +19,23 @@ its 50 phrases are 50 draws of VG's weight, not one draw that brings 50 items.
 * Train (:func:`build_train_loader`) is an infinite stream. Each source resamples its shards
   with replacement and sources are mixed per item by weight. Resampling is the maintainers'
   recipe for multi-node training: every rank always has data, so DDP never hangs on a rank that
-  ran out of shards (WebDataset pitfalls 1 and 4, wds#188, #75). Ranks and workers need no shard
+  ran out of shards (webdataset issues #188, #75). Ranks and workers need no shard
   split: each draws from its own seed.
 * Eval (:func:`build_eval_loader`) is one finite pass: shards split by node, then by worker, in
   order, no shuffling, so every evaluation sees the same data with the same masks. Ranks may end
-  with different batch counts (pitfall 1): gather results once at the end, not per batch.
+  with different batch counts: gather results once at the end, not per batch.
 
 Seeds: every random choice in a worker (shards, shuffle, caption, augmentation, masking) comes
 from one seed
 derived from (seed, start_step, epoch, rank, worker). A run resumed at step S therefore gets a
-reproducible stream, the same every time it resumes at S (pitfall 7: WebDataset cannot restore a
+reproducible stream, the same every time it resumes at S (WebDataset cannot restore a
 stream position, so the stream is re-seeded rather than replayed). The epoch lives in shared memory
 and is set by the main process before each pass, so it is not lost in forked or persistent
-workers (pitfall 3, wds#172).
+workers (webdataset issue #172).
 
 Corrupt samples (undecodable or truncated image, non-image payload, missing or empty text, an
 image the converter's rules refuse) are skipped, logged (rate-limited) and counted; each batch
-reports in ``"skipped"`` how many its worker skipped since its previous batch (pitfall 6). A shard
+reports in ``"skipped"`` how many its worker skipped since its previous batch. A shard
 that cannot be read to its end (a truncated tar, a missing file) counts the samples it lost: its
 ``sizes.json`` count minus the samples it gave, or one when no count is known (see
 :func:`shard_samples`).
@@ -284,7 +284,7 @@ class RankEpochs:
     by the pass seed, which includes the resume step and the loader's epoch) and deals them to the
     workers. A rank with
     fewer samples starts its next epoch earlier instead of running dry, so DDP cannot hang on
-    uneven shards (pitfall 1).
+    uneven shards.
     """
 
     urls: tuple[str, ...]
@@ -484,7 +484,7 @@ class BatchStream(IterableDataset):
         raw = self.shards(rng, worker, num_workers, skips, pass_seed)
         if self.shuffle:
             # Shuffle raw samples, before decoding: the buffer holds small encoded bytes, not
-            # decoded images (open_clip's order; pitfall 5).
+            # decoded images (open_clip's order).
             raw = wds.shuffle(cfg.shuffle_buffer, cfg.shuffle_initial, rng=rng)(raw)
         batch: list[dict[str, Any]] = []
         for sample in raw:
@@ -510,7 +510,7 @@ class StreamLoader:
 
     Each ``iter()`` is one pass. With ``num_batches`` a pass stops after that many batches of
     this rank. It is applied here, on the loader, not per worker: ``with_epoch`` on the dataset
-    counts per worker, which makes the epoch ``num_workers`` times longer (pitfall 2, wds#303).
+    counts per worker, which makes the epoch ``num_workers`` times longer (webdataset issue #303).
     ``advance_epoch`` re-seeds every pass with a new epoch (train); off, every pass is the same
     (eval).
     """

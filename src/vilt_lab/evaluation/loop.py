@@ -1,7 +1,7 @@
 """The prediction loop: each process predicts its own share, records are gathered once at the end.
 
-Ranks read different shards and can finish with different numbers of batches (WebDataset pitfall
-1), so nothing inside the loop may be a collective: one all-gather of Python objects after the
+Ranks read different shards and can finish with different numbers of batches (WebDataset
+splits by shard), so nothing inside the loop may be a collective: one all-gather of Python objects after the
 last batch is the only cross-process step, and it takes shares of any length.
 """
 
