@@ -14,7 +14,8 @@ from helpers.wandb_offline import wait_for_offline_run
 from train_helpers import TASK_OVERRIDES, Killed, compose_config, fast_config, final_weights, kill_after
 from vilt_lab.build.data import build_streams, build_tokenizer
 from vilt_lab.build.task import build_task
-from vilt_lab.train import CONF_DIR, run
+from vilt_lab.config.paths import CONF_DIR
+from vilt_lab.train import run
 from vilt_lab.training.metrics_log import read_metrics
 from vilt_lab.training.schedule import lr_factor, warmup_steps_from
 

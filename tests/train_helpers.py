@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 import vilt_lab.train as train_module
-from vilt_lab.train import CONF_DIR
+from vilt_lab.config.paths import CONF_DIR
 
 # A few-steps run on a given shapes world, data read in the main process, no W&B.
 FAST = [

@@ -1,14 +1,16 @@
-"""The trainer's settings from a config: the schedule in optimizer steps (an epoch schedule
-counted from the data), the evaluation interval, the selection metric."""
+"""The trainer's settings from a config: its nodes as the schema types them, the schedule in
+optimizer steps (an epoch schedule counted from the data), the evaluation interval, the selection
+metric."""
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
+from ..config.schema import AnyTask, OptimSchema, ScheduleSchema, TrainerSchema
+from ..config.typed import typed
 from ..tasks import get_task
 from ..training.schedule import steps_for_epochs
-from ..training.trainer import TrainerSettings
-from ..utils.progress import progress_style
+from ..training.settings import TrainerSettings
 
 
 def train_items(cfg: DictConfig) -> int:
@@ -17,53 +19,41 @@ def train_items(cfg: DictConfig) -> int:
     return sum(task.count_items(cfg, source.urls) for source in cfg.data.sources.values())
 
 
-def max_steps(cfg: DictConfig) -> int:
+def max_steps(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema) -> int:
     """`schedule.max_steps`, or the optimizer steps of `schedule.max_epochs` epochs of the train split."""
-    steps, epochs = cfg.schedule.get("max_steps"), cfg.schedule.get("max_epochs")
+    steps, epochs = schedule.max_steps, schedule.max_epochs
     if (steps is None) == (epochs is None):
+        # The values as the config writes them (the schema holds an epoch count as a float).
         raise ValueError(
-            f"set exactly one of schedule.max_steps ({steps}) and schedule.max_epochs ({epochs})"
+            f"set exactly one of schedule.max_steps ({cfg.schedule.max_steps}) and "
+            f"schedule.max_epochs ({cfg.schedule.max_epochs})"
         )
     if steps is not None:
-        return int(steps)
-    return steps_for_epochs(train_items(cfg), float(epochs), int(cfg.trainer.global_batch_size))
+        return steps
+    return steps_for_epochs(train_items(cfg), epochs, trainer.global_batch_size)
 
 
-def eval_every(cfg: DictConfig) -> int | None:
+def eval_every(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema) -> int | None:
     """`trainer.eval_every`, or the steps between `trainer.evals_per_epoch` evaluations."""
-    per_epoch = cfg.trainer.get("evals_per_epoch")
-    if per_epoch is None:
-        return cfg.trainer.get("eval_every")
-    if cfg.trainer.get("eval_every") is not None:
+    if trainer.evals_per_epoch is None:
+        return trainer.eval_every
+    if trainer.eval_every is not None:
         raise ValueError("set trainer.eval_every or trainer.evals_per_epoch, not both")
-    if cfg.schedule.get("max_epochs") is None:
+    if schedule.max_epochs is None:
         raise ValueError("trainer.evals_per_epoch needs an epoch schedule (schedule.max_epochs)")
-    steps_per_epoch = steps_for_epochs(train_items(cfg), 1.0, int(cfg.trainer.global_batch_size))
-    return max(1, steps_per_epoch // int(per_epoch))
+    steps_per_epoch = steps_for_epochs(train_items(cfg), 1.0, trainer.global_batch_size)
+    return max(1, steps_per_epoch // trainer.evals_per_epoch)
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    o, t, s = cfg.optim, cfg.trainer, cfg.schedule
-    task = get_task(cfg.task.name)
+    trainer, schedule = typed(cfg.trainer, TrainerSchema), typed(cfg.schedule, ScheduleSchema)
     return TrainerSettings(
-        max_steps=max_steps(cfg),
-        warmup=s.warmup,
-        global_batch_size=int(t.global_batch_size),
-        micro_batch_size=int(t.micro_batch_size),
-        lr=float(o.lr),
-        weight_decay=float(o.weight_decay),
-        betas=tuple(o.betas),
-        eps=float(o.eps),
-        lr_mult=dict(o.lr_mult),
-        grad_clip=o.grad_clip,
-        log_every=int(t.log_every),
-        ckpt_every=int(t.ckpt_every),
-        keep_last=int(t.keep_last),
-        eval_every=eval_every(cfg),
-        select_metric=task.select_metric(cfg),
-        select_mode=str(cfg.task.get("select_mode", "max")),
-        progress=progress_style(t),
+        trainer=trainer,
+        optim=typed(cfg.optim, OptimSchema),
+        schedule=schedule,
         seed=int(cfg.seed),
-        nonfinite=str(t.nonfinite),
-        max_skipped_steps=int(t.max_skipped_steps),
+        max_steps=max_steps(cfg, schedule, trainer),
+        eval_every=eval_every(cfg, schedule, trainer),
+        select_metric=get_task(cfg.task.name).select_metric(cfg),
+        select_mode=typed(cfg.task, AnyTask).select_mode,
     )

@@ -136,7 +136,7 @@ def _checkpoint(cfg: DictConfig) -> Iterator[str]:
 def _settings(cfg: DictConfig) -> None:
     """The trainer's settings build (their rules, from the data's counts) and the warmup fits."""
     settings = trainer_settings(cfg)
-    warmup_steps_from(settings.warmup, settings.max_steps)
+    warmup_steps_from(settings.schedule.warmup, settings.max_steps)
 
 
 # ---------------------------------------------------------------------------------- data on disk

@@ -22,8 +22,10 @@ def warmup_steps_from(warmup: float | int, max_steps: int) -> int:
         return int(round(warmup * max_steps))
     steps = int(warmup)
     if steps != warmup or steps > max_steps:
+        # The typed config holds a warmup as a float: a whole number is named as the steps it is.
+        named = steps if steps == warmup else warmup
         raise ValueError(
-            f"schedule.warmup={warmup}: use a fraction < 1 or a whole number of steps <= max_steps"
+            f"schedule.warmup={named}: use a fraction < 1 or a whole number of steps <= max_steps"
         )
     return steps
 
