@@ -135,7 +135,7 @@ def git_info(cwd: Path | None = None) -> dict[str, Any]:
     inside some other git repository (a virtualenv in a project's tree), whose commit says nothing
     about vilt_lab, so a commit is reported only when the repository holds this very package.
     """
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]  # vilt_lab/ (this module is in vilt_lab/training/)
     info: dict[str, Any] = {"version": _installed_version()}
     cwd = cwd or package_dir
     try:
