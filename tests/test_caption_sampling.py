@@ -12,7 +12,7 @@ import pytest
 
 from conftest import encode_image
 from train_helpers import TASK_OVERRIDES, fast_config
-from vilt_lab.build.settings import max_steps, train_items
+from vilt_lab.build.settings import train_items, trainer_settings
 from vilt_lab.config.validation import validate_train_config
 from vilt_lab.data.pipeline import (
     CAPTIONS,
@@ -90,7 +90,7 @@ def test_an_epoch_counts_captions_per_caption(shapes_world, tmp_path, sampling) 
     items = count_texts(shards) if sampling == "per_caption" else count_samples(shards)
     assert count_texts(shards) > count_samples(shards)  # the world has several captions an image
     assert train_items(cfg) == items
-    assert max_steps(cfg) == steps_for_epochs(items, 2, int(cfg.trainer.global_batch_size))
+    assert trainer_settings(cfg).max_steps == steps_for_epochs(items, 2, int(cfg.trainer.global_batch_size))
 
 
 def test_per_caption_sampling_of_questions_is_refused(shapes_world, tmp_path) -> None:

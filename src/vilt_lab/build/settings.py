@@ -19,7 +19,7 @@ def train_items(cfg: DictConfig) -> int:
     return sum(task.count_items(cfg, source.urls) for source in cfg.data.sources.values())
 
 
-def max_steps(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema) -> int:
+def _max_steps(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema) -> int:
     """`schedule.max_steps`, or the optimizer steps of `schedule.max_epochs` epochs of the train split."""
     steps, epochs = schedule.max_steps, schedule.max_epochs
     if (steps is None) == (epochs is None):
@@ -33,7 +33,7 @@ def max_steps(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema)
     return steps_for_epochs(train_items(cfg), epochs, trainer.global_batch_size)
 
 
-def eval_every(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema) -> int | None:
+def _eval_every(cfg: DictConfig, schedule: ScheduleSchema, trainer: TrainerSchema) -> int | None:
     """`trainer.eval_every`, or the steps between `trainer.evals_per_epoch` evaluations."""
     if trainer.evals_per_epoch is None:
         return trainer.eval_every
@@ -52,8 +52,8 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
         optim=typed(cfg.optim, OptimSchema),
         schedule=schedule,
         seed=int(cfg.seed),
-        max_steps=max_steps(cfg, schedule, trainer),
-        eval_every=eval_every(cfg, schedule, trainer),
+        max_steps=_max_steps(cfg, schedule, trainer),
+        eval_every=_eval_every(cfg, schedule, trainer),
         select_metric=get_task(cfg.task.name).select_metric(cfg),
         select_mode=typed(cfg.task, AnyTask).select_mode,
     )
