@@ -88,8 +88,9 @@ class Trainer:
 
     `train_step` takes one optimizer step: its micro-batches with the step's random generator,
     the non-finite guard (`NonFiniteGuard`), the optimizer and the schedule. It needs no run dir,
-    so a notebook or a benchmark can drive steps itself. `fit` is the run's loop: it trains from
-    `step` to `max_steps` and asks each component whether to act after each step:
+    so a notebook or a benchmark can drive steps itself (`build_trainer(..., run_dir=None)`, the
+    model in train mode). `fit` is the run's loop: it trains from `step` to `max_steps` and asks
+    each component whether to act after each step:
 
     * `metrics` (`MetricsLog`) whether the step logs, and writes the values (metrics.jsonl, W&B);
     * `validator` (`Validator`) whether to evaluate, and runs the evaluators;
