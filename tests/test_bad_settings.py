@@ -21,6 +21,7 @@ from PIL import Image, PngImagePlugin
 
 from helpers.configs import TASK_OVERRIDES, compose_config, compose_eval_config, fast_config
 from helpers.images import encode_image
+from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.schema import TASK_SCHEMAS, EvalSchema, ModelSchema, ObjectivesSchema, TrainSchema
 from vilt_lab.config.typed_check import check
 from vilt_lab.config.validation import ConfigError, validate_eval_config, validate_train_config
@@ -31,7 +32,7 @@ from vilt_lab.data.tokenizer import load_tokenizer, missing_directory
 from vilt_lab.data.transforms import MinMaxResize, decode_image
 from vilt_lab.model.config import ViltConfig
 from vilt_lab.tasks import TASKS
-from vilt_lab.train import CONF_DIR, run
+from vilt_lab.train import run
 
 # Overrides of the demo's fast config -> what the refusal must say (a regex): the key, the bad
 # value and what is allowed.

@@ -10,7 +10,7 @@ from itertools import islice
 
 import pytest
 
-from helpers.configs import TASK_OVERRIDES, fast_config
+from helpers.configs import TASK_OVERRIDES, fast_config, train_settings
 from helpers.images import encode_image
 from vilt_lab.build.settings import max_steps, train_items
 from vilt_lab.config.validation import validate_train_config
@@ -85,12 +85,12 @@ def test_a_per_caption_pass_reads_every_caption_once(shapes_world, shapes_tokeni
 @pytest.mark.parametrize("sampling", ["per_image", "per_caption"])
 def test_an_epoch_counts_captions_per_caption(shapes_world, tmp_path, sampling) -> None:
     epochs = ["schedule.max_steps=null", "schedule.max_epochs=2"]
-    cfg = fast_config(shapes_world, tmp_path, f"data.caption_sampling={sampling}", *epochs)
-    shards = expand_shards(cfg.data.sources.shapes.urls)
+    cfg = train_settings(fast_config(shapes_world, tmp_path, f"data.caption_sampling={sampling}", *epochs))
+    shards = expand_shards(cfg.data.sources["shapes"].urls)
     items = count_texts(shards) if sampling == "per_caption" else count_samples(shards)
     assert count_texts(shards) > count_samples(shards)  # the world has several captions an image
     assert train_items(cfg) == items
-    assert max_steps(cfg) == steps_for_epochs(items, 2, int(cfg.trainer.global_batch_size))
+    assert max_steps(cfg) == steps_for_epochs(items, 2, cfg.trainer.global_batch_size)
 
 
 def test_per_caption_sampling_of_questions_is_refused(shapes_world, tmp_path) -> None:

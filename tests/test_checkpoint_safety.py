@@ -20,8 +20,8 @@ from vilt_lab.build.data import build_tokenizer
 from vilt_lab.build.task import build_task
 from vilt_lab.train import run
 from vilt_lab.training.checkpoint import MANIFEST, latest_checkpoint, verify
-from vilt_lab.training.run_dir import RESUME_HISTORY, ResumeRefused, resolve_run_dir
-from vilt_lab.training.trainer import NonFiniteError
+from vilt_lab.training.nonfinite import NonFiniteError
+from vilt_lab.training.run_dir import ResumeRefused, RunDir, resolve_run_dir
 from vilt_lab.weights.checkpoint_io import CheckpointFileError
 
 RUN = ("evaluate=false", "trainer.log_every=1")
@@ -209,7 +209,7 @@ def test_resume_refuses_changed_settings_and_keeps_config_yaml(finished_run, sha
             run(fast_config(shapes_world, runs, *RUN, "resume=latest", *change))
         assert sorted(line.split(":")[0].strip() for line in str(err.value).splitlines()[1:-1]) == keys
         assert (runs / "demo" / "config.yaml").read_bytes() == record
-    assert not (runs / "demo" / RESUME_HISTORY).exists()
+    assert not RunDir(runs / "demo").resume_history.exists()
 
 
 def test_resume_applies_what_may_change_and_records_it(finished_run, shapes_world, tmp_path):
@@ -220,7 +220,7 @@ def test_resume_applies_what_may_change_and_records_it(finished_run, shapes_worl
     summary = run(fast_config(shapes_world, runs, *RUN, *overrides))
     assert summary["steps"] == 4
     assert (runs / "demo" / "config.yaml").read_bytes() == record
-    history = [json.loads(line) for line in (runs / "demo" / RESUME_HISTORY).read_text().splitlines()]
+    history = [json.loads(line) for line in RunDir(runs / "demo").resume_history.read_text().splitlines()]
     assert history[-1]["step"] == 4
     # (paths.runs_dir changed too: the run dir was copied)
     assert set(history[-1]["changes"]) - {"paths.runs_dir"} == {

@@ -76,15 +76,16 @@ def test_a_declared_key_follows_the_resume_and_hash_rules(monkeypatch, tmp_path)
     monkeypatch.setattr(run_dir, "MAY_CHANGE", may_change_keys(TrainWithDummies))
     assert "trainer.dummy_every" in run_dir.MAY_CHANGE and "trainer.dummy_size" not in run_dir.MAY_CHANGE
     recorded = OmegaConf.create(demo_values(dummy_every=5, dummy_size=3))
-    (tmp_path / run_dir.RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(recorded))
+    recorded_dir = run_dir.RunDir(tmp_path)
+    recorded_dir.config.write_text(OmegaConf.to_yaml(recorded))
 
     # A key a resume may change: the same run dir, and the resume records the change.
     changed = OmegaConf.create(demo_values(dummy_every=9, dummy_size=3))
     assert run_dir.config_hash(changed) == run_dir.config_hash(recorded)
-    assert run_dir.check_resume(tmp_path, changed) == {"trainer.dummy_every": (5, 9)}
+    assert run_dir.check_resume(recorded_dir, changed) == {"trainer.dummy_every": (5, 9)}
 
     # A key that defines the run: another run dir, and a resume with another value is refused.
     other = OmegaConf.create(demo_values(dummy_every=5, dummy_size=4))
     assert run_dir.config_hash(other) != run_dir.config_hash(recorded)
     with pytest.raises(run_dir.ResumeRefused, match=r"trainer.dummy_size: 3 \(recorded\) -> 4 \(now\)"):
-        run_dir.check_resume(tmp_path, other)
+        run_dir.check_resume(recorded_dir, other)

@@ -13,9 +13,9 @@ from helpers.configs import compose_config, train_settings
 from helpers.images import encode_image
 from vilt_lab.build.data import build_streams, build_tokenizer, loader_config
 from vilt_lab.build.task import build_task
+from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.data.pipeline import ResampledMix
 from vilt_lab.data.shards import ShardWriter
-from vilt_lab.train import CONF_DIR
 
 DATA_CONFIGS = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
 PAPER_SOURCES = {"coco", "vg", "gcc", "sbu", "f30k", "vqav2", "nlvr2"}

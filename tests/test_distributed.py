@@ -59,7 +59,9 @@ def test_two_processes_disjoint_and_in_sync(shapes_world, tmp_path):
         "data.num_workers=1",
         "evaluate=true",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    # The caller's PYTHONPATH stays after tests/: a checkout run with PYTHONPATH=src tests its own copy.
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable,
         "-m",

@@ -21,7 +21,7 @@ from vilt_lab.data.sources.shapes import texts_of
 from vilt_lab.data.tokenizer import load_tokenizer, train_wordpiece
 from vilt_lab.eval import SUBMISSION_NAME, evaluate
 from vilt_lab.evaluation.submission import read_vqa_submission
-from vilt_lab.training.run_dir import RUN_CONFIG_NAME
+from vilt_lab.training.run_dir import RunDir
 
 # The raw datasets: VQAv2 images per subset (train2014 only feeds the answer vocabulary), NLVR2
 # test1 image pairs, Karpathy test images of COCO and Flickr30K.
@@ -175,7 +175,7 @@ def run_eval(
     assert SUMMARY_KEYS <= set(summary) <= SUMMARY_KEYS | {"submission"}
     assert (summary["task"], summary["split"], summary["checkpoint"]) == (task, split, str(checkpoint))
     assert summary["run_dir"] == str(out) and summary["eval_seconds"] > 0
-    assert (out / RUN_CONFIG_NAME).is_file()
+    assert RunDir(out).config.is_file()
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(logged) == 1 and summary["eval"].items() <= logged[0].items()
     prefix = f"eval/{task}/"

@@ -477,7 +477,7 @@ def test_nonfinite_stop_between_log_steps_names_the_first_bad_step(shapes_world,
     """trainer.nonfinite=stop without a host read per step: a NaN from step 2 on is found at
     step 5, the first step that logs or saves, which then neither logs nor saves."""
     from helpers.faults import poison_loss_from_call
-    from vilt_lab.training.trainer import NonFiniteError
+    from vilt_lab.training.nonfinite import NonFiniteError
 
     poison_loss_from_call(monkeypatch, first_bad_call=2, objective="mlm")
     cfg = fast_config(

@@ -70,7 +70,9 @@ def test_every_task_trains_evaluates_and_selects(trained) -> None:
 
 def torchrun(mode: str, out: Path, task: str, *overrides: str) -> dict:
     """Run tests/helpers/ddp_task_job.py in two gloo processes; its rank-0 summary."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parent)}
+    # The caller's PYTHONPATH stays after tests/: a checkout run with PYTHONPATH=src tests its own copy.
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = [
         *(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"),
         *("--master_addr", "127.0.0.1", "--master_port", str(free_port())),

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from hydra import compose, initialize_config_dir
 
 from helpers.configs import TASK_OVERRIDES, compose_config, fast_config, train_settings
@@ -16,9 +18,12 @@ from helpers.run_dirs import final_weights
 from helpers.wandb_offline import wait_for_offline_run
 from vilt_lab.build.data import build_streams, build_tokenizer
 from vilt_lab.build.task import build_task
-from vilt_lab.train import CONF_DIR, run
+from vilt_lab.build.trainer import build_trainer
+from vilt_lab.config.paths import CONF_DIR
+from vilt_lab.train import run
 from vilt_lab.training.metrics_log import read_metrics
 from vilt_lab.training.schedule import lr_factor, warmup_steps_from
+from vilt_lab.training.tracking import reset_accelerate_state
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # The shapes-world experiments run anywhere; the paper's fine-tuning recipes need real data.
@@ -124,6 +129,38 @@ def test_lr_follows_the_curve_per_optimizer_step(accumulation, shapes_world, tmp
         assert m["train/lr"] == pytest.approx(
             cfg.optim.lr * lr_factor(m["step"], warmup, 6), rel=1e-9, abs=1e-15
         )
+
+
+def test_train_step_is_the_runs_step_without_a_run_dir(shapes_world, tmp_path):
+    """Two `train_step`s driven by hand, by a trainer built without a run dir, reach the weights
+    of a two-step run (accumulation 2), and write nothing."""
+    cfg = fast_config(
+        shapes_world,
+        tmp_path / "runs",
+        "schedule.max_steps=2",
+        "trainer.global_batch_size=4",
+        "trainer.micro_batch_size=2",
+        "evaluate=false",
+    )
+    run(cfg)
+    cfg = train_settings(cfg)
+    accelerator = Accelerator(cpu=True)
+    try:
+        set_seed(cfg.seed)  # as a run does before building the task
+        tokenizer = build_tokenizer(cfg)
+        task = build_task(cfg, tokenizer)
+        train_stream, evaluators = build_streams(cfg, tokenizer, accelerator, task)
+        trainer = build_trainer(cfg, accelerator, task, train_stream, evaluators, run_dir=None)
+        trainer.model.train()
+        batches = iter(train_stream(0))
+        results = [trainer.train_step(batches) for _ in range(2)]
+    finally:
+        reset_accelerate_state()
+    assert trainer.step == 2 and [len(result.outputs) for result in results] == [2, 2]
+    state = accelerator.unwrap_model(trainer.model).state_dict()
+    for key, value in final_weights(tmp_path / "runs" / "demo").items():
+        assert torch.equal(state[key], value), key
+    assert [p.name for p in tmp_path.iterdir()] == ["runs"]
 
 
 @pytest.mark.parametrize("task", ["pretrain", "irtr"])

@@ -9,7 +9,6 @@ Only the main process writes files.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -22,13 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
 from .build.task import build_eval_task
+from .config.paths import CONF_DIR
 from .config.schema import EvalSchema
 from .config.validation import validate_eval_config
 from .tasks import get_task
 from .tasks.base import SPLIT_URLS, TEST, VAL
-from .train import CONF_DIR, format_summary
-from .training.metrics_log import MetricsLog
-from .training.run_dir import RUN_CONFIG_NAME, git_info
+from .training.metrics_log import MetricsFile
+from .training.run_dir import RunDir, format_summary, git_info
 from .training.tracking import reset_accelerate_state
 
 log = logging.getLogger("vilt_lab.eval")
@@ -40,10 +39,11 @@ SCORES_NAME = "scores.pt"
 def default_out_dir(cfg: EvalSchema) -> Path:
     checkpoint = Path(cfg.checkpoint)
     # A run's checkpoints/step_N is named after its run: <run>-step_N.
+    run_dir = RunDir.of_checkpoint(checkpoint)
     name = (
         checkpoint.name
-        if checkpoint.parent.name != "checkpoints"
-        else f"{checkpoint.parent.parent.name}-{checkpoint.name}"
+        if run_dir.checkpoints != checkpoint.parent
+        else f"{run_dir.path.name}-{checkpoint.name}"
     )
     return (
         Path(cfg.paths.runs_dir)
@@ -78,7 +78,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
 def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, urls: Any) -> dict[str, Any]:
     """cfg: the config as composed (written to config.yaml); settings: the same as typed objects."""
-    out_dir = Path(settings.out_dir) if settings.out_dir else default_out_dir(settings)
+    out = RunDir(Path(settings.out_dir) if settings.out_dir else default_out_dir(settings))
     if accelerator.is_local_main_process:
         ensure_data(settings)
     accelerator.wait_for_everyone()
@@ -90,7 +90,7 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
     t0 = time.perf_counter()
     values = {f"eval/{k}": v for k, v in evaluator(module, accelerator).items()}
     summary: dict[str, Any] = {
-        "run_dir": str(out_dir),
+        "run_dir": str(out.path),
         "task": settings.task.name,
         "checkpoint": settings.checkpoint,
         "split": settings.split,
@@ -99,17 +99,17 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
     }
     write_submission = settings.submission if settings.submission is not None else settings.split == "test"
     if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        (out_dir / "git.json").write_text(json.dumps(git_info(), indent=1))
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # one evaluation per out_dir: a rerun replaces it
-        MetricsLog(out_dir / "metrics.jsonl").write(0, values)
-        path = task.write_submission(evaluator, urls, out_dir / SUBMISSION_NAME) if write_submission else None
+        out.write_run_files(cfg, git_info())
+        out.metrics.unlink(missing_ok=True)  # one evaluation per out_dir: a rerun replaces it
+        MetricsFile(out.metrics).append(0, values)
+        path = (
+            task.write_submission(evaluator, urls, out.path / SUBMISSION_NAME) if write_submission else None
+        )
         if path is not None:
             summary["submission"] = str(path)
         if settings.save_scores:
-            summary["scores"] = str(task.write_scores(evaluator, out_dir / SCORES_NAME))
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            summary["scores"] = str(task.write_scores(evaluator, out.path / SCORES_NAME))
+        out.write_summary(summary)
         print(format_summary(summary), flush=True)
     accelerator.wait_for_everyone()
     return summary

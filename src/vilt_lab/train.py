@@ -8,7 +8,6 @@ Every process runs this file; only the main process creates directories and writ
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,47 +21,28 @@ from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_streams, build_tokenizer, ensure_data
-from .build.settings import trainer_settings
 from .build.task import build_task
+from .build.trainer import build_trainer
+from .config.paths import CONF_DIR
 from .config.schema import TrainSchema
 from .config.validation import validate_train_config
+from .tasks import get_task
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
 from .training.precision import check_resumed_precision, effective_precision, precision_source
 from .training.run_dir import (
-    RUN_CONFIG_NAME,
+    RunDir,
     check_resume,
+    format_summary,
     git_info,
-    record_resume,
     resolve_run_dir,
     run_name,
-    set_aside_earlier_attempt,
     sweep_job_name,
-    write_run_files,
 )
 from .training.run_log import run_log
-from .training.tracking import init_tracking, reset_accelerate_state
-from .training.trainer import Trainer
+from .training.tracking import init_tracking, reset_accelerate_state, run_tags
 
-# The config tree, inside the package: a symlink to the repo's top-level conf/ in a checkout, a copy
-# of it in a wheel (pyproject.toml's package-data), so every entry point runs from any directory.
-CONF_DIR = Path(__file__).resolve().parent / "conf"
 log = logging.getLogger("vilt_lab.train")
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """A two-column table of the run's headline numbers."""
-    rows = [("run dir", summary["run_dir"])]
-    if "steps" in summary:
-        rows += [
-            ("steps", summary["steps"]),
-            ("precision", summary["precision"]),
-            ("train time (s)", f"{summary['train_seconds']:.1f}"),
-        ]
-    rows += [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in summary["eval"].items()]
-    width = max(len(k) for k, _ in rows)
-    line = "-" * (width + 3 + max(len(str(v)) for _, v in rows))
-    return "\n".join([line, *(f"{k:<{width}}   {v}" for k, v in rows), line])
 
 
 def export_slurm_environment() -> None:
@@ -87,9 +67,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         cpu=not torch.cuda.is_available(),
         # null: Accelerate reads ACCELERATE_MIXED_PRECISION, which `accelerate launch` sets from
         # --mixed_precision or its config file ("no" when unset).
-        mixed_precision=cfg.trainer.precision,
-        log_with="wandb" if cfg.logger.mode != "disabled" else None,
-        project_dir=str(resolve_run_dir(cfg)),
+        mixed_precision=settings.trainer.precision,
+        log_with="wandb" if settings.logger.mode != "disabled" else None,
+        project_dir=str(resolve_run_dir(cfg).path),
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
@@ -98,7 +78,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
             "check the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR)"
         )
     try:
-        with deterministic_mode(bool(cfg.trainer.deterministic)):
+        with deterministic_mode(settings.trainer.deterministic):
             return _run(cfg, settings, accelerator, overrides or [])
     finally:
         accelerator.end_training()
@@ -108,7 +88,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
 
 
 def prepare_run_dir(
-    cfg: DictConfig, accelerator: Accelerator, run_dir: Path, overrides: list[str]
+    cfg: DictConfig, accelerator: Accelerator, run_dir: RunDir, overrides: list[str]
 ) -> Path | None:
     """Decide fresh start or resume before anything in the run dir is touched; return the
     checkpoint to continue from (None: fresh).
@@ -118,25 +98,25 @@ def prepare_run_dir(
     run must match, see `run_dir.MAY_CHANGE`) and the changes are appended to its resume
     history; config.yaml is never rewritten.
     """
-    checkpoints = run_dir / "checkpoints"
     if accelerator.is_main_process:
-        recover(checkpoints)  # finish a save or prune that a kill interrupted
+        recover(run_dir.checkpoints)  # finish a save or prune that a kill interrupted
     accelerator.wait_for_everyone()
-    resume_from = resume_checkpoint(checkpoints, cfg.resume)
+    resume_from = resume_checkpoint(run_dir.checkpoints, cfg.resume)
     if resume_from is None:
         if accelerator.is_main_process:
-            moved = set_aside_earlier_attempt(run_dir)
+            moved = run_dir.set_aside_earlier_attempt()
             if moved is not None:
-                log.warning("fresh start in %s: an earlier attempt's files are now in %s", run_dir, moved)
-            write_run_files(run_dir, cfg, overrides, git_info())
+                log.warning(
+                    "fresh start in %s: an earlier attempt's files are now in %s", run_dir.path, moved
+                )
+            run_dir.write_run_files(cfg, git_info(), overrides)
     else:
         # Every process checks (reading only), so a refusal stops them all alike.
-        record_dir = resume_from.parent.parent
-        changes = check_resume(record_dir, cfg)
+        changes = check_resume(RunDir.of_checkpoint(resume_from), cfg)
         if accelerator.is_main_process:
-            if not (run_dir / RUN_CONFIG_NAME).is_file():  # resume= a checkpoint of another run
-                write_run_files(run_dir, cfg, overrides, git_info())
-            record_resume(run_dir, checkpoint_step(resume_from), changes, overrides)
+            if not run_dir.config.is_file():  # resume= a checkpoint of another run
+                run_dir.write_run_files(cfg, git_info(), overrides)
+            run_dir.record_resume(checkpoint_step(resume_from), changes, overrides)
     accelerator.wait_for_everyone()
     return resume_from
 
@@ -147,13 +127,13 @@ def _run(
     """cfg: the config as composed (what the run dir records and hashes); settings: the same,
     validated, as the typed objects everything built from it reads."""
     run_dir = resolve_run_dir(cfg)
-    set_seed(cfg.seed)
+    set_seed(settings.seed)
     # Data: each machine's main process asks (nodes may not share a disk) and ensure_data's lock
     # makes one of them the writer where they do. Run files: the job's main process.
     if accelerator.is_local_main_process:
         ensure_data(settings)
     resume_from = prepare_run_dir(cfg, accelerator, run_dir, overrides)
-    with run_log(run_dir, accelerator.process_index):
+    with run_log(run_dir.train_log, accelerator.process_index):
         return _train(cfg, settings, accelerator, run_dir, resume_from, overrides)
 
 
@@ -161,39 +141,42 @@ def _train(
     cfg: DictConfig,
     settings: TrainSchema,
     accelerator: Accelerator,
-    run_dir: Path,
+    run_dir: RunDir,
     resume_from: Path | None,
     overrides: list[str],
 ) -> dict[str, Any]:
     precision = effective_precision(accelerator)
-    log.info("training in precision %s (from %s)", precision, precision_source(cfg.trainer.precision))
+    log.info("training in precision %s (from %s)", precision, precision_source(settings.trainer.precision))
     tokenizer = build_tokenizer(settings)
     task = build_task(settings, tokenizer)
     train_stream, evaluators = build_streams(settings, tokenizer, accelerator, task)
-    trainer = Trainer(accelerator, task, trainer_settings(settings), run_dir, train_stream, evaluators)
+    trainer = build_trainer(settings, accelerator, task, train_stream, evaluators, run_dir)
     state = trainer.restore(resume_from)
     check_resumed_precision(state, precision)
     trainer.extra_state["precision"] = precision
+    tags = run_tags(
+        settings.logger.tags, settings.task.name, get_task(settings.task.name).objective_names(settings)
+    )
     trainer.extra_state["wandb_run_id"] = init_tracking(
-        accelerator, cfg, settings, run_dir, run_name(cfg), overrides, state.get("wandb_run_id")
+        accelerator, cfg, settings.logger, run_dir, run_name(cfg), overrides, state.get("wandb_run_id"), tags
     )
 
     t0 = time.perf_counter()
     trainer.fit()
-    train_seconds = time.perf_counter() - t0 - trainer.eval_seconds
+    train_seconds = time.perf_counter() - t0 - trainer.validator.seconds
     summary = {
-        "run_dir": str(run_dir),
-        "task": cfg.task.name,
+        "run_dir": str(run_dir.path),
+        "task": settings.task.name,
         "steps": trainer.step,
         "precision": precision,
         "train_seconds": train_seconds,
-        "eval_seconds": trainer.eval_seconds,
+        "eval_seconds": trainer.validator.seconds,
         "samples_skipped": trainer.samples_skipped,
-        "eval": trainer.last_eval,
-        "best": trainer.best,
+        "eval": trainer.validator.last_values,
+        "best": trainer.checkpoints.best,
     }
     if accelerator.is_main_process:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        run_dir.write_summary(summary)
         print(format_summary(summary), flush=True)
     return summary
 

@@ -7,9 +7,9 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.schema import EvalSchema, TrainSchema
 from vilt_lab.config.typed import typed
-from vilt_lab.train import CONF_DIR
 
 # A few-steps run on a given shapes world, data read in the main process, no W&B.
 FAST = [

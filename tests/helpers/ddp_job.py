@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+import vilt_lab.build.trainer as build_trainer_module
 import vilt_lab.train as train_module
 from helpers.configs import compose_config
 
@@ -35,7 +36,7 @@ def recording_build_streams(*args, **kwargs):
     return recorded, evaluators
 
 
-class RecordingTrainer(train_module.Trainer):
+class RecordingTrainer(build_trainer_module.Trainer):
     def fit(self) -> None:
         super().fit()
         state = self.acc.unwrap_model(self.model).state_dict()
@@ -43,7 +44,7 @@ class RecordingTrainer(train_module.Trainer):
 
 
 train_module.build_streams = recording_build_streams
-train_module.Trainer = RecordingTrainer
+build_trainer_module.Trainer = RecordingTrainer
 summary = train_module.run(compose_config(sys.argv[2:]))
 (out / f"keys_rank{rank}.json").write_text(json.dumps(seen))
 if rank == 0:

@@ -348,12 +348,10 @@ class Bench:
         self.log(
             f"  done: ours {rate['ours']:.3g} samples/s, HF {rate['hf']:.3g}, ours with WPA {rate['ours_wpa']:.3g}"
         )
-        # The eval workloads reuse this backbone (its weights), in eval mode, without optimizers.
+        # The eval workloads reuse this backbone (its weights), in eval mode, without optimizers:
+        # the trainers, optimizers and the HF copy go with this frame.
         self.backbone = ours.backbone
         self.itm_head = ours.objectives["itm"].head
-        # The trainers, optimizers and the HF copy go with this frame.
-        our_step.close()
-        wpa_step.close()
 
     # ----------------------------------------------------------------------- inference
     def inference(self) -> None:

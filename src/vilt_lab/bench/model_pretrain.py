@@ -1,23 +1,21 @@
 """Our pre-training step as a run takes it, and the batch both sides of the benchmark train on.
 
 Ours is built the way `vilt-train` builds it: the Hydra config composed from conf/ (train.yaml
-with `model=<size> objective=[itm,mlm]`), `build.build_task` (task module, objectives, compile
-switch), `build.trainer_settings` and the `Trainer` itself, whose per-micro-batch and optimizer
-step (autocast, backward, gradient norm and health check, AdamW, schedule) are what `fit` runs
-each step. A speed lever that lands in the objectives, the task module, build.py or the trainer
-is therefore measured here without touching this file.
+with `model=<size> objective=[itm,mlm]`), `build.task.build_task` (task module, objectives,
+compile switch) and `build.trainer.build_trainer` (settings, AdamW, schedule, the `Trainer`),
+without a run dir; each step is `Trainer.train_step`, the step `fit` takes (autocast, backward,
+gradient norm and health check, AdamW, schedule). A speed lever that lands in the objectives,
+the task module, build/ or the trainer is therefore measured here without touching this file.
 
 The batch is random (timing depends on shapes, not values): uint8 images and every text at full
-length (40 tokens), as ../shared/bench/hf_vilt_baseline.py; 15% of the text positions masked for
+length (40 tokens), as HF's ViLT pre-training baseline (bench/model_hf.py); 15% of the text positions masked for
 MLM (a whole-word mask of ~6 pieces per caption costs the step the same: masking runs in the
 data workers on both sides, so the step only sees which positions carry labels).
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,16 +23,15 @@ from accelerate import Accelerator
 from hydra import compose, initialize_config_dir
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count
 
-from vilt_lab.build.settings import trainer_settings
 from vilt_lab.build.task import build_task
+from vilt_lab.build.trainer import build_trainer
+from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.schema import TrainSchema
 from vilt_lab.config.typed import typed
 from vilt_lab.evaluation.loop import to_device
 from vilt_lab.measure.flops import MISSING_FORMULAS
 from vilt_lab.model.config import get_config
 from vilt_lab.tasks import TaskModule
-from vilt_lab.train import CONF_DIR
-from vilt_lab.training.trainer import Trainer
 
 aten = torch.ops.aten
 
@@ -92,27 +89,16 @@ def build_ours(cfg: TrainSchema, vocab_size: int) -> TaskModule:
 
 
 class OurStep:
-    """One optimizer step of our trainer on a fixed batch: `Trainer._micro_step` then
-    `Trainer._optimizer_step`, with the per-objective losses `fit` hands it."""
+    """One optimizer step of our trainer on a fixed batch: `Trainer.train_step`, one micro-batch
+    (the config's global batch is its micro batch). The trainer has no run dir; its metrics log
+    still marks the run's logging steps, where a run's non-finite check reads the device."""
 
     def __init__(self, cfg: TrainSchema, module: TaskModule, accelerator: Accelerator) -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="vilt-bench-run-")
-        self.trainer = Trainer(
-            accelerator, module, trainer_settings(cfg), Path(self._tmp.name), lambda step: iter(())
-        )
+        self.trainer = build_trainer(cfg, accelerator, module, lambda step: iter(()), {}, run_dir=None)
         self.trainer.model.train()
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> None:
-        trainer = self.trainer
-        out = trainer._micro_step(batch, 0)
-        loss_names = sorted(k for k in out if k.endswith("/loss"))
-        losses = torch.stack([out[k].float() for k in loss_names])
-        trainer._optimizer_step(losses, loss_names)
-        # The step's random draws (negatives, patch sampling) follow the step, as in `fit`.
-        trainer.step += 1
-
-    def close(self) -> None:
-        self._tmp.cleanup()
+        self.trainer.train_step(iter([batch]))
 
 
 def pretrain_batch(

@@ -17,8 +17,8 @@ from ..config.typed import typed
 from ..model import ViltBackbone, ViltConfig, get_config
 from ..tasks import TaskModule, build_task_module, get_task
 from ..tasks.pretrain import mark_unmarked_selection
-from ..training.checkpoint import TRAINER_STATE, is_run_dir, run_dir_checkpoint
-from ..training.run_dir import RUN_CONFIG_NAME
+from ..training.checkpoint import TRAINER_STATE
+from ..training.run_dir import RunDir
 from ..training.speed_levers import compile_blocks, convert_to_fp8
 from ..weights.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, read_safetensors
 from ..weights.init_from import INIT_FILE_USE, InitReport, init_model, load_into
@@ -47,14 +47,14 @@ def model_config(cfg: TrainSchema, vocab_size: int) -> ViltConfig:
 
 def is_run_checkpoint(path: str | os.PathLike) -> bool:
     """A training run's `checkpoints/step_*` directory (its weights use the task module's names)."""
-    return (Path(path) / TRAINER_STATE).is_file() and (Path(path).parent.parent / RUN_CONFIG_NAME).is_file()
+    return (Path(path) / TRAINER_STATE).is_file() and RunDir.of_checkpoint(path).config.is_file()
 
 
 def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     """The backbone and heads of a training run's checkpoint (`<run>/checkpoints/step_*`),
     rebuilt from the run's resolved config (`<run>/config.yaml`) and loaded strictly."""
     path = Path(path)
-    config_path, weights_path = path.parent.parent / RUN_CONFIG_NAME, path / WEIGHTS_NAME
+    config_path, weights_path = RunDir.of_checkpoint(path).config, path / WEIGHTS_NAME
     for file in (config_path, weights_path):
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
@@ -78,8 +78,8 @@ def read_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     its best checkpoint, else its latest), a vilt_lab checkpoint directory, or an official ViLT
     `.ckpt` file (converted on the fly, read weights-only)."""
     path = Path(path)
-    if is_run_dir(path):
-        path = run_dir_checkpoint(path)
+    if RunDir(path).is_training_run():
+        path = RunDir(path).selected_checkpoint()
     if is_run_checkpoint(path):
         return read_run_checkpoint(path)
     if path.is_file():
@@ -132,8 +132,8 @@ def initialise(module: TaskModule, cfg: RunConfig) -> InitReport | None:
     """Apply `model.init_from` (timm:<name>, original:<name>, a vilt_lab checkpoint dir, a run's
     checkpoint or run dir)."""
     init_from, init_file = cfg.model.init_from, cfg.model.init_file
-    if init_from is not None and is_run_dir(init_from):
-        init_from = str(run_dir_checkpoint(init_from))
+    if init_from is not None and RunDir(Path(init_from)).is_training_run():
+        init_from = str(RunDir(Path(init_from)).selected_checkpoint())
     if init_from is not None and is_run_checkpoint(init_from):
         if init_file is not None:
             raise ValueError(f"model.init_file is set for model.init_from={init_from} ({INIT_FILE_USE})")

@@ -156,7 +156,7 @@ def _scores(cfg: EvalSchema) -> Iterator[str]:
 def _settings(cfg: RunConfig) -> None:
     """The trainer's settings build (their rules, from the data's counts) and the warmup fits."""
     settings = trainer_settings(cfg)
-    warmup_steps_from(settings.warmup, settings.max_steps)
+    warmup_steps_from(settings.schedule.warmup, settings.max_steps)
 
 
 # ---------------------------------------------------------------------------------- data on disk

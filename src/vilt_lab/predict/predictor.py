@@ -26,8 +26,7 @@ from ..data.sources.images import BadImage
 from ..data.tokenizer import load_tokenizer
 from ..data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
 from ..report.heatmap import align_words, draw_alignment
-from ..training.checkpoint import is_run_dir
-from ..training.run_dir import RUN_CONFIG_NAME
+from ..training.run_dir import RunDir
 from ..weights.checkpoint_io import ViltCheckpoint
 from ..weights.with_heads import ViltWithHeads
 
@@ -56,10 +55,10 @@ def run_config_path(checkpoint: str | os.PathLike) -> Path | None:
     from ..build.task import is_run_checkpoint
 
     path = Path(checkpoint)
-    if is_run_dir(path):
-        return path / RUN_CONFIG_NAME
+    if RunDir(path).is_training_run():
+        return RunDir(path).config
     if is_run_checkpoint(path):
-        return path.parent.parent / RUN_CONFIG_NAME
+        return RunDir.of_checkpoint(path).config
     return None
 
 

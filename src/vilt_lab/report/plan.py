@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..training.run_dir import RunDir
 from .definitions import Catalog, Column, Row, Table
 
 TRAIN = ("python", "-m", "vilt_lab.train")
@@ -32,18 +33,18 @@ class RunSpec:
     group: str
     tags: tuple[str, ...]
 
-    def run_dir(self, root: Path) -> Path:
-        return Path(root) / self.id
+    def run_dir(self, root: Path) -> RunDir:
+        return RunDir(Path(root) / self.id)
 
     def is_done(self, root: Path) -> bool:
         """A finished run: its summary.json is written last (a fresh start moves a stale one aside)."""
-        return (self.run_dir(root) / "summary.json").is_file()
+        return self.run_dir(root).summary.is_file()
 
     def command(self, root: Path, launch: tuple[str, ...] | None = None, slurm: bool = False) -> list[str]:
         """The command line that makes this run (resumable: `resume=auto`)."""
         if self.kind == "eval":
             target = Path(root) / self.depends_on
-            return [*EVAL, *self.overrides, f"checkpoint={target}", f"out_dir={self.run_dir(root)}"]
+            return [*EVAL, *self.overrides, f"checkpoint={target}", f"out_dir={self.run_dir(root).path}"]
         start = (*launch, "vilt_lab.train") if launch else TRAIN
         init = [f"model.init_from={Path(root) / self.depends_on}"] if self.depends_on else []
         logger = [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..training.metrics_log import read_metrics
 from .definitions import Catalog, Table
 from .plan import table_runs
 from .render import paper_numbers, read_cell
@@ -51,10 +51,10 @@ def draw_curves(
     figure, axis = plt.subplots(figsize=(7, 4))
     drawn = 0
     for spec in table_runs(table, catalog):
-        metrics_file = spec.run_dir(root) / "metrics.jsonl"
+        metrics_file = spec.run_dir(root).metrics
         if not metrics_file.is_file():
             continue
-        points = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
+        points = read_metrics(metrics_file)
         points = [(p["step"], p[metric]) for p in points if isinstance(p.get(metric), int | float)]
         if points:
             axis.plot(*zip(*points, strict=True), label=spec.id, linewidth=1)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from torch import nn
 
 from ..weights.checkpoint_io import WEIGHTS_NAME, read_safetensors
 from .faults import fault_point
+from .nonfinite import check_finite_parameters
+from .settings import TrainerSettings
 from .state_io import (
     CheckpointFileError,
     capture_rng,
@@ -139,20 +142,57 @@ class TrainingState:
 
 
 class CheckpointManager:
-    """Saves, verifies, finds and restores checkpoints under `root` (the run dir's `checkpoints/`)."""
+    """Saves, verifies, finds and restores checkpoints under `root` (the run dir's `checkpoints/`),
+    and decides when the loop saves and which checkpoint is the best.
 
-    def __init__(self, root: Path, accelerator, state: TrainingState, keep_last: int = 3) -> None:
-        if keep_last < 1:
-            raise ValueError(f"trainer.keep_last={keep_last} must be at least 1")
+    A step saves every `trainer.ckpt_every` steps, at the last step, and when its evaluation set
+    a new best `select_metric` (so the best weights are kept even between checkpoint steps).
+    Pruning keeps the last `trainer.keep_last` checkpoints and the best one.
+    """
+
+    def __init__(self, root: Path, accelerator, state: TrainingState, settings: TrainerSettings) -> None:
         self.root = Path(root)
         self.accelerator = accelerator
         self.state = state
-        self.keep_last = keep_last
+        self.settings = settings
+        # {"step", "metric", "value"} of the best evaluation so far (kept in every checkpoint).
+        self.best: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------------------- deciding
+    def due(self, step: int) -> bool:
+        """Whether the loop saves after optimizer step `step` (once its evaluation, if any, is
+        selected: a new best at `step` makes it a saving step)."""
+        s = self.settings
+        return (
+            step % s.trainer.ckpt_every == 0
+            or step == s.max_steps
+            or (self.best is not None and self.best["step"] == step)
+        )
+
+    def select(self, step: int, values: dict[str, float]) -> None:
+        """Note the evaluation of `step`: the best so far when its `select_metric` improved on
+        the best (higher or lower as `select_mode` says; a non-finite value never is)."""
+        metric, mode = self.settings.select_metric, self.settings.select_mode
+        if metric is None:
+            return
+        if metric not in values:
+            raise KeyError(
+                f"task.select_metric={metric!r} is not among the evaluation's metrics {sorted(values)}"
+            )
+        value = float(values[metric])
+        if not math.isfinite(value):
+            return
+        better = self.best is None or (
+            value > self.best["value"] if mode == "max" else value < self.best["value"]
+        )
+        if better:
+            self.best = {"step": step, "metric": metric, "value": value}
 
     # ----------------------------------------------------------------------------- saving
-    def save(self, step: int, trainer_state: dict[str, Any], keep_step: int | None = None) -> Path:
-        """Collective: every process must call it at the same step. Pruning keeps the last
-        ``keep_last`` checkpoints and the one of ``keep_step`` (the best evaluation so far)."""
+    def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
+        """Collective: every process must call it at the same step. Refused (NonFiniteError)
+        when a parameter is non-finite, so such weights never replace a good checkpoint."""
+        check_finite_parameters(self.state.model, step)
         acc = self.accelerator
         final = self.root / checkpoint_name(step)
         tmp = final.with_name(_TMP + final.name)
@@ -174,7 +214,7 @@ class CheckpointManager:
             write_json(tmp / MANIFEST, {"format": FORMAT, "step": step, "files": files})
             fault_point("save:manifest")
             self._put_in_place(tmp, final)
-            self._prune(keep_step)
+            self._prune(self.best["step"] if self.best is not None else None)
         acc.wait_for_everyone()
         return final
 
@@ -204,15 +244,15 @@ class CheckpointManager:
 
     def _prune(self, keep_step: int | None) -> None:
         keep = checkpoint_name(keep_step) if keep_step is not None else None
-        for old in list_checkpoints(self.root)[: -self.keep_last]:
+        for old in list_checkpoints(self.root)[: -self.settings.trainer.keep_last]:
             if old.name != keep:
                 fault_point("prune")
                 _remove(old)
 
     # ----------------------------------------------------------------------------- loading
     def load(self, path: Path) -> dict[str, Any]:
-        """Restore model, optimizer, scheduler, scaler and this process's random states from
-        `path`; return its trainer state. Any problem is an error naming the file."""
+        """Restore model, optimizer, scheduler, scaler, this process's random states and the best
+        evaluation from `path`; return its trainer state. Any problem is an error naming the file."""
         path = Path(path)
         reason = verify(path)
         if reason is not None:
@@ -239,6 +279,7 @@ class CheckpointManager:
                 path / "scaler.json", lambda: state.scaler.load_state_dict(read_json(path / "scaler.json"))
             )
         self._restore_rng(path, int(trainer_state.get("num_processes", 1)))
+        self.best = trainer_state.get("best")
         return trainer_state
 
     def _restore_rng(self, path: Path, saved_processes: int) -> None:
@@ -318,21 +359,3 @@ def _load_into(file: Path, load) -> None:
         raise
     except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
         raise CheckpointFileError(file, f"does not fit this run ({type(err).__name__}: {err})") from err
-
-
-def is_run_dir(path: Path) -> bool:
-    return (Path(path) / "checkpoints").is_dir() and (Path(path) / "config.yaml").is_file()
-
-
-def run_dir_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a run dir stands for: its best one when it selected one (the last
-    checkpoint's trainer state names it), else its newest complete one."""
-    latest, _ = latest_checkpoint(Path(run_dir) / "checkpoints")
-    if latest is None:
-        raise FileNotFoundError(f"run dir {run_dir} holds no complete checkpoint")
-    best = read_json(latest / TRAINER_STATE).get("best")
-    if best:
-        chosen = Path(run_dir) / "checkpoints" / checkpoint_name(int(best["step"]))
-        if verify(chosen) is None:
-            return chosen
-    return latest

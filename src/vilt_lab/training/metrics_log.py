@@ -1,7 +1,9 @@
-"""metrics.jsonl: one JSON object per logged step, always written by the main process.
+"""metrics.jsonl and the loop's logging: when a step logs, and where its values go.
 
-On resume the file is cut back to the checkpoint's step, so steps logged after the last
-checkpoint by the killed run are not duplicated when the resumed run logs them again.
+`MetricsFile` is the file: one JSON object per logged step. On resume it is cut back to the
+checkpoint's step, so steps logged after the last checkpoint by the killed run are not duplicated
+when the resumed run logs them again. `MetricsLog` is the training loop's component: it decides
+which steps log and writes their values to the file (main process) and to Accelerate's trackers.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from accelerate import Accelerator
+
+from .settings import TrainerSettings
+
 
 def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
@@ -21,14 +27,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class MetricsLog:
-    def __init__(self, path: Path, enabled: bool = True) -> None:
+class MetricsFile:
+    """A metrics.jsonl file (a training run's, or an evaluation's)."""
+
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.enabled = enabled
 
     def truncate_after(self, step: int) -> None:
         """Drop lines with `step` greater than `step` (lines of other phases keep their order)."""
-        if not self.enabled or not self.path.exists():
+        if not self.path.exists():
             return
         kept = [
             line
@@ -40,9 +47,7 @@ class MetricsLog:
         staging.write_text("".join(line + "\n" for line in kept))
         os.replace(staging, self.path)
 
-    def write(self, step: int, values: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
+    def append(self, step: int, values: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **{k: _plain(v) for k, v in values.items()}}) + "\n")
@@ -51,3 +56,28 @@ class MetricsLog:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All lines of a metrics.jsonl file."""
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+
+
+class MetricsLog:
+    """The loop's log: training values every `trainer.log_every` steps and at the last step,
+    evaluations when they run, each to `file` (None: no file, as a loop driven without a run dir;
+    written by the main process only) and to Accelerate's trackers (W&B when initialised)."""
+
+    def __init__(self, accelerator: Accelerator, settings: TrainerSettings, file: MetricsFile | None) -> None:
+        self.acc = accelerator
+        self.settings = settings
+        self.file = file if accelerator.is_main_process else None
+
+    def due(self, step: int) -> bool:
+        """Whether optimizer step `step` logs its training values."""
+        return step % self.settings.trainer.log_every == 0 or step == self.settings.max_steps
+
+    def write(self, step: int, values: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.append(step, values)
+        self.acc.log(values, step=step)
+
+    def truncate_after(self, step: int) -> None:
+        """Resuming at `step`: forget what the file holds of later steps."""
+        if self.file is not None:
+            self.file.truncate_after(step)

@@ -1,7 +1,8 @@
-"""The run directory: a function of the config, and what every run writes into it.
+"""The run directory: a function of the config, its layout, and what every run writes into it.
 
 A run dir named from the config (plus an optional name) lets `resume=latest` find a run again
 from the same command line, without copying paths around (audiocraft's "signature" idea).
+`RunDir` is the one place that knows where each of its files lives.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import os
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config.keys import may_change_keys
 from ..config.schema import TrainSchema
-from .run_log import RUN_LOG_NAME
-
-RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
+from .checkpoint import TRAINER_STATE, checkpoint_name, latest_checkpoint, verify
+from .state_io import read_json
 
 # Keys that say how or where a run runs, not what it trains (a key covers everything under it),
 # as their declarations say (vilt_lab.config.schema, `may_change`). They are left out of the
@@ -28,7 +30,6 @@ RUN_CONFIG_NAME = "config.yaml"  # the resolved config every run dir holds
 # dir, and they are the only keys a resume may change. Everything else (model, objectives, data,
 # seed, schedule, optimizer, precision) defines the run.
 MAY_CHANGE = may_change_keys(TrainSchema)
-RESUME_HISTORY = "resume_history.jsonl"
 
 
 def flat_config(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -70,10 +71,10 @@ class ResumeRefused(ValueError):
     """A resume whose config differs from the run's record in a key that defines the run."""
 
 
-def check_resume(run_dir: Path, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+def check_resume(run_dir: RunDir, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     """Compare `cfg` with the config `run_dir` recorded; return the changes a resume may make,
     or refuse (listing every key) when a setting that defines the run differs. Reads only."""
-    record = Path(run_dir) / RUN_CONFIG_NAME
+    record = run_dir.config
     if not record.is_file():
         return {}
     changes = config_changes(flat_config(OmegaConf.load(record)), flat_config(cfg))
@@ -88,42 +89,8 @@ def check_resume(run_dir: Path, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     return {k: v for k, v in changes.items() if k not in ("resume",)}
 
 
-def record_resume(
-    run_dir: Path, step: int, changes: dict[str, tuple[Any, Any]], overrides: list[str]
-) -> None:
-    """Append one resume (its step, the changed settings, the command line) to the run's history;
-    the original config.yaml stays as it was written. Main process only."""
-    entry = {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "step": step,
-        "changes": {k: {"recorded": old, "now": new} for k, (old, new) in changes.items()},
-        "overrides": list(overrides),
-    }
-    with (Path(run_dir) / RUN_CONFIG_NAME).with_name(RESUME_HISTORY).open("a") as f:
-        f.write(json.dumps(entry, default=str) + "\n")
-
-
-# What an earlier attempt leaves that a fresh start must not append to.
-_ATTEMPT_FILES = ("metrics.jsonl", "summary.json", RESUME_HISTORY, RUN_LOG_NAME)
-
-
-def set_aside_earlier_attempt(run_dir: Path) -> Path | None:
-    """Move what an earlier, checkpoint-less attempt left in `run_dir` (its metrics, summary,
-    resume history, train.log) into `earlier_attempts/<n>/`, so a fresh start does not log step 5 twice and
-    nothing is lost. Main process only; returns where they went."""
-    found = [Path(run_dir) / name for name in _ATTEMPT_FILES if (Path(run_dir) / name).exists()]
-    if not found:
-        return None
-    attempts = Path(run_dir) / "earlier_attempts"
-    target = attempts / str(len(list(attempts.glob("*"))) if attempts.is_dir() else 0)
-    target.mkdir(parents=True)
-    for path in found:
-        path.rename(target / path.name)
-    return target
-
-
 def run_name(cfg: DictConfig) -> str:
-    return cfg.name if cfg.get("name") else f"{cfg.tag}-{config_hash(cfg)}"
+    return cfg.name if cfg.name else f"{cfg.tag}-{config_hash(cfg)}"
 
 
 def sweep_job_name(cfg: DictConfig, job_num: int) -> str:
@@ -133,8 +100,8 @@ def sweep_job_name(cfg: DictConfig, job_num: int) -> str:
     return f"{run_name(cfg)}-{job_num}"
 
 
-def resolve_run_dir(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.runs_dir) / run_name(cfg)
+def resolve_run_dir(cfg: DictConfig) -> RunDir:
+    return RunDir(Path(cfg.paths.runs_dir) / run_name(cfg))
 
 
 def git_info(cwd: Path | None = None) -> dict[str, Any]:
@@ -144,7 +111,7 @@ def git_info(cwd: Path | None = None) -> dict[str, Any]:
     inside some other git repository (a virtualenv in a project's tree), whose commit says nothing
     about vilt_lab, so a commit is reported only when the repository holds this very package.
     """
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]  # vilt_lab/ (this module is in vilt_lab/training/)
     info: dict[str, Any] = {"version": _installed_version()}
     cwd = cwd or package_dir
     try:
@@ -171,9 +138,138 @@ def _installed_version() -> str | None:
         return None
 
 
-def write_run_files(run_dir: Path, cfg: DictConfig, overrides: list[str], git: dict[str, Any]) -> None:
-    """config.yaml (resolved), overrides.yaml and git.json: call on the main process only."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_CONFIG_NAME).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
-    (run_dir / "git.json").write_text(json.dumps(git, indent=1))
+@dataclass(frozen=True)
+class RunDir:
+    """A run directory, training's or an evaluation's: where each file lives, and writing them.
+
+    config.yaml            the resolved config, written once (a resume never rewrites it)
+    overrides.yaml         the command line's overrides (training)
+    git.json               vilt_lab's version and commit (`git_info`)
+    metrics.jsonl          one line per logged step (`training.metrics_log`)
+    summary.json           the headline numbers, written last: a finished run has one
+    train.log              every process's log lines (`training.run_log`)
+    checkpoints/step_N/    the checkpoints (`training.checkpoint`)
+    resume_history.jsonl   one line per resume: its step, changed settings, command line
+    earlier_attempts/<n>/  what a checkpoint-less earlier attempt left, set aside
+    """
+
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def overrides(self) -> Path:
+        return self.path / "overrides.yaml"
+
+    @property
+    def git(self) -> Path:
+        return self.path / "git.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def train_log(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def resume_history(self) -> Path:
+        return self.path / "resume_history.jsonl"
+
+    @property
+    def earlier_attempts(self) -> Path:
+        return self.path / "earlier_attempts"
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunDir:
+        """The run dir a `<run>/checkpoints/step_N` directory belongs to, if it is a run's."""
+        return cls(Path(checkpoint).parent.parent)
+
+    # ----------------------------------------------------------------------------- reading
+    def is_training_run(self) -> bool:
+        """Whether this is a training run's directory (its config and checkpoints)."""
+        return self.checkpoints.is_dir() and self.config.is_file()
+
+    def selected_checkpoint(self) -> Path:
+        """The checkpoint this run stands for: its best one when it selected one (the last
+        checkpoint's trainer state names it), else its newest complete one."""
+        latest, _ = latest_checkpoint(self.checkpoints)
+        if latest is None:
+            raise FileNotFoundError(f"run dir {self.path} holds no complete checkpoint")
+        best = read_json(latest / TRAINER_STATE).get("best")
+        if best:
+            chosen = self.checkpoints / checkpoint_name(int(best["step"]))
+            if verify(chosen) is None:
+                return chosen
+        return latest
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json, or None when the run has not finished."""
+        return json.loads(self.summary.read_text()) if self.summary.is_file() else None
+
+    # ----------------------------------------------------------------------------- writing (main process)
+    def write_run_files(
+        self, cfg: DictConfig, git: dict[str, Any], overrides: list[str] | None = None
+    ) -> None:
+        """config.yaml (resolved), git.json and, for a training run, overrides.yaml."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if overrides is not None:
+            self.overrides.write_text(OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+        self.git.write_text(json.dumps(git, indent=1))
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        self.summary.write_text(json.dumps(summary, indent=1))
+
+    def record_resume(self, step: int, changes: dict[str, tuple[Any, Any]], overrides: list[str]) -> None:
+        """Append one resume (its step, the changed settings, the command line) to the run's
+        history; the original config.yaml stays as it was written."""
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "step": step,
+            "changes": {k: {"recorded": old, "now": new} for k, (old, new) in changes.items()},
+            "overrides": list(overrides),
+        }
+        with self.resume_history.open("a") as f:
+            f.write(json.dumps(entry, default=str) + "\n")
+
+    def set_aside_earlier_attempt(self) -> Path | None:
+        """Move what an earlier, checkpoint-less attempt left (its metrics, summary, resume
+        history, train.log) into `earlier_attempts/<n>/`, so a fresh start does not log step 5
+        twice and nothing is lost; returns where they went."""
+        attempt_files = (self.metrics, self.summary, self.resume_history, self.train_log)
+        found = [path for path in attempt_files if path.exists()]
+        if not found:
+            return None
+        attempts = self.earlier_attempts
+        target = attempts / str(len(list(attempts.glob("*"))) if attempts.is_dir() else 0)
+        target.mkdir(parents=True)
+        for path in found:
+            path.rename(target / path.name)
+        return target
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A two-column table of a run's headline numbers (summary.json's)."""
+    rows = [("run dir", summary["run_dir"])]
+    if "steps" in summary:
+        rows += [
+            ("steps", summary["steps"]),
+            ("precision", summary["precision"]),
+            ("train time (s)", f"{summary['train_seconds']:.1f}"),
+        ]
+    rows += [(k, f"{v:.4f}" if isinstance(v, float) else str(v)) for k, v in summary["eval"].items()]
+    width = max(len(k) for k, _ in rows)
+    line = "-" * (width + 3 + max(len(str(v)) for _, v in rows))
+    return "\n".join([line, *(f"{k:<{width}}   {v}" for k, v in rows), line])

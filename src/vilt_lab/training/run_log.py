@@ -1,4 +1,4 @@
-"""train.log: every run's log lines in its run dir, beside what the console shows.
+"""train.log: every run's log lines in its run dir (`RunDir.train_log`), beside what the console shows.
 
 The main process writes everything the logging config lets through; the other processes add
 only their warnings and errors, prefixed with their rank, so one file tells what went wrong on
@@ -13,17 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-RUN_LOG_NAME = "train.log"
-
 
 @contextmanager
-def run_log(run_dir: Path, rank: int) -> Iterator[None]:
-    """Copy the root logger's records into `run_dir`/train.log while the block runs.
+def run_log(path: Path, rank: int) -> Iterator[None]:
+    """Copy the root logger's records into the file `path` while the block runs.
 
     The handler is removed at the end: Hydra's sequential sweeps run every job in one process,
     and each job's lines belong in its own run dir only.
     """
-    path = Path(run_dir) / RUN_LOG_NAME
+    path = Path(path)
     if rank != 0 and not path.parent.is_dir():
         yield
         return

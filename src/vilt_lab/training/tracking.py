@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import secrets
 import string
-from pathlib import Path
+from collections.abc import Iterable
 
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.schema import TrainSchema
-from ..tasks import get_task
-from .run_dir import git_info
+from ..config.schema import LoggerSchema
+from .run_dir import RunDir, git_info
 
 
 def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
@@ -22,12 +21,11 @@ def tracker_config(cfg: DictConfig, overrides: list[str]) -> dict:
     return values
 
 
-def run_tags(settings: TrainSchema) -> list[str]:
-    """`logger.tags` plus the task and its selected objectives, so a W&B dashboard can filter an
+def run_tags(tags: Iterable[str], task: str, objectives: Iterable[str]) -> list[str]:
+    """`logger.tags` plus the task and the objectives it trains, so a W&B dashboard can filter an
     ablation's runs by what they trained without hand-made tags."""
-    task = get_task(settings.task.name)
-    automatic = [f"task={task.name}", *(f"objective={name}" for name in task.objective_names(settings))]
-    return list(dict.fromkeys([*settings.logger.tags, *automatic]))
+    automatic = [f"task={task}", *(f"objective={name}" for name in objectives)]
+    return list(dict.fromkeys([*tags, *automatic]))
 
 
 def new_run_id() -> str:
@@ -39,15 +37,15 @@ def new_run_id() -> str:
 def init_tracking(
     accelerator: Accelerator,
     cfg: DictConfig,
-    settings: TrainSchema,
-    run_dir: Path,
+    logger: LoggerSchema,
+    run_dir: RunDir,
     name: str,
     overrides: list[str],
     run_id: str | None,
+    tags: list[str],
 ) -> str | None:
-    """Start the W&B run (resuming `run_id` when given); returns the run id to checkpoint.
-    cfg: the composed config (what W&B records), settings: the same as typed objects."""
-    logger = settings.logger
+    """Start the W&B run (resuming `run_id` when given) with `tags` (`run_tags`); returns the run
+    id to checkpoint. cfg: the composed config W&B records; logger: the typed `logger` node."""
     if logger.mode == "disabled":
         return None
     # The id is chosen here and stored in every checkpoint, so resume=latest continues the same
@@ -56,13 +54,13 @@ def init_tracking(
     init_kwargs = {
         "wandb": {
             "mode": logger.mode,
-            "dir": str(run_dir),
+            "dir": str(run_dir.path),
             "id": run_id,
             "resume": "allow",
             "name": name,
             "group": logger.group,
             "job_type": logger.job_type,
-            "tags": run_tags(settings),
+            "tags": tags,
             "entity": logger.entity,
         }
     }
