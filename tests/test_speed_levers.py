@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from helpers.batches import make_batch
 from helpers.configs import fast_config, train_settings
 from helpers.models import tiny_backbone
+from vilt_lab.config.schema import OptimSchema
 from vilt_lab.data.collate import TEXT_BUCKET, ItemCollator
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import create_backbone
@@ -89,7 +90,9 @@ def test_fused_adamw_matches_the_default_and_their_states_interchange(monkeypatc
             optim, "implementation", lambda model: {"fused": True if fused else None, "foreach": None}
         )
         task = build_task_module(tiny_backbone(), ["mlm"]).eval()
-        optimizer = optim.build_optimizer(task, lr=1e-3)
+        optimizer = optim.build_optimizer(
+            task, OptimSchema(lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), eps=1e-8)
+        )
         if resume_from is not None:
             task.load_state_dict(resume_from["model"])
             optimizer.load_state_dict(resume_from["optimizer"])

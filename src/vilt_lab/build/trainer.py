@@ -27,8 +27,7 @@ def build_optimization(
     """AdamW over `task`'s parameter groups (`optim.*`) and its warmup-then-decay schedule
     (`schedule.warmup` over the run's optimizer steps). Build it once `task` is on its device:
     AdamW picks its kernel (fused on CUDA) from where the parameters are."""
-    o = settings.optim
-    optimizer = build_optimizer(task, o.lr, o.weight_decay, o.betas, o.eps, o.lr_mult)
+    optimizer = build_optimizer(task, settings.optim)
     return optimizer, build_scheduler(optimizer, settings.schedule.warmup, settings.max_steps)
 
 

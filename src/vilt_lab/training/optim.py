@@ -24,6 +24,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..config.schema import OptimSchema
+
 
 def no_weight_decay(model: nn.Module) -> set[str]:
     """The parameter names of `model` that its submodules' `no_weight_decay()` exempt, each
@@ -82,21 +84,15 @@ def keep_implementation(optimizer: torch.optim.Optimizer, state: dict) -> dict:
     return {**state, "param_groups": [{**group, **flags} for group in state["param_groups"]]}
 
 
-def build_optimizer(
-    model: nn.Module,
-    lr: float = 1e-4,
-    weight_decay: float = 0.01,
-    betas: tuple[float, float] = (0.9, 0.98),
-    eps: float = 1e-8,
-    lr_mult: Mapping[str, float] | None = None,
-) -> torch.optim.AdamW:
-    """AdamW (betas 0.9/0.98, eps 1e-8 as the official code) over `param_groups`, fused where
-    the kernel exists (`implementation`): build it after moving the model to its device."""
+def build_optimizer(model: nn.Module, optim: OptimSchema) -> torch.optim.AdamW:
+    """AdamW as `optim.*` says (conf/optim/adamw.yaml: betas 0.9/0.98, eps 1e-8 as the official
+    code) over `param_groups`, fused where the kernel exists (`implementation`): build it after
+    moving the model to its device."""
     optimizer = torch.optim.AdamW(
-        param_groups(model, lr, weight_decay, lr_mult),
-        lr=lr,
-        betas=tuple(betas),
-        eps=eps,
+        param_groups(model, optim.lr, optim.weight_decay, optim.lr_mult),
+        lr=optim.lr,
+        betas=tuple(optim.betas),
+        eps=optim.eps,
         **implementation(model),
     )
     optimizer.register_load_state_dict_pre_hook(keep_implementation)

@@ -25,7 +25,7 @@ from torch._dynamo.utils import counters as dynamo_counters
 
 from ..evaluation.loop import to_device
 from ..utils.metric_means import WeightedMeans, means_from_vector
-from ..utils.progress import ProgressStyle, progress_bar
+from ..utils.progress import progress_bar, progress_style
 from ..utils.seeds import step_seed
 from .checkpoint import CheckpointManager
 from .faults import fault_point
@@ -227,7 +227,7 @@ class Trainer:
         interval = LogInterval()
         bar = progress_bar(
             desc="train",
-            style=ProgressStyle(t.progress, t.progress_every_s).only_if(self.acc.is_main_process),
+            style=progress_style(t).only_if(self.acc.is_main_process),
             total=self.settings.max_steps,
             initial=self.step,
             unit="step",
