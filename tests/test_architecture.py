@@ -175,3 +175,18 @@ def test_no_module_imports_a_room_above_its_own() -> None:
         if module != PACKAGE and level_of(target) is not None and level_of(target) > level_of(module)
     ]
     assert not upward, "imports that run up a layer:\n" + "\n".join(upward)
+
+
+def test_the_benchmarks_call_no_private_method() -> None:
+    """bench/ times what a run runs through public entry points (`Trainer.train_step`, the
+    builders): a private call would tie a benchmark to internals a refactor may change."""
+    found = []
+    for path in sorted((SRC / PACKAGE / "bench").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            owner, name = node.func.value, node.func.attr
+            private = name.startswith("_") and not name.startswith("__")
+            if private and not (isinstance(owner, ast.Name) and owner.id in ("self", "cls", "torch")):
+                found.append(f"{path.relative_to(REPO)}:{node.lineno} calls {ast.unparse(node.func)}")
+    assert not found, "\n".join(found)
