@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.configs import compose_config, compose_eval_config, fast_config
+from helpers.configs import compose_config, compose_eval_config, fast_config, train_settings
 from helpers.wandb_offline import wait_for_offline_run
 from vilt_lab.build.task import build_task
 from vilt_lab.report.cli import main as report_main
@@ -74,7 +74,7 @@ def test_every_run_of_every_table_composes_and_builds(tmp_path):
         if identity in built:
             continue
         built.add(identity)
-        module = build_task(cfg, vocab_size=BERT_VOCAB, train=False)
+        module = build_task(train_settings(cfg), vocab_size=BERT_VOCAB, train=False)
         assert set(module.objectives) >= ({"itm", "mlm", "wpa"} if spec.kind == "pretrain" else set())
     assert len(built) >= 10
 
