@@ -17,8 +17,7 @@ from ..config.typed import typed
 from ..model import ViltBackbone, ViltConfig, get_config
 from ..tasks import TaskModule, build_task_module, get_task
 from ..tasks.pretrain import mark_unmarked_selection
-from ..training.checkpoint import TRAINER_STATE
-from ..training.run_dir import RunDir
+from ..training.run_dir import RunDir, is_run_checkpoint
 from ..training.speed_levers import compile_blocks, convert_to_fp8
 from ..weights.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, read_safetensors
 from ..weights.init_from import INIT_FILE_USE, InitReport, init_model, load_into
@@ -43,11 +42,6 @@ def model_config(cfg: TrainSchema, vocab_size: int) -> ViltConfig:
             f"model.vocab_size={overrides['vocab_size']} is smaller than the tokenizer's {vocab_size}"
         )
     return get_config(cfg.model.size, **overrides)
-
-
-def is_run_checkpoint(path: str | os.PathLike) -> bool:
-    """A training run's `checkpoints/step_*` directory (its weights use the task module's names)."""
-    return (Path(path) / TRAINER_STATE).is_file() and RunDir.of_checkpoint(path).config.is_file()
 
 
 def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:

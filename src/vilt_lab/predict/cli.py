@@ -99,7 +99,8 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
     task = args.task or infer_task(inputs, heads=None)
     if task is not None:
         MODES[task].check(inputs)
-    # build imports the trainer and Accelerate (seconds): argument errors are reported before.
+    # Reading a checkpoint imports the tasks, objectives and Accelerate: the argument errors above
+    # are reported before that wait.
     from ..build.task import read_checkpoint
 
     checkpoint = read_checkpoint(args.checkpoint)

@@ -26,7 +26,7 @@ from ..data.sources.images import BadImage
 from ..data.tokenizer import load_tokenizer
 from ..data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
 from ..report.heatmap import align_words, draw_alignment
-from ..training.run_dir import RunDir
+from ..training.run_dir import RunDir, is_run_checkpoint
 from ..weights.checkpoint_io import ViltCheckpoint
 from ..weights.with_heads import ViltWithHeads
 
@@ -52,8 +52,6 @@ class InputSettings:
 def run_config_path(checkpoint: str | os.PathLike) -> Path | None:
     """The resolved config of the run a checkpoint comes from (a run dir or its
     `checkpoints/step_N`), or None for a checkpoint that is not part of a run."""
-    from ..build.task import is_run_checkpoint
-
     path = Path(checkpoint)
     if RunDir(path).is_training_run():
         return RunDir(path).config
