@@ -138,6 +138,11 @@ def _installed_version() -> str | None:
         return None
 
 
+def is_run_checkpoint(path: str | os.PathLike) -> bool:
+    """A training run's `checkpoints/step_*` directory (its weights use the task module's names)."""
+    return (Path(path) / TRAINER_STATE).is_file() and RunDir.of_checkpoint(path).config.is_file()
+
+
 @dataclass(frozen=True)
 class RunDir:
     """A run directory, training's or an evaluation's: where each file lives, and writing them.
