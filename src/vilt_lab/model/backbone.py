@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -137,8 +138,14 @@ class ViltBackbone(nn.Module):
             # negatives, ITM's fused pass) share its projection, which is the only costly step
             # that depends on the image alone. Everything after it (masking, patch sampling,
             # position embeddings, dropout) is per row, drawn exactly as if the pixels had been
-            # indexed, so the result is the same up to the convolution's rounding.
-            x, pixel_mask = x[image_index], pixel_mask[image_index]
+            # indexed, so the result is the same up to the convolution's rounding. An embedding
+            # lookup, not `x[image_index]`: the backward of advanced indexing adds the rows of an
+            # image that several pairs share with atomic adds from every CPU thread, in an order
+            # that changes from run to run (training/determinism.py); embedding's backward adds
+            # them in index order.
+            N, D, Hp, Wp = x.shape
+            x = F.embedding(image_index, x.reshape(N, -1)).view(-1, D, Hp, Wp)
+            pixel_mask = pixel_mask[image_index]
         B, D, Hp, Wp = x.shape
         x = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, D)
         if masked_patches is not None:
