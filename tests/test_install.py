@@ -73,11 +73,12 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_the_wheel_holds_every_config(wheel: Path) -> None:
-    in_repo = sorted(str(p.relative_to(REPO)) for p in (REPO / "conf").rglob("*.yaml"))
+@pytest.mark.parametrize("tree", ["conf", "experiments"])  # the configs and the paper's tables
+def test_the_wheel_holds_every_config(wheel: Path, tree: str) -> None:
+    in_repo = sorted(str(p.relative_to(REPO)) for p in (REPO / tree).rglob("*.yaml"))
     with zipfile.ZipFile(wheel) as archive:
         in_wheel = sorted(
-            n.removeprefix("vilt_lab/") for n in archive.namelist() if n.startswith("vilt_lab/conf/")
+            n.removeprefix("vilt_lab/") for n in archive.namelist() if n.startswith(f"vilt_lab/{tree}/")
         )
     assert in_wheel == in_repo
 
@@ -147,3 +148,9 @@ def test_train_and_evaluate_from_an_empty_directory(venv: Path, shapes_world: Pa
     _run([*command, *data], work, env)
     recorded = OmegaConf.load(work / "runs" / "mine" / "config.yaml")
     assert recorded.model.num_layers == 1 and recorded.model.size == "tiny"  # theirs on top of demo
+
+
+def test_the_paper_tables_plan_from_an_empty_directory(venv: Path, tmp_path: Path) -> None:
+    """vilt-report finds the shipped tables by name, outside any checkout."""
+    planned = _run([str(venv / "bin" / "vilt-report"), "plan", "table5", "--runs", "runs"], tmp_path).stdout
+    assert "todo  pt25k_nowwm" in planned and "python -m vilt_lab.train experiment=pretrain_paper" in planned

@@ -4,6 +4,8 @@ and W&B's grouping of a table's runs."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,41 @@ def test_offline_wandb_run_of_a_table_row_carries_group_job_type_and_tags(shapes
     assert {"steps=100k", "wwm=on", "task=pretrain", "objective=itm", "objective=wpa"} <= set(
         recorded["run"]["tags"]
     )
+
+
+def test_shipped_tables_plan_and_render_from_any_directory(tmp_path, monkeypatch, capsys) -> None:
+    """The tables come with the package: by name, from a directory that is not the checkout."""
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "runs"
+    assert report_main(["plan", "table5", "--runs", str(runs)]) == 0
+    assert "todo  pt25k_nowwm" in capsys.readouterr().out
+    # A shipped table's result goes beside the runs, not into the package.
+    assert report_main(["render", "shapes/table5", "--runs", str(runs)]) == 0
+    assert (runs / "table5-shapes" / "result.md").is_file()
+    assert report_main(["plan", "table9", "--runs", str(runs)]) == 2
+    assert "the shipped tables: shapes/table5, table2, table3, table4, table5" in capsys.readouterr().err
+
+
+def makefile_targets() -> set[str]:
+    lines = (EXPERIMENTS.parent / "Makefile").read_text().splitlines()
+    return {
+        name
+        for line in lines
+        if re.match(r"^[\w%-]+( [\w%-]+)*:", line)
+        for name in line.split(":")[0].split()
+    }
+
+
+def test_every_make_hint_names_a_target_that_make_help_lists(tmp_path) -> None:
+    targets = makefile_targets()
+    listed = subprocess.run(
+        ["make", "-s", "help"], cwd=EXPERIMENTS.parent, capture_output=True, text=True
+    ).stdout
+    for folder in sorted(p.parent for p in EXPERIMENTS.rglob("table.yaml")):
+        table = load_table(folder)
+        text = render(table, load_catalog(folder.parent), tmp_path)
+        hinted = re.findall(r"`make ([\w-]+)`", text)
+        assert hinted, f"{folder}: render names no make target for its missing runs"
+        for target in hinted:
+            assert target in targets, f"{folder}: render suggests `make {target}`, which the Makefile lacks"
+            assert target in listed, f"`make help` does not list {target}"

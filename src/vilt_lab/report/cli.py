@@ -1,10 +1,14 @@
 """`vilt-report`: render a table's result.md (and PNGs) from its runs, list or launch the runs.
 
-vilt-report render experiments/table5 [--runs runs/paper] [--out experiments/table5/result.md]
-vilt-report plan experiments/table5          # the runs, done or not, with their commands
-vilt-report run experiments/table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m'] [--slurm]
+vilt-report render table5 [--runs runs/paper] [--out experiments/table5/result.md]
+vilt-report plan table5          # the runs, done or not, with their commands
+vilt-report run table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m'] [--slurm]
     [--set paths.data_dir=/shards]   # an override added to every run
 vilt-report heatmap CHECKPOINT IMAGE "a caption" --out wpa.png   # the paper's Figure 4
+
+TABLE is a shipped table's name (table2 ... table6, shapes/table5: they come with the package, so
+this runs from any directory) or a folder of your own holding table.yaml beside runs.yaml and
+recipes.yaml.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .definitions import load_catalog, load_table
+from .definitions import find_table, load_catalog, load_table
 from .heatmap import heatmap
 from .plan import table_runs
 from .plots import draw_cells, draw_curves
@@ -26,9 +30,11 @@ DEFAULT_RUNS = Path("runs/paper")
 
 
 def _render(args: argparse.Namespace) -> int:
-    table, catalog = load_table(args.table), load_catalog(args.table.parent)
+    folder, shipped = find_table(args.table)
+    table, catalog = load_table(folder), load_catalog(folder.parent)
     # The PNGs are named after the markdown, beside it: result.md -> result.png, result-curves.png.
-    result = args.out or args.table / "result.md"
+    # A shipped table's result goes beside its runs: the package's folder is not the user's.
+    result = args.out or (args.runs / table.name if shipped else folder) / "result.md"
     result.parent.mkdir(parents=True, exist_ok=True)
     text = render(table, catalog, args.runs)
     bars = draw_cells(table, catalog, args.runs, result.with_suffix(".png"))
@@ -43,7 +49,8 @@ def _render(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    table, catalog = load_table(args.table), load_catalog(args.table.parent)
+    folder, _ = find_table(args.table)
+    table, catalog = load_table(folder), load_catalog(folder.parent)
     for spec in table_runs(table, catalog):
         print(f"{'done' if spec.is_done(args.runs) else 'todo'}  {spec.id}\n      {spec.shell(args.runs)}")
     return 0
@@ -51,7 +58,8 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Run the missing runs one after another, in dependency order; stop at the first failure."""
-    table, catalog = load_table(args.table), load_catalog(args.table.parent)
+    folder, _ = find_table(args.table)
+    table, catalog = load_table(folder), load_catalog(folder.parent)
     launch = tuple(shlex.split(args.launch)) if args.launch else None
     for spec in table_runs(table, catalog):
         if spec.is_done(args.runs):
@@ -81,12 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, handler in (("render", _render), ("plan", _plan), ("run", _run)):
         command = sub.add_parser(name)
-        command.add_argument("table", type=Path, help="a table folder: experiments/tableN")
+        command.add_argument(
+            "table", type=Path, help="a shipped table (table2 ... table6, shapes/table5) or a table folder"
+        )
         command.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the tables' runs live")
         command.set_defaults(handler=handler)
         if name == "render":
             command.add_argument(
-                "--out", type=Path, default=None, help="the markdown to write (default TABLE/result.md)"
+                "--out",
+                type=Path,
+                default=None,
+                help="the markdown to write (default: TABLE/result.md; RUNS/<table>/result.md for a shipped table)",
             )
         if name == "run":
             command.add_argument("--launch", default=None, help="launcher for training, ending in -m")

@@ -82,6 +82,28 @@ def _column(key: str, values: dict[str, Any], where: str) -> Column:
     )
 
 
+# The tables shipped with the package: a symlink to the repo's experiments/ in a checkout, a copy
+# of its YAML files in a wheel (pyproject.toml's package-data), so vilt-report runs anywhere.
+TABLES_DIR = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def find_table(name: str | Path) -> tuple[Path, bool]:
+    """The table folder ``name`` names and whether it is the package's own: a folder holding
+    table.yaml as given, else one of the shipped tables (``table5``, ``experiments/table5``,
+    ``shapes/table5``); an error lists the shipped ones."""
+    given = Path(name)
+    if (given / "table.yaml").is_file():
+        return given, False
+    relative = Path(*given.parts[1:]) if given.parts[:1] == ("experiments",) else given
+    if (TABLES_DIR / relative / "table.yaml").is_file():
+        return TABLES_DIR / relative, True
+    shipped = sorted(str(p.parent.relative_to(TABLES_DIR)) for p in TABLES_DIR.rglob("table.yaml"))
+    raise FileNotFoundError(
+        f"{name}: no table.yaml there, and no shipped table of that name; the shipped tables: "
+        f"{', '.join(shipped)} (or a folder of your own holding table.yaml)"
+    )
+
+
 def load_table(folder: Path) -> Table:
     """`folder/table.yaml` as a Table; errors name the file and the field."""
     path = Path(folder) / "table.yaml"
