@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,6 +130,16 @@ def test_lr_follows_the_curve_per_optimizer_step(accumulation, shapes_world, tmp
         assert m["train/lr"] == pytest.approx(
             cfg.optim.lr * lr_factor(m["step"], warmup, 6), rel=1e-9, abs=1e-15
         )
+
+
+@pytest.mark.parametrize("grad_clip", ["null", "1.0"])
+def test_the_gradient_norm_is_logged_with_or_without_clipping(grad_clip, shapes_world, tmp_path):
+    cfg = fast_config(
+        shapes_world, tmp_path, "schedule.max_steps=2", f"optim.grad_clip={grad_clip}", "evaluate=false"
+    )
+    run(cfg)
+    logged = [m for m in read_metrics(tmp_path / "demo" / "metrics.jsonl") if "train/loss" in m]
+    assert logged and all(math.isfinite(m["train/grad_norm"]) and m["train/grad_norm"] > 0 for m in logged)
 
 
 def test_train_step_is_the_runs_step_without_a_run_dir(shapes_world, tmp_path):

@@ -63,7 +63,7 @@ class StepResult:
     """What one optimizer step leaves for the loop to log."""
 
     outputs: list[dict[str, torch.Tensor]]  # each micro-batch's task outputs, in order
-    grad_norm: torch.Tensor | None  # on the device; None unless `optim.grad_clip` computed it
+    grad_norm: torch.Tensor | None  # on the device; None: a step left out, or fp16 without clipping
     data_wait_s: float  # spent waiting for the micro-batches
 
 
@@ -202,7 +202,8 @@ class Trainer:
 
     def _optimizer_step(self, losses: torch.Tensor, loss_names: list[str]) -> torch.Tensor | None:
         """Step unless the guard refuses; return the gradient norm (a device tensor, read only
-        when logged) when `optim.grad_clip` computes it."""
+        when logged). Under fp16 without `optim.grad_clip` the gradients are still multiplied by
+        the loss scale here (clipping unscales them first), so no norm is returned."""
         acc, grad_clip = self.acc, self.settings.optim.grad_clip
         params = [p for p in self.model.parameters() if p.grad is not None]
         if grad_clip:
@@ -217,7 +218,7 @@ class Trainer:
         if not acc.optimizer_step_was_skipped:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm.detach() if grad_clip else None
+        return grad_norm.detach() if grad_clip or acc.scaler is None else None
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self) -> None:
