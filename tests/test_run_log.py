@@ -39,3 +39,19 @@ def test_a_rank_without_the_run_dir_keeps_its_warnings_on_its_console(tmp_path):
     with run_log(RunDir(tmp_path / "on another node").train_log, rank=1):
         log.warning("not here")
     assert not (tmp_path / "on another node").exists()
+
+
+def test_what_the_run_prints_and_the_exception_that_ends_it_are_in_train_log(tmp_path, capsys):
+    train_log = RunDir(tmp_path).train_log
+    try:
+        with run_log(train_log, rank=0):
+            print("init from ckpt: 50 tensors loaded")  # the init report, the summary table
+            raise RuntimeError("out of memory")
+    except RuntimeError:
+        pass
+    text = train_log.read_text()
+    assert "init from ckpt: 50 tensors loaded" in text
+    assert "ERROR vilt_lab.train: run ended by RuntimeError('out of memory')" in text
+    assert "Traceback (most recent call last)" in text and text.endswith("RuntimeError: out of memory\n")
+    # The console still shows the print, once; the traceback is left to whoever catches it.
+    assert capsys.readouterr().out == "init from ckpt: 50 tensors loaded\n"

@@ -1,17 +1,38 @@
 """train.log: every run's log lines in its run dir (`RunDir.train_log`), beside what the console shows.
 
-The main process writes everything the logging config lets through; the other processes add
-only their warnings and errors, prefixed with their rank, so one file tells what went wrong on
-which rank. Processes that do not see the run dir (a node without the shared disk) keep their
-warnings on their own console.
+The main process writes everything the logging config lets through, what it prints (the init
+report, the summary table) and the exception that ends a run, with its traceback; the other
+processes add only their warnings and errors, prefixed with their rank, so one file tells what
+went wrong on which rank. Processes that do not see the run dir (a node without the shared disk)
+keep their warnings on their own console.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
+from typing import TextIO
+
+
+class _Tee:
+    """Writes go to the console stream and to the log file (what `print` shows, in train.log)."""
+
+    def __init__(self, console: TextIO, file: TextIO) -> None:
+        self.console, self.file = console, file
+
+    def write(self, text: str) -> int:
+        self.file.write(text)
+        return self.console.write(text)
+
+    def flush(self) -> None:
+        self.file.flush()
+        self.console.flush()
+
+    def __getattr__(self, name: str):  # isatty, encoding, fileno...: the console's
+        return getattr(self.console, name)
 
 
 @contextmanager
@@ -36,7 +57,19 @@ def run_log(path: Path, rank: int) -> Iterator[None]:
     root = logging.getLogger()
     root.addHandler(handler)
     try:
-        yield
+        if rank != 0:
+            yield
+            return
+        with redirect_stdout(_Tee(sys.stdout, handler.stream)):
+            yield
+    except BaseException as err:
+        # The exception that ends the run, with its traceback, into the file only: the console
+        # shows it anyway when it propagates.
+        record = logging.LogRecord(
+            "vilt_lab.train", logging.ERROR, __file__, 0, "run ended by %r", (err,), sys.exc_info()
+        )
+        handler.handle(record)
+        raise
     finally:
         root.removeHandler(handler)
         handler.close()
