@@ -79,6 +79,14 @@ def test_every_experiment_composes_and_builds(experiment, shapes_world, tmp_path
     assert set(evaluators) == {"eval"}
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("logger", ["disabled", "wandb"])
+def test_a_logger_chosen_on_the_command_line_wins_over_the_experiment(experiment, logger, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # logger=wandb's mode defaults to it
+    chosen = compose_config([f"experiment={experiment}", f"logger={logger}", "model.init_from=x"])
+    assert chosen.logger.mode == ("disabled" if logger == "disabled" else "online")
+
+
 # The official fine-tuning hyper-parameters (reference Sec. 3.1-3.2, 4.2-4.4): task, data, global
 # batch, head learning-rate multipliers, evaluations per epoch; lr 1e-4, 10 epochs, warmup 10%.
 OFFICIAL = {
