@@ -9,6 +9,7 @@ existing fails here instead of in a reader's terminal. Nothing trains and no dat
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 import shlex
@@ -94,9 +95,10 @@ def is_placeholder(value: str) -> bool:
     return value == "..." or bool(re.search(r"<[^>]*>", value)) or value.startswith("$")
 
 
-def config_groups() -> set[str]:
+@functools.cache
+def config_groups() -> frozenset[str]:
     """The config groups under conf/ (the keys whose values name a file there)."""
-    return {p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*") if p.is_dir()}
+    return frozenset(p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*") if p.is_dir())
 
 
 def doc_command(where: str, line: str) -> DocCommand | None:
