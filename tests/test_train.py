@@ -186,7 +186,7 @@ def test_train_step_is_the_runs_step_without_a_run_dir(shapes_world, tmp_path):
 def test_resume_continues_exactly(task, shapes_world, tmp_path, monkeypatch):
     """Retrieval too: its negatives are drawn from the step's generator, so a resumed run draws
     the captions a straight run would have (acceptance 6 of the fine-tuning issue). At the
-    default thread count: bit-identical (see README, "Exactness")."""
+    default thread count: bit-identical (see docs/reliability.md, "Exactness")."""
     n = 3
     common = [
         *TASK_OVERRIDES[task],
