@@ -12,7 +12,7 @@ is also scored against that many other images of the micro batch, a second cross
 true image as the target, and the loss is the mean of the two. Why: text negatives alone only
 compare captions of one image, so any per-image offset in the score is free, and image retrieval
 (ranking images for a text) inherits it. On the shapes world that left IR@1 at or below its
-zero-shot value (README, `make finetune-demo`). The other images come from the batch, so no image
+zero-shot value (docs/benchmarks.md, `make finetune-demo`). The other images come from the batch, so no image
 is decoded twice; a pick of the image itself (a resampled duplicate) is masked out.
 """
 

@@ -21,7 +21,9 @@ def read_json(path: Path) -> Any:
         ValueError: naming the file, when it is not JSON.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} is missing (README, 'Datasets', gives the layout)")
+        raise FileNotFoundError(
+            f"annotation file {path} is missing (docs/data.md, 'Datasets', gives the layout)"
+        )
     try:
         return json.loads(path.read_bytes().decode("utf-8", "surrogateescape"))
     except json.JSONDecodeError as err:
@@ -36,7 +38,9 @@ def read_json_lines(path: Path) -> list[Any]:
         ValueError: naming the file and line, for a line that is not JSON.
     """
     if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} is missing (README, 'Datasets', gives the layout)")
+        raise FileNotFoundError(
+            f"annotation file {path} is missing (docs/data.md, 'Datasets', gives the layout)"
+        )
     out = []
     for number, line in enumerate(path.read_bytes().decode("utf-8", "surrogateescape").splitlines(), 1):
         if line.strip():

@@ -322,7 +322,7 @@ def convert_splits(
 
 def add_arguments(parser: argparse.ArgumentParser, splits: Sequence[str]) -> None:
     """``--root``, ``--split``, ``--workers`` and the image policy options of a converter."""
-    parser.add_argument("--root", type=Path, required=True, help="the raw dataset (README, 'Datasets')")
+    parser.add_argument("--root", type=Path, required=True, help="the raw dataset (docs/data.md, 'Datasets')")
     parser.add_argument(
         "--split", choices=list(splits), default=None, help="convert this split only (default: all)"
     )
