@@ -19,7 +19,7 @@ from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.heads import build_head
 from vilt_lab.predict import main
 from vilt_lab.predict.modes import Inputs, infer_task
-from vilt_lab.predict.predictor import DEFAULT_TOKENIZER, input_settings
+from vilt_lab.predict.preprocess import DEFAULT_TOKENIZER, input_settings
 from vilt_lab.weights.with_heads import ViltWithHeads
 
 ANSWERS = ["yes", "no", "two", "red", "circle", "square"]
