@@ -113,6 +113,15 @@ def test_an_export_carries_its_tokenizer_and_resize(finished_run, export, scene,
     )
 
 
+def test_from_pretrained_reads_an_export_and_points_a_run_dir_to_the_api(finished_run, export):
+    exported = vilt_lab.ViltWithHeads.from_pretrained(export)
+    model, _, _ = vilt_lab.create_model_and_transforms(export)
+    assert exported.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(exported.state_dict()[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match=r"vilt_lab\.create_model_and_transforms\("):
+        vilt_lab.ViltWithHeads.from_pretrained(finished_run)
+
+
 def test_an_export_without_inputs_still_loads_with_the_papers(export, tmp_path):
     old = tmp_path / "old"
     old.mkdir()
