@@ -5,6 +5,7 @@ name that cannot be downloaded says what to do instead."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 import vilt_lab
+import vilt_lab.convert_cli
 from helpers.configs import fast_config
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.data.shards import iter_samples
@@ -120,6 +123,30 @@ def test_from_pretrained_reads_an_export_and_points_a_run_dir_to_the_api(finishe
     assert all(torch.equal(exported.state_dict()[k], v) for k, v in model.state_dict().items())
     with pytest.raises(FileNotFoundError, match=r"vilt_lab\.create_model_and_transforms\("):
         vilt_lab.ViltWithHeads.from_pretrained(finished_run)
+
+
+def test_an_export_of_a_run_with_a_hub_tokenizer_saves_it(
+    finished_run, shapes_tokenizer, tmp_path, monkeypatch
+):
+    run_copy = tmp_path / "run"
+    shutil.copytree(finished_run, run_copy)
+    config = RunDir(run_copy).config
+    cfg = OmegaConf.load(config)
+    cfg.data.tokenizer = "someone/tokenizer"
+    OmegaConf.save(cfg, config)
+    asked = []
+
+    def from_the_hf_cache(name, key=None):  # what load_tokenizer finds in the HF cache
+        asked.append(name)
+        return shapes_tokenizer
+
+    monkeypatch.setattr(vilt_lab.convert_cli, "load_tokenizer", from_the_hf_cache)
+    step = sorted(RunDir(run_copy).checkpoints.glob("step_*"))[-1]
+    assert vilt_convert(["run", str(step), "--out", str(tmp_path / "export")]) == 0
+    assert asked == ["someone/tokenizer"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _, _, tokenizer = vilt_lab.create_model_and_transforms(tmp_path / "export")
+    assert tokenizer.get_vocab() == shapes_tokenizer.get_vocab()
 
 
 def test_an_export_without_inputs_still_loads_with_the_papers(export, tmp_path):
