@@ -61,7 +61,8 @@ def scene(shapes_world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 def itm_probability(checkpoint: Path, image, caption: str) -> float:
     """The match probability of `caption` for `image` through the Python API alone."""
     model, preprocess, tokenizer = vilt_lab.create_model_and_transforms(checkpoint)
-    text = tokenizer([caption], return_tensors="pt")
+    max_len = model.backbone.config.max_text_len  # as the module docstring of vilt_lab.api shows
+    text = tokenizer([caption], truncation=True, max_length=max_len, return_tensors="pt")
     with torch.no_grad():
         logits = model("itm", text["input_ids"], text["attention_mask"], **preprocess(image))
     return logits.softmax(-1)[0, 1].item()

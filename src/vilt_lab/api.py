@@ -4,7 +4,8 @@
 
     model, preprocess, tokenizer = vilt_lab.create_model_and_transforms("runs/demo")
     pixels = preprocess("scene.png")              # {"pixel_values", "pixel_mask"}, a batch of one
-    text = tokenizer(["two red squares"], return_tensors="pt")
+    max_len = model.backbone.config.max_text_len  # the text positions the model has
+    text = tokenizer(["two red squares"], truncation=True, max_length=max_len, return_tensors="pt")
     logits = model("itm", text["input_ids"], text["attention_mask"], **pixels)
     match = logits.softmax(-1)[:, 1]              # ITM: class 1 is "the caption matches"
 

@@ -2,8 +2,8 @@
 
 Everything an input goes through is what evaluation uses: the images are decoded, resized and
 normalised by `preprocess.Preprocess` (its module says how), batched and the texts tokenized by
-`data.collate.ItemCollator`, and the model is `ViltWithHeads` built from `build.read_checkpoint` (every checkpoint vilt_lab
-reads). A prediction on one image is therefore the one `vilt-eval` would make on it.
+`data.collate.ItemCollator`, and the model is `ViltWithHeads` built from `build.read_checkpoint`
+(every checkpoint vilt_lab reads). A prediction on one image is therefore the one `vilt-eval` would make on it.
 """
 
 from __future__ import annotations
