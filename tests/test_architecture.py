@@ -151,6 +151,7 @@ LAYERS = [
         "vilt_lab.predict",
         "vilt_lab.report",
         "vilt_lab.bench",
+        "vilt_lab.api",
     ],
 ]
 # The package itself (its __init__ names no room) and the rooms' own __init__ files sit anywhere.

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from helpers.official import VQA_ANSWERS, random_official_state, write_lightning_ckpt
-from vilt_lab.convert_cli import SOURCE_RECORD
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.weights.checkpoint_io import load_checkpoint
 from vilt_lab.weights.download import DownloadError, download
+from vilt_lab.weights.fetch import SOURCE_RECORD
 from vilt_lab.weights.released import RELEASED
 
 

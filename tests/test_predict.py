@@ -19,7 +19,7 @@ from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.model.heads import build_head
 from vilt_lab.predict import main
 from vilt_lab.predict.modes import Inputs, infer_task
-from vilt_lab.predict.predictor import DEFAULT_TOKENIZER, input_settings
+from vilt_lab.predict.preprocess import DEFAULT_TOKENIZER, input_settings
 from vilt_lab.weights.with_heads import ViltWithHeads
 
 ANSWERS = ["yes", "no", "two", "red", "circle", "square"]
@@ -196,7 +196,7 @@ def test_a_run_brings_its_tokenizer_and_image_size(tmp_path):
     assert settings.tokenizer_key == f"data.tokenizer of {run / 'config.yaml'} (or --tokenizer)"  # messages
     assert input_settings(step, "bert-base-cased", 384).tokenizer == "bert-base-cased"
     assert input_settings(step, None, 384).shorter == 384  # a flag wins over the run's value
-    # A checkpoint directory records neither: the released checkpoints' (the paper's) settings.
+    # A checkpoint that records neither (as the released ones): the paper's settings.
     plain = input_settings(tmp_path / "ckpt")
     assert (plain.tokenizer, plain.shorter, plain.longer) == (DEFAULT_TOKENIZER, 384, 639)
 

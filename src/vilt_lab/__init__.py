@@ -1,3 +1,43 @@
-"""vilt_lab: ViLT pre-training and fine-tuning as a Hydra + Accelerate + WebDataset framework."""
+"""vilt_lab: ViLT pre-training and fine-tuning as a Hydra + Accelerate + WebDataset framework.
+
+The Python API (`vilt_lab.api`): `create_model_and_transforms`, `list_pretrained`, and the model
+classes `ViltWithHeads`, `ViltBackbone`, `ViltConfig`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Where each exported name lives. They are imported on first access (PEP 562), not here: the API
+# pulls in torch, transformers and the training builders (seconds), and every entry point
+# (`vilt-shards`, `vilt-report`, ...) imports this package first, most of them needing none of it.
+_EXPORTS = {
+    "create_model_and_transforms": "vilt_lab.api",
+    "list_pretrained": "vilt_lab.api",
+    "ViltWithHeads": "vilt_lab.weights.with_heads",
+    "ViltBackbone": "vilt_lab.model.backbone",
+    "ViltConfig": "vilt_lab.model.config",
+}
+
+__all__ = ["ViltBackbone", "ViltConfig", "ViltWithHeads", "create_model_and_transforms", "list_pretrained"]
+
+if TYPE_CHECKING:
+    from .api import create_model_and_transforms, list_pretrained
+    from .model.backbone import ViltBackbone
+    from .model.config import ViltConfig
+    from .weights.with_heads import ViltWithHeads
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'vilt_lab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later accesses skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -9,27 +9,30 @@
 
 A vilt_lab checkpoint directory (model.safetensors + config.json) is what `model.init_from=DIR`
 starts a run from. `to-hf` also takes an official `.ckpt` file directly; `run` takes the model
-out of a training run's checkpoint (which also holds optimizer and RNG state).
+out of a training run's checkpoint (which also holds optimizer and RNG state), with the run's
+tokenizer (copied into the export) and resize (recorded in its config.json), so the export
+predicts with no more flags than the run would.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import pickle
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from .build.task import read_checkpoint, read_run_checkpoint
-from .weights.checkpoint_io import ViltCheckpoint, save_checkpoint
-from .weights.download import default_cache_dir, download
+from .data.tokenizer import load_tokenizer
+from .predict.preprocess import input_settings
+from .weights.checkpoint_io import TOKENIZER_DIR, ViltCheckpoint, save_checkpoint
+from .weights.download import default_cache_dir
+from .weights.fetch import fetch_released
 from .weights.hf import HF_HEAD_CLASSES, load_hf, save_hf
 from .weights.official import read_official, read_vqa_labels
-from .weights.released import RELEASE_URL, RELEASED, ReleasedFile, released
-
-SOURCE_RECORD = "source.json"  # beside a fetched checkpoint: where it came from, and its hash
+from .weights.released import RELEASE_URL, RELEASED, released
 
 
 def describe(checkpoint: ViltCheckpoint) -> str:
@@ -61,27 +64,10 @@ def run_fetch(args: argparse.Namespace) -> None:
     if args.name is None or args.out is None:
         raise ValueError("give the checkpoint's NAME and --out DIR (or --list)")
     entry = released(args.name)
-    base = (args.mirror or RELEASE_URL).rstrip("/")
     cache = args.cache or default_cache_dir() / "released"
-
-    def fetch(file: ReleasedFile, pinned: str | None) -> dict[str, str | bool]:
-        url = f"{base}/{file.filename}"
-        expected = pinned or file.sha256
-        sha256 = download(url, cache / file.filename, expected, progress=not args.quiet)
-        if expected is None:
-            print(
-                f"{file.filename}: SHA-256 {sha256} (no published hash to check it against; pin it with --sha256)"
-            )
-        return {"url": url, "sha256": sha256, "verified": expected is not None}
-
-    record = {"name": entry.name, "task": entry.task, "checkpoint": fetch(entry, args.sha256)}
-    labels = None
-    if entry.companion is not None:
-        record["companion"] = fetch(entry.companion, None)
-        labels = read_vqa_labels(cache / entry.companion.filename)
-    checkpoint = read_official(cache / entry.filename, vqa_labels=labels)
-    save_checkpoint(checkpoint, args.out)
-    (Path(args.out) / SOURCE_RECORD).write_text(json.dumps(record, indent=1))
+    checkpoint = fetch_released(
+        entry, args.out, cache, base=args.mirror or RELEASE_URL, sha256=args.sha256, progress=not args.quiet
+    )
     print(f"{entry.name} -> {args.out}: {describe(checkpoint)}")
 
 
@@ -102,7 +88,14 @@ def run_from_hf(args: argparse.Namespace) -> None:
 
 def run_run(args: argparse.Namespace) -> None:
     checkpoint = read_run_checkpoint(args.ckpt)
-    save_checkpoint(checkpoint, args.out)
+    settings = input_settings(args.ckpt)
+    tokenizer_out = Path(args.out) / TOKENIZER_DIR
+    if Path(settings.tokenizer).is_dir():
+        shutil.copytree(settings.tokenizer, tokenizer_out, dirs_exist_ok=True)
+    else:  # a Hub name: its files from the HF cache, so the export needs no network
+        load_tokenizer(settings.tokenizer, key=settings.tokenizer_key).save_pretrained(tokenizer_out)
+    inputs = {"tokenizer": TOKENIZER_DIR, "shorter": settings.shorter, "longer": settings.longer}
+    save_checkpoint(checkpoint, args.out, inputs=inputs)
     print(f"{args.ckpt} -> {args.out}: {describe(checkpoint)}")
 
 

@@ -13,7 +13,8 @@ from ..data.sources.images import BadImage, open_image
 from ..data.transforms import SHARD_IMAGES
 from ..weights.checkpoint_io import UnsafeCheckpointError
 from .modes import MODES, ArgumentError, Inputs, format_table, infer_task
-from .predictor import Predictor, input_settings, require_head
+from .predictor import Predictor, require_head
+from .preprocess import input_settings
 
 EPILOG = """examples:
   vilt-predict runs/demo/checkpoints/step_00001600 --image scene.png --text "two red squares" --text "a blue circle"
@@ -60,14 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
         "--tokenizer",
-        help="the checkpoint's tokenizer (name or dir); default: its run's data.tokenizer, "
-        "else bert-base-uncased (the released checkpoints')",
+        help="the checkpoint's tokenizer (name or dir); default: its run's data.tokenizer or the "
+        "one its export carries (vilt-convert run), else bert-base-uncased (the released checkpoints')",
     )
     parser.add_argument(
-        "--shorter", type=int, help="resize: shorter side; default: its run's, else 384 (the paper's)"
+        "--shorter",
+        type=int,
+        help="resize: shorter side; default: its run's or its export's, else 384 (the paper's)",
     )
     parser.add_argument(
-        "--longer", type=int, help="resize: longer side at most; default: its run's, else 639 (the paper's)"
+        "--longer",
+        type=int,
+        help="resize: longer side at most; default: its run's or its export's, else 639 (the paper's)",
     )
     return parser
 

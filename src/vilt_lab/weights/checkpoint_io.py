@@ -2,7 +2,10 @@
 
 A checkpoint is a directory holding `model.safetensors` (the backbone's weights under `backbone.`,
 each head's under `heads.<name>.`) and `config.json` (the `ViltConfig` fields and, per head, the
-sizes it was built with and optional label names). Safetensors cannot run code when read; pickled
+sizes it was built with and optional label names; optionally, how its inputs are prepared:
+`inputs`, its tokenizer and resize, the tokenizer a directory `tokenizer/` beside the weights).
+A field added later is optional, so every older directory still reads; `format_version` rises
+only for a change an older reader would misread. Safetensors cannot run code when read; pickled
 files (`.ckpt`, `.pth`) are only ever read with `torch.load(weights_only=True)`.
 """
 
@@ -26,6 +29,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_NAME = "vilt_lab"
 FORMAT_VERSION = 1
+INPUTS_KEY = "inputs"
+TOKENIZER_DIR = "tokenizer"  # a checkpoint's own tokenizer, beside its weights
 BACKBONE_PREFIX = "backbone."
 HEADS_PREFIX = "heads."
 
@@ -98,8 +103,13 @@ def _strip(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Te
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def save_checkpoint(checkpoint: ViltCheckpoint, directory: str | os.PathLike) -> Path:
+def save_checkpoint(
+    checkpoint: ViltCheckpoint, directory: str | os.PathLike, inputs: Mapping[str, Any] | None = None
+) -> Path:
     """Write `checkpoint` into `directory` (created if needed) and return the directory.
+
+    inputs: how its inputs are prepared (`tokenizer`: a name, or `TOKENIZER_DIR` for the
+    directory's own; `shorter`, `longer`: the resize), recorded in config.json.
 
     Each file is written under a temporary name and renamed into place, weights first and config
     last, so a reader never sees a half-written file and a config means the weights are complete.
@@ -113,6 +123,7 @@ def save_checkpoint(checkpoint: ViltCheckpoint, directory: str | os.PathLike) ->
         "format_version": FORMAT_VERSION,
         "model": checkpoint.config.to_dict(),
         "heads": checkpoint.heads,
+        **({INPUTS_KEY: dict(inputs)} if inputs else {}),
     }
     weights_tmp = directory / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
     config_tmp = directory / f".{CONFIG_NAME}.tmp-{os.getpid()}"
@@ -125,6 +136,16 @@ def save_checkpoint(checkpoint: ViltCheckpoint, directory: str | os.PathLike) ->
 
 def is_checkpoint_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / CONFIG_NAME).is_file() and (Path(path) / WEIGHTS_NAME).is_file()
+
+
+def recorded_inputs(directory: str | os.PathLike) -> dict[str, Any]:
+    """The `inputs` a checkpoint directory records (empty when it records none), its own
+    tokenizer directory as a path."""
+    directory = Path(directory)
+    inputs = dict(json.loads((directory / CONFIG_NAME).read_text()).get(INPUTS_KEY, {}))
+    if inputs.get("tokenizer") == TOKENIZER_DIR:
+        inputs["tokenizer"] = str(directory / TOKENIZER_DIR)
+    return inputs
 
 
 def load_checkpoint(directory: str | os.PathLike) -> ViltCheckpoint:

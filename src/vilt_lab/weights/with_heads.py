@@ -18,7 +18,7 @@ from torch import nn
 from ..model.backbone import ViltBackbone
 from ..model.heads import NLVR2Head, build_head
 from . import hub
-from .checkpoint_io import ViltCheckpoint
+from .checkpoint_io import CONFIG_NAME, WEIGHTS_NAME, ViltCheckpoint, is_checkpoint_dir
 
 
 class ViltWithHeads(nn.Module):
@@ -51,7 +51,21 @@ class ViltWithHeads(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> ViltWithHeads:
-        """A local checkpoint directory or a Hub repo id (see `hub.load_pretrained`)."""
+        """A local checkpoint directory or a Hub repo id (see `hub.load_pretrained`).
+
+        A training run's directories and the official `.ckpt` are read one room up (a run's
+        checkpoint is rebuilt from its config by the task builders, which this module must not
+        import): `vilt_lab.create_model_and_transforms` reads every checkpoint, and
+        `vilt-convert run` exports a run's checkpoint as a directory this reads.
+        """
+        path = Path(name_or_path)
+        if path.exists() and not is_checkpoint_dir(path):
+            raise FileNotFoundError(
+                f"{path} is not a vilt_lab checkpoint directory ({CONFIG_NAME} + {WEIGHTS_NAME}); "
+                "for a training run dir, its checkpoints/step_N or an official .ckpt use "
+                f"`model, preprocess, tokenizer = vilt_lab.create_model_and_transforms({str(path)!r})`, "
+                "or export it with `vilt-convert run`"
+            )
         return cls.from_checkpoint(hub.load_pretrained(name_or_path, revision=revision))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
