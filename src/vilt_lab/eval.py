@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
 from .build.task import build_eval_task
+from .config.errors import user_errors_reported
+from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import EvalSchema
 from .config.validation import validate_eval_config
@@ -31,6 +33,7 @@ from .training.run_dir import RunDir, format_summary, git_info
 from .training.tracking import reset_accelerate_state
 
 log = logging.getLogger("vilt_lab.eval")
+PROGRAM = "vilt-eval"
 SPLITS = {"val": VAL, "test": TEST}
 SUBMISSION_NAME = "submission.json"
 SCORES_NAME = "scores.pt"
@@ -116,9 +119,15 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
+def hydra_app(cfg: DictConfig) -> None:
     OmegaConf.resolve(cfg)
-    evaluate(cfg)
+    with user_errors_reported(PROGRAM):
+        evaluate(cfg)
+
+
+def main() -> None:
+    """`vilt-eval`: a bad setting or file ends it with one message (config.errors)."""
+    run_hydra_app(PROGRAM, hydra_app, EvalSchema)
 
 
 if __name__ == "__main__":
