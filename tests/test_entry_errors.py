@@ -20,11 +20,13 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 import vilt_lab
-from helpers.configs import FAST, fast_config
+from helpers.configs import FAST, compose_config, fast_config
 from vilt_lab.config.errors import TRACEBACK_VARIABLE, USER_ERROR_STATUS, ConfigError, user_errors_reported
 from vilt_lab.config.hydra_errors import config_dirs, explain_hydra_error
 from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.schema import TrainSchema
+from vilt_lab.eval import PROGRAM as EVAL_PROGRAM
+from vilt_lab.train import PROGRAM as TRAIN_PROGRAM
 from vilt_lab.training.checkpoint import MANIFEST
 
 TRAIN, EVAL = "vilt_lab.train", "vilt_lab.eval"
@@ -62,7 +64,7 @@ MISTAKES = {
     "bad resume path": (
         TRAIN,
         ["resume={missing}"],
-        [r"resume='[^']*no_such': not a complete checkpoint \(does not exist\); expected null, latest, auto"],
+        [r"resume='[^']*no_such': does not exist; expected null, latest, auto or a checkpoint directory"],
     ),
     "vilt-eval without checkpoint": (
         EVAL,
@@ -109,7 +111,7 @@ def test_a_mistake_gets_one_message_and_leaves_no_run_dir(mistake, shapes_world,
     missing = tmp_path / "no_such"
     args = [o.format(missing=missing) for o in overrides]
     proc = entry_point(module, tmp_path, *fast_args(shapes_world, runs, *args, module=module))
-    program = "vilt-train" if module == TRAIN else "vilt-eval"
+    program = TRAIN_PROGRAM if module == TRAIN else EVAL_PROGRAM
     assert_one_clear_message(proc, program, expected)
     assert not runs.exists() or not any(runs.iterdir()), sorted(runs.rglob("*"))
 
@@ -129,7 +131,7 @@ def test_a_refused_resume_gets_one_message_and_leaves_no_run_dir(shapes_world, t
     runs = tmp_path / "runs"
     checkpoint = fake_finished_run(tmp_path / "other" / "demo", shapes_world)
     proc = entry_point(TRAIN, tmp_path, *fast_args(shapes_world, runs, f"resume={checkpoint}"))
-    assert_one_clear_message(proc, "vilt-train", [r"optim\.lr: 1e-09 \(recorded\) -> "])
+    assert_one_clear_message(proc, TRAIN_PROGRAM, [r"optim\.lr: 1e-09 \(recorded\) -> "])
     assert not runs.exists() or not any(runs.iterdir()), sorted(runs.rglob("*"))
 
 
@@ -149,17 +151,26 @@ def test_the_traceback_variable_shows_the_traceback(shapes_world, tmp_path):
 # ---------------------------------------------------------------------------- in-process, fast
 def test_a_user_error_exits_with_its_message(capsys, monkeypatch):
     monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
-    with pytest.raises(SystemExit) as stop, user_errors_reported("vilt-train"):
+    with pytest.raises(SystemExit) as stop, user_errors_reported(TRAIN_PROGRAM):
         raise ConfigError(["trainer.keep_last=0: expected an integer >= 1"])
     assert stop.value.code == USER_ERROR_STATUS
     assert capsys.readouterr().err.startswith(
-        "vilt-train: bad settings, nothing was run:\n  trainer.keep_last=0: expected an integer >= 1\n"
+        f"{TRAIN_PROGRAM}: bad settings, nothing was run:\n  trainer.keep_last=0: expected an integer >= 1\n"
     )
+
+
+def test_a_required_value_exits_with_its_message(capsys, monkeypatch):
+    """`${required:...}` raises while OmegaConf resolves the config, which wraps the error."""
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as stop, user_errors_reported(TRAIN_PROGRAM):
+        compose_config(["experiment=finetune_vqa"])
+    assert stop.value.code == USER_ERROR_STATUS
+    assert "model.init_from is required: set model.init_from=<value>" in capsys.readouterr().err
 
 
 def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
     monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
-    with pytest.raises(ZeroDivisionError), user_errors_reported("vilt-train"):
+    with pytest.raises(ZeroDivisionError), user_errors_reported(TRAIN_PROGRAM):
         raise ZeroDivisionError("a bug")
 
 

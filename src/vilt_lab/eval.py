@@ -120,8 +120,8 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def hydra_app(cfg: DictConfig) -> None:
-    OmegaConf.resolve(cfg)
     with user_errors_reported(PROGRAM):
+        OmegaConf.resolve(cfg)
         evaluate(cfg)
 
 

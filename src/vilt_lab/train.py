@@ -189,20 +189,20 @@ def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
-    OmegaConf.resolve(cfg)
-    # A multirun's jobs never share a run dir, unless the command line names each job's run
-    # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
-    # name meet the resume check, which refuses the second for its other settings).
-    if hydra_cfg.mode == RunMode.MULTIRUN and not any(o.startswith("name=") for o in overrides):
-        cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
     with user_errors_reported(PROGRAM):
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
+        OmegaConf.resolve(cfg)
+        # A multirun's jobs never share a run dir, unless the command line names each job's run
+        # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
+        # name meet the resume check, which refuses the second for its other settings).
+        if hydra_cfg.mode == RunMode.MULTIRUN and not any(o.startswith("name=") for o in overrides):
+            cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
         summary = run(cfg, overrides)
-    # The return value is what Hydra sweepers optimise: the task's selection metric, else the
-    # held-out loss.
-    best = summary.get("best")
-    return best["value"] if best else summary["eval"].get("eval/loss")
+        # The return value is what Hydra sweepers optimise: the task's selection metric, else the
+        # held-out loss.
+        best = summary.get("best")
+        return best["value"] if best else summary["eval"].get("eval/loss")
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+from omegaconf.errors import InterpolationResolutionError
+
 from ..weights.checkpoint_io import CheckpointFileError, UnsafeCheckpointError
 from ..weights.download import DownloadError
 
@@ -54,7 +56,10 @@ def user_errors_reported(
     try:
         yield
     except Exception as err:
-        message = str(err) if isinstance(err, USER_ERRORS) else explain(err)
+        # OmegaConf raises its own error while handling what a resolver raised (`required`).
+        raised = err.__context__ if isinstance(err, InterpolationResolutionError) else err
+        user_error = raised if isinstance(raised, USER_ERRORS) else None
+        message = str(user_error) if user_error is not None else explain(err)
         if message is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
             raise
         print(
