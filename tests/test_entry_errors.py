@@ -66,6 +66,11 @@ MISTAKES = {
         ["resume={missing}"],
         [r"resume='[^']*no_such': does not exist; expected null, latest, auto or a checkpoint directory"],
     ),
+    "vilt-eval split typo": (
+        EVAL,
+        ["split=tset", "checkpoint={missing}"],
+        [r"split='tset': expected one of \['test', 'val'\]"],
+    ),
     "vilt-eval without checkpoint": (
         EVAL,
         [],

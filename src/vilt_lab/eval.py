@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
 from .build.task import build_eval_task
-from .config.errors import user_errors_reported
+from .config.errors import ConfigError, user_errors_reported
 from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import EvalSchema
@@ -57,11 +57,11 @@ def default_out_dir(cfg: EvalSchema) -> Path:
 
 def split_urls(cfg: DictConfig) -> Any:
     if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
+        raise ConfigError([f"split={cfg.split!r}: expected one of {sorted(SPLITS)}"])
     key = SPLIT_URLS[SPLITS[cfg.split]]
     urls = cfg.data.get(key)
     if not urls:
-        raise ValueError(f"split={cfg.split} needs data.{key}, which data={cfg.data.name} does not set")
+        raise ConfigError([f"split={cfg.split} needs data.{key}, which data={cfg.data.name} does not set"])
     return urls
 
 
