@@ -22,7 +22,7 @@ from .errors import user_errors_reported
 from .keys import declared_keys
 from .paths import CONF_DIR
 
-UNKNOWN_KEY = re.compile(r"Could not (?:override|append to|delete from) '(?P<key>[^']+)'")
+UNKNOWN_KEY = re.compile(r"Could not override '(?P<key>[^']+)'")
 UNKNOWN_OPTION = re.compile(r"Could not (?:find|load) '(?P<group>[^']+)/(?P<option>[^'/]+)'")
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
@@ -32,7 +32,7 @@ def run_hydra_app(program: str, app: Callable[[], object], schema: type) -> None
     declares the keys: Hydra's composition errors as one message, status 2. The app reports
     the user errors of its own work itself (`user_errors_reported`): one raised out of a job
     would first have Hydra print the job's overrides."""
-    # Hydra then raises its errors instead of printing them, with or without a trace.
+    # Hydra then raises its errors to this caller instead of printing them and exiting itself.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     with user_errors_reported(program, lambda err: explain_hydra_error(err, schema, sys.argv[1:])):
         app()
