@@ -58,7 +58,7 @@ MISTAKES = {
         TRAIN,
         ["model.init_from={missing}"],
         [
-            r"model\.init_from='[^']*no_such': does not exist; expected timm:<name>, original:<name> or a vilt_lab"
+            r"model\.init_from='[^']*no_such': does not exist; expected timm:<name>, original:<name>, a vilt_lab checkpoint"
         ],
     ),
     "bad resume path": (

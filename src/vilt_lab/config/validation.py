@@ -43,7 +43,6 @@ from ..tasks import Task, get_task
 from ..tasks.base import SPLIT_URLS
 from ..training.schedule import warmup_steps_from
 from ..training.trainer import accumulation_steps
-from ..weights.checkpoint_io import is_checkpoint_dir
 from ..weights.init_from import VIT_SOURCES
 from .errors import ConfigError
 from .keys import declared_keys
@@ -154,14 +153,16 @@ def _checkpoint(cfg: RunConfig) -> Iterator[str]:
 
 
 def _init_from(cfg: TrainSchema) -> Iterator[str]:
-    """A local `model.init_from` is read at start-up, after the run dir exists: checked here."""
+    """A local `model.init_from` that does not exist: found here, not at start-up after the run
+    dir exists. What an existing path holds is `build.task.initialise`'s check (a run dir, a
+    run's checkpoint, a vilt_lab checkpoint directory), which says which file is wrong."""
     init_from = cfg.model.init_from
-    if init_from is None or init_from.startswith(tuple(VIT_SOURCES)) or is_checkpoint_dir(init_from):
+    if init_from is None or init_from.startswith(tuple(VIT_SOURCES)) or Path(init_from).exists():
         return
-    found = "exists but holds no vilt_lab checkpoint" if Path(init_from).exists() else "does not exist"
+    sources = ", ".join(f"{prefix}<name>" for prefix in VIT_SOURCES)
     yield (
-        f"model.init_from={init_from!r}: {found}; expected {', '.join(f'{p}<name>' for p in VIT_SOURCES)}"
-        " or a vilt_lab checkpoint directory (an official .ckpt: convert it first, vilt-convert official)"
+        f"model.init_from={init_from!r}: does not exist; expected {sources}, a vilt_lab checkpoint"
+        " directory, a run's checkpoints/step_N or run dir"
     )
 
 
