@@ -27,7 +27,8 @@ from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.schema import TrainSchema
 from vilt_lab.eval import PROGRAM as EVAL_PROGRAM
 from vilt_lab.train import PROGRAM as TRAIN_PROGRAM
-from vilt_lab.training.checkpoint import MANIFEST
+from vilt_lab.training.checkpoint import MANIFEST, checkpoint_name
+from vilt_lab.training.run_dir import RunDir
 
 TRAIN, EVAL = "vilt_lab.train", "vilt_lab.eval"
 # The package the tests import: the subprocess runs the same copy.
@@ -123,11 +124,11 @@ def test_a_mistake_gets_one_message_and_leaves_no_run_dir(mistake, shapes_world,
 
 def fake_finished_run(run_dir: Path, world: Path) -> Path:
     """A run dir that recorded other settings (optim.lr) and holds a complete, empty checkpoint."""
-    checkpoint = run_dir / "checkpoints" / "step_1"
+    layout = RunDir(run_dir)
+    checkpoint = layout.checkpoints / checkpoint_name(1)
     checkpoint.mkdir(parents=True)
     (checkpoint / MANIFEST).write_text(json.dumps({"step": 1, "files": {}}))
-    cfg = fast_config(world, run_dir.parent, "optim.lr=1e-9")
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    layout.config.write_text(OmegaConf.to_yaml(fast_config(world, run_dir.parent, "optim.lr=1e-9")))
     return checkpoint
 
 
