@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
 from .build.task import build_eval_task
+from .config.errors import ConfigError, user_errors_reported
+from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import EvalSchema
 from .config.validation import validate_eval_config
@@ -31,6 +33,7 @@ from .training.run_dir import RunDir, format_summary, git_info
 from .training.tracking import reset_accelerate_state
 
 log = logging.getLogger("vilt_lab.eval")
+PROGRAM = "vilt-eval"
 SPLITS = {"val": VAL, "test": TEST}
 SUBMISSION_NAME = "submission.json"
 SCORES_NAME = "scores.pt"
@@ -54,11 +57,11 @@ def default_out_dir(cfg: EvalSchema) -> Path:
 
 def split_urls(cfg: DictConfig) -> Any:
     if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split!r}: expected one of {sorted(SPLITS)}")
+        raise ConfigError([f"split={cfg.split!r}: expected one of {sorted(SPLITS)}"])
     key = SPLIT_URLS[SPLITS[cfg.split]]
     urls = cfg.data.get(key)
     if not urls:
-        raise ValueError(f"split={cfg.split} needs data.{key}, which data={cfg.data.name} does not set")
+        raise ConfigError([f"split={cfg.split} needs data.{key}, which data={cfg.data.name} does not set"])
     return urls
 
 
@@ -116,9 +119,15 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
-def main(cfg: DictConfig) -> None:
-    OmegaConf.resolve(cfg)
-    evaluate(cfg)
+def hydra_app(cfg: DictConfig) -> None:
+    with user_errors_reported(PROGRAM):
+        OmegaConf.resolve(cfg)
+        evaluate(cfg)
+
+
+def main() -> None:
+    """`vilt-eval`: a bad setting or file ends it with one message (config.errors)."""
+    run_hydra_app(PROGRAM, hydra_app, EvalSchema)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ from omegaconf import DictConfig, OmegaConf
 from .build.data import build_streams, build_tokenizer, ensure_data
 from .build.task import build_task
 from .build.trainer import build_trainer
+from .config.errors import user_errors_reported
+from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import TrainSchema
 from .config.validation import validate_train_config
@@ -43,6 +45,7 @@ from .training.run_log import run_log
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
 
 log = logging.getLogger("vilt_lab.train")
+PROGRAM = "vilt-train"
 
 
 def export_slurm_environment() -> None:
@@ -182,23 +185,29 @@ def _train(
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
-def main(cfg: DictConfig) -> float | None:
+def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    hydra_cfg = HydraConfig.get()
-    overrides = list(hydra_cfg.overrides.task)
-    OmegaConf.resolve(cfg)
-    # A multirun's jobs never share a run dir, unless the command line names each job's run
-    # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
-    # name meet the resume check, which refuses the second for its other settings).
-    if hydra_cfg.mode == RunMode.MULTIRUN and not any(o.startswith("name=") for o in overrides):
-        cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
-    summary = run(cfg, overrides)
-    # The return value is what Hydra sweepers optimise: the task's selection metric, else the
-    # held-out loss.
-    best = summary.get("best")
-    return best["value"] if best else summary["eval"].get("eval/loss")
+    with user_errors_reported(PROGRAM):
+        hydra_cfg = HydraConfig.get()
+        overrides = list(hydra_cfg.overrides.task)
+        OmegaConf.resolve(cfg)
+        # A multirun's jobs never share a run dir, unless the command line names each job's run
+        # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
+        # name meet the resume check, which refuses the second for its other settings).
+        if hydra_cfg.mode == RunMode.MULTIRUN and not any(o.startswith("name=") for o in overrides):
+            cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
+        summary = run(cfg, overrides)
+        # The return value is what Hydra sweepers optimise: the task's selection metric, else the
+        # held-out loss.
+        best = summary.get("best")
+        return best["value"] if best else summary["eval"].get("eval/loss")
+
+
+def main() -> None:
+    """`vilt-train`: a bad setting or file ends it with one message (config.errors)."""
+    run_hydra_app(PROGRAM, hydra_app, TrainSchema)
 
 
 if __name__ == "__main__":

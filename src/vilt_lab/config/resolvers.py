@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from .errors import ConfigError
+
 
 def required(key: str) -> None:
-    raise ValueError(f"{key} is required: set {key}=<value> on the command line (or {key}=null)")
+    raise ConfigError([f"{key} is required: set {key}=<value> on the command line (or {key}=null)"])
 
 
 if not OmegaConf.has_resolver("required"):

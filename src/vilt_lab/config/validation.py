@@ -6,10 +6,11 @@ A config that fails is refused with a :class:`ConfigError` (a ValueError) listin
 the stage that failed, each naming the key, the bad value and what is allowed. A stage runs only
 when the ones before it passed, since its rules would trip over an earlier bad value:
 
-1. every key and value against the typed schema (`vilt_lab.config.schema`); unknown keys anywhere
-   are refused with the closest valid name;
+1. every required key (``???``) set, then every key and value against the typed schema
+   (`vilt_lab.config.schema`); unknown keys anywhere are refused with the closest valid name;
 2. rules across keys: the global batch over micro batch x processes, the model preset with its
-   overrides, the augment sizes, the checkpoint to evaluate, scores only from a task that has them;
+   overrides, the augment sizes, the files the run reads (a local `model.init_from`, `resume=<path>`,
+   the checkpoint to evaluate), scores only from a task that has them;
 3. the data on disk: `data.root` / `data.roots.*`, the tokenizer directory, every split's shards,
    enough shards for every process (exact training epochs, evaluation passes that deal shards),
    the mix weights;
@@ -42,6 +43,9 @@ from ..tasks import Task, get_task
 from ..tasks.base import SPLIT_URLS
 from ..training.schedule import warmup_steps_from
 from ..training.trainer import accumulation_steps
+from ..weights.init_from import VIT_SOURCES
+from .errors import ConfigError
+from .keys import declared_keys
 from .schema import EvalSchema, RunConfig, TrainSchema
 from .typed import typed
 from .typed_check import check
@@ -51,14 +55,6 @@ T = TypeVar("T")
 # The model's vocabulary is the tokenizer's, unknown before it is loaded: checking the model
 # against a one-token vocabulary lets any `model.vocab_size` pass (build_task checks it later).
 ANY_VOCABULARY = 1
-
-
-class ConfigError(ValueError):
-    """Settings refused before any work; ``problems`` holds one line per problem."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("bad settings, nothing was run:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
 def launched_world_size() -> int:
@@ -72,7 +68,7 @@ def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> Tra
     reads (vilt_lab.config.typed)."""
     world_size = world_size or launched_world_size()
     cfg = _typed(cfg, TrainSchema)
-    _refuse([*_batch_split(cfg, world_size), *_model(cfg), *_augment(cfg)])
+    _refuse([*_batch_split(cfg, world_size), *_model(cfg), *_augment(cfg), *_init_from(cfg), *_resume(cfg)])
     if written_on_first_use(cfg):
         return cfg
     task = get_task(cfg.task.name)
@@ -103,9 +99,17 @@ def validate_eval_config(
 
 def _typed(cfg: DictConfig, schema: type[T]) -> T:
     """Stage 1: every key and value against the schema; then the config as its typed objects."""
+    _refuse(list(_missing_values(cfg, schema)))
     values = OmegaConf.to_container(cfg, resolve=True)
     _refuse(check(values, schema))
     return typed(values, schema)
+
+
+def _missing_values(cfg: DictConfig, schema: type) -> Iterator[str]:
+    """A required key the command line did not set (``???`` in the config files)."""
+    docs = {k.key: k.doc for k in declared_keys(schema)}
+    for key in sorted(OmegaConf.missing_keys(cfg)):
+        yield f"{key}: not set; pass {key}=<{docs.get(key, 'value')}>"
 
 
 def _refuse(problems: Sequence[str]) -> None:
@@ -146,6 +150,29 @@ def _checkpoint(cfg: RunConfig) -> Iterator[str]:
             f"checkpoint={cfg.checkpoint!r}: does not exist; expected a vilt_lab checkpoint directory, "
             "a run's checkpoints/step_N or an official ViLT .ckpt file"
         )
+
+
+def _init_from(cfg: TrainSchema) -> Iterator[str]:
+    """A local `model.init_from` that does not exist: found here, not at start-up after the run
+    dir exists. What an existing path holds is `build.task.initialise`'s check (a run dir, a
+    run's checkpoint, a vilt_lab checkpoint directory), which says which file is wrong."""
+    init_from = cfg.model.init_from
+    if init_from is None or init_from.startswith(tuple(VIT_SOURCES)) or Path(init_from).exists():
+        return
+    sources = ", ".join(f"{prefix}<name>" for prefix in VIT_SOURCES)
+    yield (
+        f"model.init_from={init_from!r}: does not exist; expected {sources}, a vilt_lab checkpoint"
+        " directory, a run's checkpoints/step_N or run dir"
+    )
+
+
+def _resume(cfg: TrainSchema) -> Iterator[str]:
+    """`resume=<path>` names a checkpoint that exists (latest/auto are looked up in the run dir);
+    whether it is complete and safe is the resume's own check (`resume_checkpoint`), which says
+    which file is wrong."""
+    if cfg.resume is None or cfg.resume in ("latest", "auto") or Path(cfg.resume).is_dir():
+        return
+    yield f"resume={cfg.resume!r}: does not exist; expected null, latest, auto or a checkpoint directory"
 
 
 def _scores(cfg: EvalSchema) -> Iterator[str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..config.errors import UserError
 from ..config.keys import may_change_keys
 from ..config.schema import TrainSchema
 from .checkpoint import TRAINER_STATE, checkpoint_name, latest_checkpoint, verify
@@ -67,7 +68,7 @@ def config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> dict[st
     }
 
 
-class ResumeRefused(ValueError):
+class ResumeRefused(UserError, ValueError):
     """A resume whose config differs from the run's record in a key that defines the run."""
 
 

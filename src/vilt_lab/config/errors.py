@@ -1,0 +1,70 @@
+"""The errors a user fixes by changing a setting, a file or the environment, and how the entry
+points (vilt-train, vilt-eval) show them: one message on stderr, exit status 2, no traceback.
+
+`run()` and `evaluate()` raise these like any exception (Python callers and tests catch them);
+only the command-line `main` formats them. Any other exception is a bug in vilt_lab and keeps its
+traceback. ``VILT_TRACEBACK=1`` shows the traceback of a user error too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from omegaconf.errors import InterpolationResolutionError
+
+from ..weights.checkpoint_io import CheckpointFileError, UnsafeCheckpointError
+from ..weights.download import DownloadError
+
+TRACEBACK_VARIABLE = "VILT_TRACEBACK"
+USER_ERROR_STATUS = 2
+
+
+class UserError(Exception):
+    """A refusal whose message says what to change; a project error that is not a bug."""
+
+
+class ConfigError(UserError, ValueError):
+    """Settings refused before any work; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("bad settings, nothing was run:\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+# Raised below the config room (weights/), or by our checks as the standard exceptions that say
+# what is wrong: a file that is missing or already there, an optional package not installed.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError,
+    CheckpointFileError,
+    UnsafeCheckpointError,
+    DownloadError,
+    FileNotFoundError,
+    FileExistsError,
+    ImportError,
+)
+
+
+@contextmanager
+def user_errors_reported(
+    program: str, explain: Callable[[Exception], str | None] = lambda err: None
+) -> Iterator[None]:
+    """Around a command line's work: a user error, or an exception ``explain`` turns into a
+    message, ends the process with that message and status 2; any other exception propagates."""
+    try:
+        yield
+    except Exception as err:
+        # OmegaConf raises its own error while handling what a resolver raised (`required`).
+        raised = err.__context__ if isinstance(err, InterpolationResolutionError) else err
+        user_error = raised if isinstance(raised, USER_ERRORS) else None
+        message = str(user_error) if user_error is not None else explain(err)
+        if message is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
+            raise
+        print(
+            f"{program}: {message}\n(set {TRACEBACK_VARIABLE}=1 to see where it was raised)",
+            file=sys.stderr,
+            flush=True,
+        )
+        sys.exit(USER_ERROR_STATUS)
