@@ -92,3 +92,9 @@ def test_training_into_a_file_logs_timed_lines_and_train_log(shapes_world, tmp_p
     assert printed_lines == [text for _, text in progress]
     assert all(re.search(r"loss=\S+ .*samples/s=\S+ .* left$", text) for _, text in progress)
     assert any("training in precision no (from trainer.precision)" in line for line in logged)
+    # The banner says what is about to run, on the console and in train.log.
+    # (the summary table at the end has a run dir and steps too: these lines are the banner's alone)
+    banner = [r"task\s+pretrain \(itm, mlm, wpa\)$", r"batch\s+\d+ = micro \d+ x \d+", r"logger\s+off$"]
+    for line in banner:
+        assert any(re.search(line, logged_line) for logged_line in logged), line
+        assert any(re.search(line, printed_line) for printed_line in printed.splitlines()), line

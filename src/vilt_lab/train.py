@@ -24,11 +24,13 @@ from .build.data import build_streams, build_tokenizer, ensure_data
 from .build.task import build_task
 from .build.trainer import build_trainer
 from .config.errors import user_errors_reported
+from .config.exclusive import let_the_command_line_choose
 from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import TrainSchema
 from .config.validation import validate_train_config
 from .tasks import get_task
+from .training.banner import run_banner
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
 from .training.precision import check_resumed_precision, effective_precision, precision_source
@@ -157,9 +159,21 @@ def _train(
     state = trainer.restore(resume_from)
     check_resumed_precision(state, precision)
     trainer.extra_state["precision"] = precision
-    tags = run_tags(
-        settings.logger.tags, settings.task.name, get_task(settings.task.name).objective_names(settings)
-    )
+    objectives = get_task(settings.task.name).objective_names(settings)
+    if accelerator.is_main_process:
+        banner = run_banner(
+            settings,
+            str(run_dir.path),
+            task,
+            objectives,
+            trainer.settings.max_steps,
+            accelerator.num_processes,
+            trainer.accumulation,
+            precision,
+            trainer.step,
+        )
+        log.info("%s", banner)
+    tags = run_tags(settings.logger.tags, settings.task.name, objectives)
     trainer.extra_state["wandb_run_id"] = init_tracking(
         accelerator, cfg, settings.logger, run_dir, run_name(cfg), overrides, state.get("wandb_run_id"), tags
     )
@@ -193,6 +207,8 @@ def hydra_app(cfg: DictConfig) -> float | None:
         hydra_cfg = HydraConfig.get()
         overrides = list(hydra_cfg.overrides.task)
         OmegaConf.resolve(cfg)
+        for key in let_the_command_line_choose(cfg, overrides):
+            log.info("%s=null: the command line sets the key it excludes (config.exclusive)", key)
         # A multirun's jobs never share a run dir, unless the command line names each job's run
         # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
         # name meet the resume check, which refuses the second for its other settings).
