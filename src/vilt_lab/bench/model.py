@@ -6,8 +6,8 @@ in interleaved rounds (`model_timing.interleaved_rounds`) and reports the median
 
 1. pretrain: one optimizer step of ITM + MLM (forward, backward, AdamW), 200 patches sampled
    from a 384x640 image, 40-token text. Ours: our trainer's step on the task module
-   (`model_pretrain`); HF: ViltModel + ITM Linear + MLM head, two passes, as
-   ../shared/bench/hf_vilt_baseline.py. Samples/s, FLOPs counted by FlopCounterMode (each side
+   (`model_pretrain`); HF: ViltModel + ITM Linear + MLM head, two passes, as a
+   user of HF writes it (`model_hf.HFPretrain`). Samples/s, FLOPs counted by FlopCounterMode (each side
    its own), MFU against this device's measured dense matmul rate, memory (parameters and
    optimizer state plus the step's peak). WPA (ours, weight 0.1, IPOT 50 iterations) is a row of
    its own: HF has no WPA.

@@ -1,6 +1,6 @@
-"""The HF transformers side of the model benchmark, on our weights (`model.convert.to_hf`).
+"""The HF transformers side of the model benchmark, on our weights (`weights.hf.to_hf`).
 
-* Pre-training: `HFPretrain`, the structure of ../shared/bench/hf_vilt_baseline.py: `ViltModel`
+* Pre-training: `HFPretrain`, the team's HF ViLT pre-training baseline: `ViltModel`
   plus an ITM Linear and an MLM head (Linear, GELU, LayerNorm, Linear over the vocabulary), two
   passes (MLM on masked text, ITM on the plain text), the sum of both cross-entropies. HF has no
   pre-training class for ViLT (and no ITM or WPA head), so this is what a user of HF writes.

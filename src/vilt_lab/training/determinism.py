@@ -1,6 +1,6 @@
 """`trainer.deterministic`: bit-reproducible runs, on CPU at any thread count and on GPUs.
 
-What made two runs of one config differ (issue 11: 1.9e-4 after 60 demo steps at two threads,
+What made two runs of one config differ (1.9e-4 after 60 demo steps at two threads,
 bit-identical at one): not the data (both runs read the same batches; every random draw is a
 function of (seed, rank, step, micro-batch), the stream of (seed, start step, epoch, rank,
 worker)), but one op. The backward of the position-table lookup in
