@@ -1,7 +1,7 @@
 """Model speed against HF transformers' ViLT, in one process, on the same weights.
 
 Our ViLT-B/32 (random weights, built as `vilt-train` builds it) is converted to HF `ViltModel`
-with `model.convert.to_hf`, so both sides run the same numbers. Each workload times ours and HF
+with `weights.hf.to_hf`, so both sides run the same numbers. Each workload times ours and HF
 in interleaved rounds (`model_timing.interleaved_rounds`) and reports the medians:
 
 1. pretrain: one optimizer step of ITM + MLM (forward, backward, AdamW), 200 patches sampled

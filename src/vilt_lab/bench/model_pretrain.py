@@ -65,7 +65,7 @@ def compose_pretrain_config(
     """train.yaml with ``model=<size> objective=[...]``, one micro-batch per optimizer step, as
     typed objects (no data is read, so the data paths are not validated).
 
-    The text LayerNorm's eps is set to the blocks' (HF ViLT has one eps, `convert.config_to_hf`),
+    The text LayerNorm's eps is set to the blocks' (HF ViLT has one eps, `weights.hf.config_to_hf`),
     so the HF copy computes the same function and the retrieval scores can be compared exactly.
     """
     ln_eps = get_config(model_size).ln_eps

@@ -265,7 +265,7 @@ class AugmentSchema:
 
 @dataclass(frozen=True)
 class ScheduleSchema:
-    """Exactly one of max_steps and max_epochs (a rule across keys: config_validation)."""
+    """Exactly one of max_steps and max_epochs (a rule across keys: config.validation)."""
 
     max_steps: PositiveInt | None = key("optimizer steps to train (or max_epochs)")
     max_epochs: Positive | None = key("epochs of the training data to train (or max_steps)")

@@ -85,7 +85,7 @@ def score_images(
         device: where to run; by default the backbone's device.
         autocast: optional context-manager factory around the model calls (`accelerator.autocast`).
         progress: progress over (image, text) pairs with pairs/s and time left (a bar on a
-            terminal, timed lines in a file: training.progress).
+            terminal, timed lines in a file: utils.progress).
         total_images: images behind the bar's total when `images` has no length (or the bar
             should count more than this share).
 

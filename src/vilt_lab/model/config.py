@@ -3,7 +3,7 @@
 `ViltConfig` holds every number the backbone needs; `SIZES` names the presets. base32 is the
 paper's ViLT-B/32 (Kim et al. 2021, Sec. 3.1). Two LayerNorm epsilons exist because the paper's
 model mixes BERT's text embedding (1e-12) with timm ViT blocks (1e-6); HF transformers uses 1e-12
-everywhere, which `convert.from_hf` carries over.
+everywhere, which `weights.hf.from_hf` carries over.
 """
 
 from __future__ import annotations

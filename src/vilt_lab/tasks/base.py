@@ -3,7 +3,7 @@
 A task says what its data must carry, which objectives its module holds (the module DDP wraps
 is always a :class:`~vilt_lab.tasks.module.TaskModule`), what one item of its stream is (expanded
 entries, images per item, collate steps), how it is evaluated on a split, how many items make an
-epoch, and which metric selects the best checkpoint. Everything else (build.py, the trainer, the
+epoch, and which metric selects the best checkpoint. Everything else (build/, the trainer, the
 pipeline, checkpoints) is the same for every task; `vilt_lab.tasks.get_task` is the one dispatch.
 """
 
