@@ -24,7 +24,7 @@ from .build.data import build_streams, build_tokenizer, ensure_data
 from .build.task import build_task
 from .build.trainer import build_trainer
 from .config.errors import user_errors_reported
-from .config.exclusive import let_the_command_line_choose
+from .config.exclusive import let_the_command_line_choose, overridden_keys
 from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import TrainSchema
@@ -212,7 +212,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
         # A multirun's jobs never share a run dir, unless the command line names each job's run
         # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
         # name meet the resume check, which refuses the second for its other settings).
-        if hydra_cfg.mode == RunMode.MULTIRUN and not any(o.startswith("name=") for o in overrides):
+        if hydra_cfg.mode == RunMode.MULTIRUN and "name" not in overridden_keys(overrides):
             cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
         summary = run(cfg, overrides)
         # The return value is what Hydra sweepers optimise: the task's selection metric, else the

@@ -34,8 +34,13 @@ class ConfigError(UserError, ValueError):
         super().__init__("bad settings, nothing was run:\n" + "\n".join(f"  {p}" for p in self.problems))
 
 
+class MissingPackageError(UserError, ImportError):
+    """An optional package a setting needs is not installed (the message names the setting).
+    Only this ImportError is a user error: any other is a bug in vilt_lab and keeps its traceback."""
+
+
 # Raised below the config room (weights/), or by our checks as the standard exceptions that say
-# what is wrong: a file that is missing or already there, an optional package not installed.
+# what is wrong: a file that is missing or already there.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UserError,
     CheckpointFileError,
@@ -43,7 +48,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     DownloadError,
     FileNotFoundError,
     FileExistsError,
-    ImportError,
 )
 
 

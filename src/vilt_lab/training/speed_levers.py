@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from ..config.errors import MissingPackageError
 from ..model import ViltBackbone
 
 
@@ -36,7 +37,7 @@ def convert_to_fp8(backbone: ViltBackbone) -> None:
     try:
         from torchao.float8 import convert_to_float8_training
     except ImportError as err:
-        raise ImportError(
+        raise MissingPackageError(
             "trainer.fp8=true needs torchao (pip install torchao), which is not importable here; "
             "set trainer.fp8=false"
         ) from err
