@@ -16,6 +16,7 @@ from vilt_lab.config.schema import PositiveInt, TrainerSchema, TrainSchema, key
 from vilt_lab.config.typed import typed
 from vilt_lab.config.typed_check import check
 from vilt_lab.training import run_dir
+from vilt_lab.training.run_name import single_run_name
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "config-keys.md"
 
@@ -72,20 +73,20 @@ def test_a_declared_key_is_validated_typed_and_documented() -> None:
     assert "| `trainer.dummy_size` | an integer >= 1 | `3` |  | a dummy size |" in render(TrainWithDummies)
 
 
-def test_a_declared_key_follows_the_resume_and_hash_rules(monkeypatch, tmp_path) -> None:
+def test_a_declared_key_follows_the_resume_and_naming_rules(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(run_dir, "MAY_CHANGE", may_change_keys(TrainWithDummies))
     assert "trainer.dummy_every" in run_dir.MAY_CHANGE and "trainer.dummy_size" not in run_dir.MAY_CHANGE
     recorded = OmegaConf.create(demo_values(dummy_every=5, dummy_size=3))
     recorded_dir = run_dir.RunDir(tmp_path)
     recorded_dir.config.write_text(OmegaConf.to_yaml(recorded))
 
-    # A key a resume may change: the same run dir, and the resume records the change.
+    # A key a resume may change: the same run name, and the resume records the change.
     changed = OmegaConf.create(demo_values(dummy_every=9, dummy_size=3))
-    assert run_dir.config_hash(changed) == run_dir.config_hash(recorded)
+    assert single_run_name("demo", ["trainer.dummy_every=9"]) == "demo"
     assert run_dir.check_resume(recorded_dir, changed) == {"trainer.dummy_every": (5, 9)}
 
-    # A key that defines the run: another run dir, and a resume with another value is refused.
+    # A key that defines the run: another run name, and a resume with another value is refused.
     other = OmegaConf.create(demo_values(dummy_every=5, dummy_size=4))
-    assert run_dir.config_hash(other) != run_dir.config_hash(recorded)
+    assert single_run_name("demo", ["trainer.dummy_size=4"]) == "demo/trainer.dummy_size:4"
     with pytest.raises(run_dir.ResumeRefused, match=r"trainer.dummy_size: 3 \(recorded\) -> 4 \(now\)"):
         run_dir.check_resume(recorded_dir, other)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from helpers.run_dirs import only_run_dir
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -121,7 +123,7 @@ def test_train_and_evaluate_from_an_empty_directory(venv: Path, shapes_world: Pa
     # The session's small shapes world instead of the demo's 4000 scenes: same files, less time.
     data = [f"data.root={shapes_world}"]
     _run([str(venv / "bin" / "vilt-train"), "experiment=demo", "debug=fast", *data], work, env)
-    run_dir = work / "runs" / "demo"
+    run_dir = only_run_dir(work / "runs")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
     # Outside a checkout the run records the installed version instead of a commit.
@@ -146,7 +148,7 @@ def test_train_and_evaluate_from_an_empty_directory(venv: Path, shapes_world: Pa
         "debug=fast",
     ]
     _run([*command, *data], work, env)
-    recorded = OmegaConf.load(work / "runs" / "mine" / "config.yaml")
+    recorded = OmegaConf.load(only_run_dir(work / "runs" / "mine") / "config.yaml")
     assert recorded.model.num_layers == 1 and recorded.model.size == "tiny"  # theirs on top of demo
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from helpers.configs import compose_config
 from helpers.ports import free_port
+from helpers.run_dirs import only_run_dir
 from vilt_lab.build.data import ensure_data
 from vilt_lab.data.shards import read_sizes
 
@@ -72,7 +73,7 @@ def test_two_nodes_write_the_world_once(tmp_path):
     assert (data_root / "tokenizer" / "tokenizer.json").is_file()
     assert sum(read_sizes(data_root / "pretrain" / "train").values()) == GENERATE_N
     assert not list(tmp_path.glob(".data.partial*")), "no half-written copy left"
-    summary = json.loads((tmp_path / "runs" / "demo" / "summary.json").read_text())
+    summary = json.loads((only_run_dir(tmp_path / "runs") / "summary.json").read_text())
     assert summary["steps"] == 4
 
 

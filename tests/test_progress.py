@@ -13,6 +13,7 @@ from datetime import datetime
 import pytest
 from tqdm import tqdm
 
+from helpers.run_dirs import only_run_dir
 from vilt_lab.utils import progress as progress_module
 from vilt_lab.utils.progress import ProgressLines, ProgressStyle, progress_bar
 
@@ -81,7 +82,7 @@ def test_training_into_a_file_logs_timed_lines_and_train_log(shapes_world, tmp_p
     assert proc.returncode == 0, printed[-2000:] + proc.stderr[-3000:]
     assert "\r" not in printed and "\r" not in proc.stderr
 
-    logged = (tmp_path / "demo" / "train.log").read_text().splitlines()
+    logged = (only_run_dir(tmp_path) / "train.log").read_text().splitlines()
     progress = [m.groups() for line in logged if (m := TRAIN_LINE.match(line))]
     assert len(progress) >= 2, "\n".join(logged)
     times = [datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f") for stamp, _ in progress]

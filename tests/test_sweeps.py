@@ -13,14 +13,17 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers.configs import compose_config, train_settings
+from helpers.run_dirs import run_dirs
 from vilt_lab.build.task import read_run_checkpoint
 from vilt_lab.tasks.pretrain import PretrainTask
 from vilt_lab.train import run
 from vilt_lab.training.metrics_log import read_metrics
+from vilt_lab.training.run_name import override_dirname
 
-# The sweep: demo.yaml tunes objective.wpa.weight, which must not select WPA in job 0.
+# A sweep where demo.yaml tunes objective.wpa.weight, which must not select WPA in job 0.
 SWEEP = ["experiment=demo", "objective=[itm,mlm],[itm,mlm,wpa]"]
-JOB_OBJECTIVES = {"demo-0": {"itm", "mlm"}, "demo-1": {"itm", "mlm", "wpa"}}
+# Each job's run dir: runs/<tag>/<sweep: the swept key>/<the job's settings>.
+JOB_OBJECTIVES = {"objective:itm-mlm": {"itm", "mlm"}, "objective:itm-mlm-wpa": {"itm", "mlm", "wpa"}}
 
 
 def trained_objectives(run_dir) -> set[str]:
@@ -71,25 +74,21 @@ def test_a_run_dir_config_without_marks_selects_every_entry(shapes_world, tmp_pa
 
 @pytest.mark.slow
 def test_objective_sweep_gives_each_job_its_run_dir_and_objectives(shapes_world, tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "vilt_lab.train",
-        "-m",
-        *SWEEP,
-        "debug=fast",
-        "data.generate_n=0",
-        f"data.root={shapes_world}",
-        f"paths.runs_dir={tmp_path}",
-    ]
+    common = ["debug=fast", "data.generate_n=0", f"data.root={shapes_world}"]
+    cmd = [sys.executable, "-m", "vilt_lab.train", "-m", *SWEEP, *common, f"paths.runs_dir={tmp_path}"]
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
 
-    assert not (tmp_path / "demo").exists(), "the demo's fixed name is no job's run dir"
-    for name, objectives in JOB_OBJECTIVES.items():
-        run_dir = tmp_path / name
+    sweep_dir = tmp_path / "demo" / "objective"
+    # The settings every job typed are in each job's name too, sorted by key.
+    settings = override_dirname(common, keep_may_change=True)
+    assert settings.startswith("data.generate_n:0+data.root:") and settings.endswith("+debug:fast")
+    assert run_dirs(tmp_path) == sorted(sweep_dir / f"{settings}+{leaf}" for leaf in JOB_OBJECTIVES)
+    assert (sweep_dir / "multirun.yaml").is_file(), "the sweep's record is in its own directory"
+    for leaf, objectives in JOB_OBJECTIVES.items():
+        run_dir = sweep_dir / f"{settings}+{leaf}"
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["run_dir"] == str(run_dir) and summary["steps"] == 4
-        assert trained_objectives(run_dir) == objectives, name
+        assert trained_objectives(run_dir) == objectives, leaf
         assert {f"eval/{o}/loss" for o in objectives} <= set(summary["eval"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from .build.data import build_streams, build_tokenizer, ensure_data
 from .build.task import build_task
 from .build.trainer import build_trainer
 from .config.errors import user_errors_reported
-from .config.exclusive import let_the_command_line_choose, overridden_keys
+from .config.exclusive import let_the_command_line_choose
 from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import TrainSchema
@@ -34,16 +35,10 @@ from .training.banner import run_banner
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
 from .training.precision import check_resumed_precision, effective_precision, precision_source
-from .training.run_dir import (
-    RunDir,
-    check_resume,
-    format_summary,
-    git_info,
-    resolve_run_dir,
-    run_name,
-    sweep_job_name,
-)
+from .training.resume_run import config_to_resume
+from .training.run_dir import RunDir, check_resume, format_summary, git_info, resolve_run_dir, run_name
 from .training.run_log import run_log
+from .training.run_name import command_run_name, with_sweep_named
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
 
 log = logging.getLogger("vilt_lab.train")
@@ -175,7 +170,7 @@ def _train(
         log.info("%s", banner)
     tags = run_tags(settings.logger.tags, settings.task.name, objectives)
     trainer.extra_state["wandb_run_id"] = init_tracking(
-        accelerator, cfg, settings.logger, run_dir, run_name(cfg), overrides, state.get("wandb_run_id"), tags
+        accelerator, cfg, settings, run_dir, run_name(cfg), overrides, state.get("wandb_run_id"), tags
     )
 
     t0 = time.perf_counter()
@@ -201,7 +196,6 @@ def _train(
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
 
     with user_errors_reported(PROGRAM):
         hydra_cfg = HydraConfig.get()
@@ -209,11 +203,13 @@ def hydra_app(cfg: DictConfig) -> float | None:
         OmegaConf.resolve(cfg)
         for key in let_the_command_line_choose(cfg, overrides):
             log.info("%s=null: the command line sets the key it excludes (config.exclusive)", key)
-        # A multirun's jobs never share a run dir, unless the command line names each job's run
-        # itself (`vilt-report run --slurm` submits one named job per run; two jobs given the same
-        # name meet the resume check, which refuses the second for its other settings).
-        if hydra_cfg.mode == RunMode.MULTIRUN and "name" not in overridden_keys(overrides):
-            cfg.name = sweep_job_name(cfg, hydra_cfg.job.num)
+        # resume=<run dir> continues that run with its recorded config; any other command names
+        # its run after what it sets, so the same command finds its run again.
+        resumed = config_to_resume(cfg, overrides)
+        if resumed is not None:
+            cfg = resumed
+        else:
+            cfg.name = command_run_name(cfg, overrides, hydra_cfg.job.get("num") or 0)
         summary = run(cfg, overrides)
         # The return value is what Hydra sweepers optimise: the task's selection metric, else the
         # held-out loss.
@@ -223,6 +219,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     """`vilt-train`: a bad setting or file ends it with one message (config.errors)."""
+    sys.argv[1:] = with_sweep_named(sys.argv[1:])
     run_hydra_app(PROGRAM, hydra_app, TrainSchema)
 
 

@@ -54,8 +54,8 @@ def _payloads(data: bytes, path: Path) -> Iterator[bytes]:
 
 
 def read_offline_run(run_path: str | Path) -> dict[str, Any]:
-    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...], "run": {"group",
-    "job_type", "tags"}, "finished": bool} of one offline run; `finished` says the run's exit record is there (W&B's service writes the
+    """{"config": {key: value}, "history": [{key: value, "_step": n}, ...], "run": {"name",
+    "group", "job_type", "tags"}, "finished": bool} of one offline run; `finished` says the run's exit record is there (W&B's service writes the
     file asynchronously, so a reader right after `finish()` may still see part of it).
 
     run_path: the `offline-run-*` directory or its `.wandb` file.
@@ -87,6 +87,7 @@ def read_offline_run(run_path: str | Path) -> dict[str, Any]:
             history.append(row)
         elif kind == "run":
             run = {
+                "name": record.run.display_name,
                 "group": record.run.run_group,
                 "job_type": record.run.job_type,
                 "tags": list(record.run.tags),

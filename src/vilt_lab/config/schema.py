@@ -332,8 +332,8 @@ class LoggerSchema:
     mode: Literal["online", "offline", "disabled", "shared", "dryrun", "run"] = key("W&B's mode")
     project: Text = key("the W&B project")
     entity: str | None = key("the W&B entity (null: the default)", None)
-    group: str | None = key("the W&B group", None)
-    job_type: str | None = key("the W&B job type", None)
+    group: str | None = key("the W&B group (null: <tag>/<sweep> in a sweep, else the tag)", None)
+    job_type: str | None = key("the W&B job type (null: the task's name)", None)
     tags: list[str] = key("W&B tags besides the task and objective ones", factory=list)
 
 
@@ -369,8 +369,17 @@ class TrainSchema:
     logger: LoggerSchema = key("W&B", may_change=True)
     launcher: LauncherSchema = key("how processes are started", may_change=True)
     paths: PathsSchema = key("where data and runs live", may_change=True)
-    name: Text | None = key("the run dir's name (null: <tag>-<config hash>)", None, may_change=True)
-    resume: Text | None = key("null, latest, auto, or a checkpoint directory", None, may_change=True)
+    name: Text | None = key(
+        "the run's name, its dir under paths.runs_dir (null: named after the command line)",
+        None,
+        may_change=True,
+    )
+    sweep: Text | None = key(
+        "set by `vilt-train -m`: the sweep's name (name=, else the swept keys)", None, may_change=True
+    )
+    resume: Text | None = key(
+        "auto, latest, null, a run dir or a checkpoint directory", "auto", may_change=True
+    )
     evaluate: bool = key("evaluate on held-out data during and after training", True, may_change=True)
 
 

@@ -1,16 +1,16 @@
-"""The run directory: a function of the config, its layout, and what every run writes into it.
+"""The run directory: its layout, what every run writes into it, and the resume check.
 
-A run dir named from the config (plus an optional name) lets `resume=latest` find a run again
-from the same command line, without copying paths around (audiocraft's "signature" idea).
-`RunDir` is the one place that knows where each of its files lives.
+`paths.runs_dir/<name>`, where the entry point names the run after the command line
+(`training.run_name`), so the same command finds its run again. `RunDir` is the one place that
+knows where each of its files lives.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
+import shlex
 import subprocess
 import time
 from dataclasses import dataclass
@@ -26,9 +26,9 @@ from .checkpoint import TRAINER_STATE, checkpoint_name, latest_checkpoint, verif
 from .state_io import read_json
 
 # Keys that say how or where a run runs, not what it trains (a key covers everything under it),
-# as their declarations say (vilt_lab.config.schema, `may_change`). They are left out of the
-# run-dir hash, so `trainer.grad_checkpointing=true` to resume on a smaller GPU finds the same run
-# dir, and they are the only keys a resume may change. Everything else (model, objectives, data,
+# as their declarations say (vilt_lab.config.schema, `may_change`). They are left out of a run's
+# name, so `trainer.grad_checkpointing=true` to resume on a smaller GPU finds the same run dir,
+# and they are the only keys a resume may change. Everything else (model, objectives, data,
 # seed, schedule, optimizer, precision) defines the run.
 MAY_CHANGE = may_change_keys(TrainSchema)
 
@@ -51,12 +51,6 @@ def flat_config(cfg: DictConfig | dict) -> dict[str, Any]:
 
 def may_change(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in MAY_CHANGE)
-
-
-def config_hash(cfg: DictConfig) -> str:
-    """8 hex digits over the resolved config minus the keys that may change (`MAY_CHANGE`)."""
-    identity = {k: v for k, v in flat_config(cfg).items() if not may_change(k)}
-    return hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
 def config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -82,23 +76,25 @@ def check_resume(run_dir: RunDir, cfg: DictConfig) -> dict[str, tuple[Any, Any]]
     refused = {k: v for k, v in changes.items() if not may_change(k)}
     if refused:
         lines = "\n".join(f"  {k}: {old!r} (recorded) -> {new!r} (now)" for k, (old, new) in refused.items())
+        schedule = {k: new for k, (_, new) in refused.items() if k.startswith("schedule.")}
+        longer = (
+            "To train it longer, start a new run from its weights (a fresh optimizer and schedule):\n"
+            f"  vilt-train {shlex.join(run_dir.continuation(schedule))}\n"
+            if schedule
+            else ""
+        )
         raise ResumeRefused(
             f"resume refused: {record} records other values for settings that define the run:\n{lines}\n"
-            "Resume with the recorded values, or start a new run (name=<new name>). Only these may "
-            f"change on resume: {', '.join(MAY_CHANGE)}"
+            f"{longer}Resume with the recorded values (resume={run_dir.path} alone does), start a new "
+            "run (name=<new name>), or delete the run dir to start it over. Only these may change on "
+            f"resume: {', '.join(MAY_CHANGE)}"
         )
     return {k: v for k, v in changes.items() if k not in ("resume",)}
 
 
 def run_name(cfg: DictConfig) -> str:
-    return cfg.name if cfg.name else f"{cfg.tag}-{config_hash(cfg)}"
-
-
-def sweep_job_name(cfg: DictConfig, job_num: int) -> str:
-    """The name of job `job_num` of a multirun: the run name and the job's number, so the jobs of
-    a sweep never share a run dir (a fixed `name`, as the demo's, would otherwise be every job's;
-    a config hash leaves out settings that may change on resume, and a sweep may sweep those)."""
-    return f"{run_name(cfg)}-{job_num}"
+    """`name`, which the entry point sets from the command line (`training.run_name`); else the tag."""
+    return cfg.name if cfg.name else cfg.tag
 
 
 def resolve_run_dir(cfg: DictConfig) -> RunDir:
@@ -219,6 +215,14 @@ class RunDir:
             if verify(chosen) is None:
                 return chosen
         return latest
+
+    def continuation(self, settings: dict[str, Any]) -> list[str]:
+        """The command line of a new run that starts from this run's weights with `settings`
+        changed: the run's own overrides (overrides.yaml), its name and start replaced."""
+        own = OmegaConf.to_container(OmegaConf.load(self.overrides)) if self.overrides.is_file() else []
+        replaced = ("name", "sweep", "resume", "model.init_from", *settings)
+        kept = [o for o in own if o.partition("=")[0].lstrip("+") not in replaced]
+        return [*kept, f"model.init_from={self.path}", *(f"{k}={v}" for k, v in settings.items())]
 
     def read_summary(self) -> dict[str, Any] | None:
         """summary.json, or None when the run has not finished."""

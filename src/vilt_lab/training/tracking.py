@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
-from ..config.schema import LoggerSchema
+from ..config.schema import TrainSchema
 from .run_dir import RunDir, git_info
 
 
@@ -28,6 +28,14 @@ def run_tags(tags: Iterable[str], task: str, objectives: Iterable[str]) -> list[
     return list(dict.fromkeys([*tags, *automatic]))
 
 
+def wandb_group(settings: TrainSchema) -> str:
+    """`logger.group`, else the sweep the run belongs to (`<tag>/<sweep>`: a sweep's jobs are one
+    group to compare), else the run's tag."""
+    if settings.logger.group:
+        return settings.logger.group
+    return f"{settings.tag}/{settings.sweep}" if settings.sweep else settings.tag
+
+
 def new_run_id() -> str:
     """8 characters of [a-z0-9], the form W&B gives its own run ids."""
     alphabet = string.ascii_lowercase + string.digits
@@ -37,15 +45,17 @@ def new_run_id() -> str:
 def init_tracking(
     accelerator: Accelerator,
     cfg: DictConfig,
-    logger: LoggerSchema,
+    settings: TrainSchema,
     run_dir: RunDir,
     name: str,
     overrides: list[str],
     run_id: str | None,
     tags: list[str],
 ) -> str | None:
-    """Start the W&B run (resuming `run_id` when given) with `tags` (`run_tags`); returns the run
-    id to checkpoint. cfg: the composed config W&B records; logger: the typed `logger` node."""
+    """Start the W&B run (resuming `run_id` when given) named `name`, in its group (`wandb_group`),
+    its job type `logger.job_type` or the task's name, with `tags` (`run_tags`); returns the run id
+    to checkpoint. cfg: the composed config W&B records; settings: the same, typed."""
+    logger = settings.logger
     if logger.mode == "disabled":
         return None
     # The id is chosen here and stored in every checkpoint, so resume=latest continues the same
@@ -58,8 +68,8 @@ def init_tracking(
             "id": run_id,
             "resume": "allow",
             "name": name,
-            "group": logger.group,
-            "job_type": logger.job_type,
+            "group": wandb_group(settings),
+            "job_type": logger.job_type or settings.task.name,
             "tags": tags,
             "entity": logger.entity,
         }
