@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Where each exported name lives. They are imported on first access (PEP 562), not here: the API
-# pulls in torch, transformers and the training builders (seconds), and every entry point
-# (`vilt-shards`, `vilt-report`, ...) imports this package first, most of them needing none of it.
+# The module each exported name is taken from. They are imported on first access (PEP 562), not
+# here: the API pulls in torch, transformers and the training builders (seconds), and every entry
+# point (`vilt-shards`, `vilt-report`, ...) imports this package first, most of them needing none
+# of it. `ViltWithHeads` (defined in `vilt_lab.weights.with_heads`) comes through `vilt_lab.api`,
+# whose import lends its `from_pretrained` the reader of training runs.
 _EXPORTS = {
     "create_model_and_transforms": "vilt_lab.api",
     "list_pretrained": "vilt_lab.api",
-    "ViltWithHeads": "vilt_lab.weights.with_heads",
+    "ViltWithHeads": "vilt_lab.api",
     "ViltBackbone": "vilt_lab.model.backbone",
     "ViltConfig": "vilt_lab.model.config",
 }

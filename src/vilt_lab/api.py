@@ -35,7 +35,11 @@ from .weights.checkpoint_io import is_checkpoint_dir
 from .weights.download import DownloadError, default_cache_dir
 from .weights.fetch import fetch_released
 from .weights.released import RELEASED
-from .weights.with_heads import ViltWithHeads
+from .weights.with_heads import ViltWithHeads, use_checkpoint_reader
+
+# `ViltWithHeads.from_pretrained` reads what this API reads: a run's checkpoints are rebuilt by the
+# task builders, a room above the model class's (see `weights.with_heads`).
+use_checkpoint_reader(read_checkpoint)
 
 
 class PretrainedUnavailableError(OSError):
