@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import pydoc
+import re
 import shutil
 import subprocess
 import sys
@@ -89,6 +91,9 @@ def test_import_is_cheap_and_exports_the_api():
     code = "import sys, vilt_lab; assert 'torch' not in sys.modules, 'import vilt_lab imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert set(vilt_lab.__all__) <= set(dir(vilt_lab))
+    shown = pydoc.render_doc(vilt_lab, renderer=pydoc.plaintext)  # what help(vilt_lab) shows
+    for name in vilt_lab.__all__:
+        assert re.search(rf"^ +(class )?{name}\(", shown, re.MULTILINE), f"help(vilt_lab) leaves out {name}"
     assert vilt_lab.ViltWithHeads.__module__ == "vilt_lab.weights.with_heads"
     assert vilt_lab.list_pretrained() == list(RELEASED)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):

@@ -1,7 +1,14 @@
 """vilt_lab: ViLT pre-training and fine-tuning as a Hydra + Accelerate + WebDataset framework.
 
-The Python API (`vilt_lab.api`): `create_model_and_transforms`, `list_pretrained`, and the model
-classes `ViltWithHeads`, `ViltBackbone`, `ViltConfig`.
+The Python API (`vilt_lab.api`, which shows a whole prediction):
+
+    create_model_and_transforms(name_or_path)  (model, preprocess, tokenizer) of a run dir, a run's
+                                               checkpoints/step_N, a checkpoint directory, an
+                                               official .ckpt or a released name
+    list_pretrained()                          the released checkpoints' names
+    ViltWithHeads                              the backbone with its heads; from_pretrained reads
+                                               the same local checkpoints, or a Hub repo id
+    ViltBackbone, ViltConfig                   the backbone without heads, and its configuration
 """
 
 from __future__ import annotations
