@@ -1,10 +1,14 @@
-"""`vilt_lab.create_model_and_transforms` and `vilt-convert run` exports: a run dir and its export
-load with their own tokenizer and resize, and predict what `vilt-predict` predicts; a released
-name that cannot be downloaded says what to do instead."""
+"""`vilt_lab.create_model_and_transforms`, `ViltWithHeads.from_pretrained` and `vilt-convert run`
+exports: a run dir, its checkpoints and its export load with their own tokenizer and resize, and
+predict what `vilt-predict` predicts; a released name that cannot be downloaded says what to do
+instead."""
 
 from __future__ import annotations
 
 import json
+import os
+import pydoc
+import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +24,7 @@ from PIL import Image
 import vilt_lab
 import vilt_lab.convert_cli
 from helpers.configs import fast_config
+from helpers.run_dirs import record_best
 from vilt_lab.convert_cli import main as vilt_convert
 from vilt_lab.data.shards import iter_samples
 from vilt_lab.data.transforms import PAPER_LONGER
@@ -42,10 +47,9 @@ def finished_run(shapes_world: Path, tmp_path_factory: pytest.TempPathFactory) -
 
 @pytest.fixture(scope="module")
 def export(finished_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`vilt-convert run` of the run's last checkpoint."""
+    """`vilt-convert run` of the run dir: its last checkpoint (pre-training selects none)."""
     out = tmp_path_factory.mktemp("export") / "demo"
-    step = sorted(RunDir(finished_run).checkpoints.glob("step_*"))[-1]
-    assert vilt_convert(["run", str(step), "--out", str(out)]) == 0
+    assert vilt_convert(["run", str(finished_run), "--out", str(out)]) == 0
     return out
 
 
@@ -74,10 +78,22 @@ def predicted_itm(capsys, checkpoint: Path, image: Path, caption: str) -> float:
     return json.loads(capsys.readouterr().out)["predictions"][0]["match_probability"]
 
 
+def predicted_itm_offline(checkpoint: Path, image: Path, caption: str) -> float:
+    """`vilt-predict`'s match probability in a process of its own that may not use the network."""
+    command = [sys.executable, "-m", "vilt_lab.predict", str(checkpoint), "--image", str(image)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([*command, "--text", caption, "--json"], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["predictions"][0]["match_probability"]
+
+
 def test_import_is_cheap_and_exports_the_api():
     code = "import sys, vilt_lab; assert 'torch' not in sys.modules, 'import vilt_lab imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
     assert set(vilt_lab.__all__) <= set(dir(vilt_lab))
+    shown = pydoc.render_doc(vilt_lab, renderer=pydoc.plaintext)  # what help(vilt_lab) shows
+    for name in vilt_lab.__all__:
+        assert re.search(rf"^ +(class )?{name}\(", shown, re.MULTILINE), f"help(vilt_lab) leaves out {name}"
     assert vilt_lab.ViltWithHeads.__module__ == "vilt_lab.weights.with_heads"
     assert vilt_lab.list_pretrained() == list(RELEASED)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
@@ -104,26 +120,75 @@ def test_the_api_predicts_what_vilt_predict_predicts(which, finished_run, export
         assert itm_probability(checkpoint, pil, caption) == pytest.approx(expected, abs=1e-5)
 
 
-def test_an_export_carries_its_tokenizer_and_resize(finished_run, export, scene, capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # nothing may come from the network
+def test_an_export_carries_its_tokenizer_and_resize(finished_run, export, scene, capsys):
     inputs = json.loads((export / CONFIG_NAME).read_text())[INPUTS_KEY]
     assert inputs == {"tokenizer": "tokenizer", "shorter": SHAPES_SHORTER, "longer": SHAPES_LONGER}
     assert (export / "tokenizer" / "tokenizer.json").is_file()
     image, caption = scene
-    # The export is the run's last checkpoint: both answer alike with no flags.
+    # The export is the run's last checkpoint: both answer alike with no flags, the export offline.
     last = sorted(RunDir(finished_run).checkpoints.glob("step_*"))[-1]
-    assert predicted_itm(capsys, export, image, caption) == pytest.approx(
+    assert predicted_itm_offline(export, image, caption) == pytest.approx(
         predicted_itm(capsys, last, image, caption), abs=1e-6
     )
 
 
-def test_from_pretrained_reads_an_export_and_points_a_run_dir_to_the_api(finished_run, export):
-    exported = vilt_lab.ViltWithHeads.from_pretrained(export)
-    model, _, _ = vilt_lab.create_model_and_transforms(export)
-    assert exported.state_dict().keys() == model.state_dict().keys()
-    assert all(torch.equal(exported.state_dict()[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(FileNotFoundError, match=r"vilt_lab\.create_model_and_transforms\("):
-        vilt_lab.ViltWithHeads.from_pretrained(finished_run)
+def test_a_run_that_selected_a_best_checkpoint_exports_and_loads_that_one(finished_run, tmp_path):
+    run_copy = tmp_path / "run"
+    shutil.copytree(finished_run, run_copy)
+    first, last = sorted(RunDir(run_copy).checkpoints.glob("step_*"))
+    record_best(last, step=int(first.name.removeprefix("step_")))
+    assert vilt_convert(["run", str(run_copy), "--out", str(tmp_path / "best")]) == 0
+    assert vilt_convert(["run", str(first), "--out", str(tmp_path / "first")]) == 0
+    assert vilt_convert(["run", str(last), "--out", str(tmp_path / "last")]) == 0
+    best, expected, newest = (load_checkpoint(tmp_path / name).state for name in ("best", "first", "last"))
+    assert any(not torch.equal(expected[k], newest[k]) for k in expected), "the steps trained nothing"
+    assert all(torch.equal(best[k], v) for k, v in expected.items())
+    loaded = vilt_lab.ViltWithHeads.from_pretrained(run_copy).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("left", ["no checkpoints dir", "only incomplete checkpoints"])
+def test_an_export_of_a_run_without_a_complete_checkpoint_says_so(left, finished_run, tmp_path, capsys):
+    run_copy = tmp_path / "run"
+    shutil.copytree(finished_run, run_copy)
+    checkpoints = RunDir(run_copy).checkpoints
+    if left == "no checkpoints dir":  # killed before its first save
+        shutil.rmtree(checkpoints)
+    else:  # every save interrupted before its manifest
+        for step in checkpoints.glob("step_*"):
+            (step / "manifest.json").unlink()
+    assert vilt_convert(["run", str(run_copy), "--out", str(tmp_path / "export")]) == 2
+    assert f"run dir {run_copy} holds no complete checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "export").exists()
+
+
+@pytest.mark.parametrize("which", ["export", "run dir", "step"])
+def test_from_pretrained_reads_what_the_api_reads(which, finished_run, export):
+    checkpoint = {
+        "export": export,
+        "run dir": finished_run,
+        "step": sorted(RunDir(finished_run).checkpoints.glob("step_*"))[0],
+    }[which]
+    loaded = vilt_lab.ViltWithHeads.from_pretrained(checkpoint)
+    model, _, _ = vilt_lab.create_model_and_transforms(checkpoint)
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in model.state_dict().items())
+    assert loaded.head_specs == model.head_specs
+
+
+def test_from_pretrained_without_the_package_root_points_a_run_dir_to_it(finished_run):
+    """Imported from its own room alone, `ViltWithHeads` has no reader of training runs (it
+    lives a room above): the error says how to read one."""
+    code = (
+        "import sys; from vilt_lab.weights.with_heads import ViltWithHeads\n"
+        "try:\n    ViltWithHeads.from_pretrained(sys.argv[1])\n"
+        "except FileNotFoundError as err:\n    print(err)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(finished_run)], capture_output=True, text=True, check=True
+    )
+    assert f"vilt_lab.ViltWithHeads.from_pretrained('{finished_run}')" in done.stdout
+    assert f"vilt_lab.create_model_and_transforms('{finished_run}')" in done.stdout
 
 
 def test_an_export_of_a_run_with_a_hub_tokenizer_saves_it(

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from helpers.configs import fast_config, train_settings
 from helpers.faults import poison_loss_from_call
+from helpers.run_dirs import set_manifest_size
 from vilt_lab import convert_cli
 from vilt_lab.build.data import build_tokenizer
 from vilt_lab.build.task import build_task
@@ -54,13 +55,6 @@ def copy_run(source: Path, target: Path) -> Path:
 
     shutil.copytree(source, target)
     return target
-
-
-def set_manifest_size(checkpoint: Path, name: str) -> None:
-    """Make the manifest agree with a replaced file, so the file's reader itself is reached."""
-    manifest = json.loads((checkpoint / MANIFEST).read_text())
-    manifest["files"][name] = (checkpoint / name).stat().st_size
-    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_checkpoint_files_are_safetensors_and_json(finished_run):

@@ -1,7 +1,14 @@
 """vilt_lab: ViLT pre-training and fine-tuning as a Hydra + Accelerate + WebDataset framework.
 
-The Python API (`vilt_lab.api`): `create_model_and_transforms`, `list_pretrained`, and the model
-classes `ViltWithHeads`, `ViltBackbone`, `ViltConfig`.
+The Python API (`vilt_lab.api`, which shows a whole prediction):
+
+    create_model_and_transforms(name_or_path)  (model, preprocess, tokenizer) of a run dir, a run's
+                                               checkpoints/step_N, a checkpoint directory, an
+                                               official .ckpt or a released name
+    list_pretrained()                          the released checkpoints' names
+    ViltWithHeads                              the backbone with its heads; from_pretrained reads
+                                               the same local checkpoints, or a Hub repo id
+    ViltBackbone, ViltConfig                   the backbone without heads, and its configuration
 """
 
 from __future__ import annotations
@@ -11,13 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Where each exported name lives. They are imported on first access (PEP 562), not here: the API
-# pulls in torch, transformers and the training builders (seconds), and every entry point
-# (`vilt-shards`, `vilt-report`, ...) imports this package first, most of them needing none of it.
+# The module each exported name is taken from. They are imported on first access (PEP 562), not
+# here: the API pulls in torch, transformers and the training builders (seconds), and every entry
+# point (`vilt-shards`, `vilt-report`, ...) imports this package first, most of them needing none
+# of it. `ViltWithHeads` (defined in `vilt_lab.weights.with_heads`) comes through `vilt_lab.api`,
+# whose import lends its `from_pretrained` the reader of training runs.
 _EXPORTS = {
     "create_model_and_transforms": "vilt_lab.api",
     "list_pretrained": "vilt_lab.api",
-    "ViltWithHeads": "vilt_lab.weights.with_heads",
+    "ViltWithHeads": "vilt_lab.api",
     "ViltBackbone": "vilt_lab.model.backbone",
     "ViltConfig": "vilt_lab.model.config",
 }

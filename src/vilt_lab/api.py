@@ -9,16 +9,8 @@
     logits = model("itm", text["input_ids"], text["attention_mask"], **pixels)
     match = logits.softmax(-1)[:, 1]              # ITM: class 1 is "the caption matches"
 
-`name_or_path` is anything vilt_lab reads: a training run dir (its best checkpoint, else its
-latest), a run's `checkpoints/step_N`, a vilt_lab checkpoint directory (`vilt-convert`'s,
-`save_pretrained`'s), an official `.ckpt`, or a released name (`vilt_lab.list_pretrained()`),
-downloaded once into `$XDG_CACHE_HOME/vilt_lab/released` (or `cache_dir`). The model is a
-`ViltWithHeads` in eval mode (its heads: `sorted(model.heads)`; `model(head, ...)` documents each
-head's logits); `preprocess` decodes, resizes and normalises an image (a path or a PIL image)
-exactly as `vilt-eval` and `vilt-predict` do, at the checkpoint's resize; the tokenizer is the
-checkpoint's own (its run's, or the one `vilt-convert run` copied into the export), else
-bert-base-uncased, the released checkpoints'. `tokenizer`, `shorter` and `longer` override what
-the checkpoint records, as vilt-predict's flags do.
+`create_model_and_transforms` says what it takes and gives; `ViltWithHeads.from_pretrained`
+(through `vilt_lab.ViltWithHeads`, which imports this module) reads the same local checkpoints.
 """
 
 from __future__ import annotations
@@ -35,7 +27,11 @@ from .weights.checkpoint_io import is_checkpoint_dir
 from .weights.download import DownloadError, default_cache_dir
 from .weights.fetch import fetch_released
 from .weights.released import RELEASED
-from .weights.with_heads import ViltWithHeads
+from .weights.with_heads import ViltWithHeads, use_checkpoint_reader
+
+# `ViltWithHeads.from_pretrained` reads what this API reads: a run's checkpoints are rebuilt by the
+# task builders, a room above the model class's (see `weights.with_heads`).
+use_checkpoint_reader(read_checkpoint)
 
 
 class PretrainedUnavailableError(OSError):
@@ -71,7 +67,26 @@ def create_model_and_transforms(
     longer: int | None = None,
     cache_dir: str | os.PathLike | None = None,
 ) -> tuple[ViltWithHeads, Preprocess, PreTrainedTokenizerBase]:
-    """(model, preprocess, tokenizer) of a checkpoint (see the module docstring)."""
+    """(model, preprocess, tokenizer) of a checkpoint, ready to predict (`vilt_lab.api` shows one).
+
+    name_or_path: anything vilt_lab reads:
+      - a training run dir: its selected checkpoint (the best one when the run selected on a
+        metric, else its newest complete one), with the run's tokenizer and resize;
+      - a run's `checkpoints/step_N`: that checkpoint, with its run's tokenizer and resize;
+      - a vilt_lab checkpoint directory (`model.safetensors` + `config.json`: `vilt-convert`'s,
+        `save_pretrained`'s), with the tokenizer and resize it records (`vilt-convert run`
+        copies the run's), else the released checkpoints' (bert-base-uncased, 384 / 639);
+      - an official ViLT `.ckpt` file (read weights-only), with the released checkpoints' inputs;
+      - a released checkpoint's name (`list_pretrained()`), downloaded and converted once into
+        `cache_dir` (default `$XDG_CACHE_HOME/vilt_lab/released`).
+    tokenizer, shorter, longer: a tokenizer name or directory and the resize's shorter and longer
+      side, overriding what the checkpoint records (as `vilt-predict`'s flags do).
+
+    Returns the model, a `ViltWithHeads` in eval mode (its heads: `sorted(model.heads)`;
+    `model(head, ...)` documents each head's logits); `preprocess`, which decodes, resizes and
+    normalises an image (a path or a PIL image) into `pixel_values` and `pixel_mask` exactly as
+    `vilt-eval` and `vilt-predict` do; and the tokenizer.
+    """
     path = Path(name_or_path)
     if not path.exists() and str(name_or_path) in RELEASED:
         path = released_checkpoint(str(name_or_path), cache_dir)

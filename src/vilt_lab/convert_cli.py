@@ -3,15 +3,16 @@
     vilt-convert official vilt_vqa.ckpt --vqa-labels vqa_dict.json --out ckpt/vilt_vqa
     vilt-convert to-hf ckpt/vilt_vqa --head vqa --out hf/vilt_vqa
     vilt-convert from-hf hf/vilt_vqa --out ckpt/vilt_vqa_again
-    vilt-convert run runs/demo/checkpoints/step_000100 --out ckpt/demo
+    vilt-convert run runs/demo --out ckpt/demo           # the run's best checkpoint, else its newest
+    vilt-convert run runs/demo/checkpoints/step_00000100 --out ckpt/demo_100
     vilt-convert fetch vilt_vqa --out ckpt/vilt_vqa      # download, verify, convert in one step
     vilt-convert fetch --list
 
 A vilt_lab checkpoint directory (model.safetensors + config.json) is what `model.init_from=DIR`
 starts a run from. `to-hf` also takes an official `.ckpt` file directly; `run` takes the model
-out of a training run's checkpoint (which also holds optimizer and RNG state), with the run's
-tokenizer (copied into the export) and resize (recorded in its config.json), so the export
-predicts with no more flags than the run would.
+out of a training run's checkpoint (which also holds optimizer and RNG state), the run dir's
+selected one or a `checkpoints/step_N`, with the run's tokenizer (copied into the export) and
+resize (recorded in its config.json), so the export predicts with no more flags than the run would.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from .build.task import read_checkpoint, read_run_checkpoint
 from .data.tokenizer import load_tokenizer
 from .predict.preprocess import input_settings
+from .training.run_dir import RunDir
 from .weights.checkpoint_io import TOKENIZER_DIR, ViltCheckpoint, save_checkpoint
 from .weights.download import default_cache_dir
 from .weights.fetch import fetch_released
@@ -86,9 +88,18 @@ def run_from_hf(args: argparse.Namespace) -> None:
     print(f"{args.hf_dir} -> {args.out}: {describe(checkpoint)}")
 
 
+def run_checkpoint(path: Path) -> Path:
+    """The checkpoint `vilt-convert run` exports: a run dir's selected one (its best when the run
+    selected one, else its newest complete one), a `checkpoints/step_N` as it is given. A run dir
+    is known by its config.yaml, so one without any checkpoint is refused with that reason."""
+    run_dir = RunDir(path)
+    return run_dir.selected_checkpoint() if run_dir.config.is_file() else path
+
+
 def run_run(args: argparse.Namespace) -> None:
-    checkpoint = read_run_checkpoint(args.ckpt)
-    settings = input_settings(args.ckpt)
+    step = run_checkpoint(args.ckpt)
+    checkpoint = read_run_checkpoint(step)
+    settings = input_settings(step)
     tokenizer_out = Path(args.out) / TOKENIZER_DIR
     if Path(settings.tokenizer).is_dir():
         shutil.copytree(settings.tokenizer, tokenizer_out, dirs_exist_ok=True)
@@ -96,7 +107,7 @@ def run_run(args: argparse.Namespace) -> None:
         load_tokenizer(settings.tokenizer, key=settings.tokenizer_key).save_pretrained(tokenizer_out)
     inputs = {"tokenizer": TOKENIZER_DIR, "shorter": settings.shorter, "longer": settings.longer}
     save_checkpoint(checkpoint, args.out, inputs=inputs)
-    print(f"{args.ckpt} -> {args.out}: {describe(checkpoint)}")
+    print(f"{step} -> {args.out}: {describe(checkpoint)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,9 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     from_hf.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
     from_hf.set_defaults(run=run_from_hf)
 
-    run = sub.add_parser("run", help="a training run's checkpoint -> a vilt_lab checkpoint directory")
+    run = sub.add_parser(
+        "run", help="a training run (or one of its checkpoints) -> a vilt_lab checkpoint directory"
+    )
     run.add_argument(
-        "ckpt", type=Path, help="<run dir>/checkpoints/step_* (the run's config.yaml is read too)"
+        "ckpt",
+        type=Path,
+        help="a run dir (its best checkpoint, else its newest) or its checkpoints/step_* "
+        "(the run's config.yaml is read too)",
     )
     run.add_argument("--out", type=Path, required=True, help="vilt_lab checkpoint directory to write")
     run.set_defaults(run=run_run)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+
+from vilt_lab.training.checkpoint import MANIFEST, TRAINER_STATE
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -24,3 +27,19 @@ def only_run_dir(runs: Path) -> Path:
     found = run_dirs(runs)
     assert len(found) == 1, f"expected one run dir under {runs}, found {found}"
     return found[0]
+
+
+def set_manifest_size(checkpoint: Path, name: str) -> None:
+    """Make the manifest agree with a replaced file, so the file's reader itself is reached."""
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    manifest["files"][name] = (checkpoint / name).stat().st_size
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+
+
+def record_best(checkpoint: Path, step: int) -> None:
+    """Record `step` as the best evaluation in `checkpoint`'s trainer state (its manifest kept
+    in agreement), as a run that selects on a metric leaves its newest checkpoint."""
+    state = json.loads((checkpoint / TRAINER_STATE).read_text())
+    state["best"] = {"step": step, "metric": "val/loss", "value": 0.0}
+    (checkpoint / TRAINER_STATE).write_text(json.dumps(state))
+    set_manifest_size(checkpoint, TRAINER_STATE)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,20 @@ from ..model.backbone import ViltBackbone
 from ..model.heads import NLVR2Head, build_head
 from . import hub
 from .checkpoint_io import CONFIG_NAME, WEIGHTS_NAME, ViltCheckpoint, is_checkpoint_dir
+
+# A training run's directories (a run dir, its `checkpoints/step_N`) hold the task module's weights,
+# which only the task builders rebuild (from the run's config), and they live in a room above this
+# one (`build/`). So the root API lends `from_pretrained` their reader when it is imported
+# (`vilt_lab.api`, which `vilt_lab.ViltWithHeads` imports) instead of this room importing upwards.
+_checkpoint_reader: Callable[[Path], ViltCheckpoint] | None = None
+
+
+def use_checkpoint_reader(reader: Callable[[Path], ViltCheckpoint]) -> None:
+    """Let `ViltWithHeads.from_pretrained` read a local path that is no checkpoint directory
+    with `reader` (the root API's: a training run dir, its `checkpoints/step_N`, an official
+    `.ckpt`)."""
+    global _checkpoint_reader
+    _checkpoint_reader = reader
 
 
 class ViltWithHeads(nn.Module):
@@ -51,21 +65,25 @@ class ViltWithHeads(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None) -> ViltWithHeads:
-        """A local checkpoint directory or a Hub repo id (see `hub.load_pretrained`).
+        """A local checkpoint directory or a Hub repo id (see `hub.load_pretrained`); through the
+        package root (`vilt_lab.ViltWithHeads`) also every local checkpoint
+        `vilt_lab.create_model_and_transforms` reads: a training run dir (its selected checkpoint:
+        the best, else the newest), a run's `checkpoints/step_N`, an official `.ckpt`.
 
-        A training run's directories and the official `.ckpt` are read one room up (a run's
-        checkpoint is rebuilt from its config by the task builders, which this module must not
-        import): `vilt_lab.create_model_and_transforms` reads every checkpoint, and
-        `vilt-convert run` exports a run's checkpoint as a directory this reads.
+        The model comes in training mode, as `from_checkpoint` builds it: call `.eval()` to predict.
         """
         path = Path(name_or_path)
         if path.exists() and not is_checkpoint_dir(path):
-            raise FileNotFoundError(
-                f"{path} is not a vilt_lab checkpoint directory ({CONFIG_NAME} + {WEIGHTS_NAME}); "
-                "for a training run dir, its checkpoints/step_N or an official .ckpt use "
-                f"`model, preprocess, tokenizer = vilt_lab.create_model_and_transforms({str(path)!r})`, "
-                "or export it with `vilt-convert run`"
-            )
+            if _checkpoint_reader is None:
+                raise FileNotFoundError(
+                    f"{path} is not a vilt_lab checkpoint directory ({CONFIG_NAME} + {WEIGHTS_NAME}); "
+                    "a training run dir, its checkpoints/step_N and an official .ckpt are read by the "
+                    "package root: `import vilt_lab` and then "
+                    f"`vilt_lab.ViltWithHeads.from_pretrained({str(path)!r})` or "
+                    f"`model, preprocess, tokenizer = vilt_lab.create_model_and_transforms({str(path)!r})`, "
+                    "or export it with `vilt-convert run`"
+                )
+            return cls.from_checkpoint(_checkpoint_reader(path))
         return cls.from_checkpoint(hub.load_pretrained(name_or_path, revision=revision))
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
