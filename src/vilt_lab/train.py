@@ -39,26 +39,21 @@ from .training.resume_run import config_to_resume
 from .training.run_dir import RunDir, check_resume, format_summary, git_info, resolve_run_dir, run_name
 from .training.run_log import run_log
 from .training.run_name import command_run_name, with_sweep_named
+from .training.slurm_job import export_slurm_environment, name_slurm_job
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
 
 log = logging.getLogger("vilt_lab.train")
 PROGRAM = "vilt-train"
 
 
-def export_slurm_environment() -> None:
-    """Inside a SLURM task started by the submitit launcher: RANK, WORLD_SIZE, MASTER_ADDR... from
-    SLURM's own variables, so Accelerate sees one rank per task. CUDA_VISIBLE_DEVICES is left
-    alone: Accelerate picks the GPU from LOCAL_RANK."""
-    from submitit.helpers import TorchDistributedEnvironment
-
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-
-
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """Train (and evaluate) as `cfg` says; returns the summary written to the run dir."""
-    if cfg.launcher.name == "slurm" and "RANK" not in os.environ:
+    slurm_task = cfg.launcher.name == "slurm" and "RANK" not in os.environ
+    if slurm_task:
         export_slurm_environment()
     settings = validate_train_config(cfg)  # from here on WORLD_SIZE is the job's, under SLURM too
+    if slurm_task:
+        name_slurm_job(run_name(cfg))
     # Accelerate logs every file it saves at INFO; the progress bar and our own lines suffice.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     accelerator = Accelerator(
