@@ -72,6 +72,21 @@ MISTAKES = {
         ["split=tset", "checkpoint={missing}"],
         [r"split='tset': expected one of \['test', 'val'\]"],
     ),
+    "experiment typo": (
+        TRAIN,
+        ["experiment=dmeo"],
+        [r"experiment=dmeo: no such option; did you mean demo\? \(experiment has demo, finetune_demo_irtr"],
+    ),
+    "batch that does not split": (
+        TRAIN,
+        ["trainer.global_batch_size=6"],
+        [r"trainer\.global_batch_size=6 is not a multiple of trainer\.micro_batch_size=4 x 1 processes"],
+    ),
+    "a number for a name": (
+        TRAIN,
+        ["name=123"],
+        [r"name=123: expected a string .*quote it, e\.g\. 'name=\"123\"'"],
+    ),
     "vilt-eval without checkpoint": (
         EVAL,
         [],
