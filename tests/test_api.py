@@ -159,6 +159,9 @@ def test_an_export_of_a_run_without_a_complete_checkpoint_says_so(left, finished
             (step / "manifest.json").unlink()
     assert vilt_convert(["run", str(run_copy), "--out", str(tmp_path / "export")]) == 2
     assert f"run dir {run_copy} holds no complete checkpoint" in capsys.readouterr().err
+    # The Python API says the same of it.
+    with pytest.raises(FileNotFoundError, match=f"run dir {run_copy} holds no complete checkpoint"):
+        vilt_lab.create_model_and_transforms(run_copy)
     assert not (tmp_path / "export").exists()
 
 

@@ -200,8 +200,10 @@ class RunDir:
 
     # ----------------------------------------------------------------------------- reading
     def is_training_run(self) -> bool:
-        """Whether this is a training run's directory (its config and checkpoints)."""
-        return self.checkpoints.is_dir() and self.config.is_file()
+        """Whether this is a training run's directory: its config, and its checkpoints or the
+        overrides only training records (a run killed before its first save is one, and says it
+        holds no checkpoint when asked for one)."""
+        return self.config.is_file() and (self.checkpoints.is_dir() or self.overrides.is_file())
 
     def selected_checkpoint(self) -> Path:
         """The checkpoint this run stands for: its best one when it selected one (the last
