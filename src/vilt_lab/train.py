@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from .training.run_dir import (
 )
 from .training.run_log import run_log
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
+from .training.wandb_credentials import offline_without_credentials
 
 log = logging.getLogger("vilt_lab.train")
 PROGRAM = "vilt-train"
@@ -64,6 +66,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     if cfg.launcher.name == "slurm" and "RANK" not in os.environ:
         export_slurm_environment()
     settings = validate_train_config(cfg)  # from here on WORLD_SIZE is the job's, under SLURM too
+    settings = replace(settings, logger=offline_without_credentials(settings.logger))
     # Accelerate logs every file it saves at INFO; the progress bar and our own lines suffice.
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     accelerator = Accelerator(

@@ -51,6 +51,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def reports_to_the_user() -> bool:
+    """Whether this process speaks for its job: the global rank 0 of a `torchrun` / `accelerate
+    launch` job, or a process started alone (no RANK), so a job of N processes says a thing once."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @contextmanager
 def user_errors_reported(
     program: str, explain: Callable[[Exception], str | None] = lambda err: None
