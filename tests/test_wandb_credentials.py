@@ -86,11 +86,16 @@ def test_offline_and_disabled_are_left_alone(monkeypatch, mode, caplog, no_netwo
     assert not caplog.records
 
 
-def test_a_malformed_key_is_a_user_error_naming_the_fix(monkeypatch, no_network):
-    monkeypatch.setenv("WANDB_API_KEY", "short")
-    with pytest.raises(
-        UserError, match=r"WANDB_API_KEY invalid.*wandb login.*logger\.mode=offline\|disabled"
-    ):
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [("WANDB_API_KEY", "short", "WANDB_API_KEY invalid"), ("WANDB_MODE", "", r"Settings\s+mode\s")],
+    ids=["malformed key", "empty WANDB_MODE"],
+)
+def test_what_wandb_would_refuse_is_a_user_error_naming_the_fix(
+    monkeypatch, variable, value, said, no_network
+):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(UserError, match=rf"(?s){said}.*wandb login.*logger\.mode=offline\|disabled"):
         offline_without_credentials(logger("online"))
 
 

@@ -25,7 +25,7 @@ UPLOADING_MODES = ("online", "run", "shared")
 
 def offline_without_credentials(logger: LoggerSchema) -> LoggerSchema:
     """The typed `logger` node as given, or in offline mode when it would upload and W&B has no
-    credentials. Credentials W&B refuses to read (a malformed WANDB_API_KEY) are a `UserError`."""
+    credentials. Settings or credentials W&B refuses (a malformed WANDB_API_KEY) are a `UserError`."""
     if logger.mode not in UPLOADING_MODES or _wandb_has_credentials(logger.mode):
         return logger
     if reports_to_the_user():
@@ -39,17 +39,18 @@ def offline_without_credentials(logger: LoggerSchema) -> LoggerSchema:
 
 def _wandb_has_credentials(mode: str) -> bool:
     """Whether `wandb.init` would find credentials, asked as it asks them (read only: no prompt,
-    no session change, no request)."""
+    no session change, no request). What `wandb.init` would refuse (a WANDB_* variable W&B's
+    settings reject, a malformed key) is refused here, before any work."""
     from wandb.errors import AuthenticationError
     from wandb.sdk import wandb_setup
     from wandb.sdk.lib import wbauth
 
-    host = wandb_setup.singleton().settings.base_url
     try:
+        host = wandb_setup.singleton().settings.base_url  # pydantic's ValidationError: a ValueError
         auth = wbauth.authenticate_session(host=host, source="vilt-train", prompt=False, update_session=False)
-    except AuthenticationError as err:
+    except (AuthenticationError, ValueError) as err:
         raise UserError(
-            f"logger.mode={mode}: W&B cannot use its credentials: {err}; fix them (`wandb login`), "
-            "or set logger.mode=offline|disabled"
+            f"logger.mode={mode}: W&B refuses its settings or credentials: {err}\nfix them "
+            "(`wandb login`, the WANDB_* variables), or set logger.mode=offline|disabled"
         ) from None
     return auth is not None
