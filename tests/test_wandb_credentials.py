@@ -26,7 +26,7 @@ def machine_without_credentials(monkeypatch, tmp_path):
     (it reads the environment once) and no session credentials."""
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
-    for name in (*WANDB_VARIABLES, "RANK"):
+    for name in (*WANDB_VARIABLES, "RANK", "LOCAL_RANK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(wandb_setup, "_singleton", None)
     monkeypatch.setattr(authenticate, "_session_auth", None)
@@ -71,8 +71,9 @@ def test_no_credentials_fall_back_to_offline_with_one_warning_naming_the_fixes(c
         assert fix in warning.getMessage()
 
 
-def test_only_rank_0_of_a_job_warns(monkeypatch, caplog, no_network):
+def test_only_the_first_process_of_a_machine_warns(monkeypatch, caplog, no_network):
     monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
     with caplog.at_level(logging.WARNING):
         assert offline_without_credentials(logger("online")).mode == "offline"
     assert not caplog.records
