@@ -29,7 +29,8 @@ LOG_FILES_ONLY.propagate = False
 
 @dataclass(frozen=True)
 class ProgressStyle:
-    """Whether to show progress, and how often to write a line when stdout is a file."""
+    """Whether to show progress, and how often to write a line (on stdout when it is a file, in
+    the log files always)."""
 
     enabled: bool = True
     every_s: float = 30.0
