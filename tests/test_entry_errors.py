@@ -189,6 +189,32 @@ def test_a_required_value_exits_with_its_message(capsys, monkeypatch):
     assert "model.init_from is required: set model.init_from=<value>" in capsys.readouterr().err
 
 
+# A job's launcher environment -> whether this process prints the message (each machine's first).
+LAUNCHED = {
+    "started alone": ({}, True),
+    "rank 0": ({"RANK": "0", "LOCAL_RANK": "0"}, True),
+    "rank 3 on the first node": ({"RANK": "3", "LOCAL_RANK": "3"}, False),
+    "the second node's first": ({"RANK": "8", "LOCAL_RANK": "0"}, True),
+    "rank 2 without LOCAL_RANK": ({"RANK": "2"}, False),
+}
+
+
+@pytest.mark.parametrize("launched", list(LAUNCHED))
+def test_a_job_of_several_processes_prints_a_user_error_once_per_machine(launched, capsys, monkeypatch):
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    variables, prints = LAUNCHED[launched]
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as stop, user_errors_reported(TRAIN_PROGRAM):
+        raise ConfigError(["trainer.keep_last=0: expected an integer >= 1"])
+    assert stop.value.code == USER_ERROR_STATUS
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert printed.err.startswith(f"{TRAIN_PROGRAM}: bad settings") if prints else printed.err == ""
+
+
 def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
     monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
     with pytest.raises(ZeroDivisionError), user_errors_reported(TRAIN_PROGRAM):

@@ -14,12 +14,18 @@ import pytest
 from tqdm import tqdm
 
 from helpers.run_dirs import only_run_dir
+from vilt_lab.training.run_log import run_log
 from vilt_lab.utils import progress as progress_module
 from vilt_lab.utils.progress import ProgressLines, ProgressStyle, progress_bar
 
 INTERVAL_S = 0.2
 # A training progress line as train.log holds it: "<asctime> INFO vilt_lab.progress: train 7/20 ...".
 TRAIN_LINE = re.compile(r"^(\S+ \S+) INFO vilt_lab\.progress: (train \d+/\d+ .*)$")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
 
 
 class FakeClock:
@@ -43,16 +49,61 @@ def test_lines_come_once_per_interval_with_rate_and_time_left(monkeypatch, caplo
 
 
 def test_a_terminal_gets_a_bar_and_a_file_gets_lines(monkeypatch):
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
     monkeypatch.setattr(sys, "stdout", Terminal())
     assert isinstance(progress_bar(desc="eval", total=3), tqdm)
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     assert isinstance(progress_bar(desc="eval", total=3), ProgressLines)
     assert isinstance(progress_bar(desc="eval", style=False), tqdm)  # disabled: tqdm's silent bar
     assert list(progress_bar(range(3), desc="eval", style=ProgressStyle(every_s=0))) == [0, 1, 2]
+
+
+@pytest.fixture
+def console_logging(caplog):
+    """The console as Hydra's job logging makes it (INFO records on stdout), stdout then chosen by
+    the test."""
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    with caplog.at_level(logging.INFO):
+        yield handler
+    root.removeHandler(handler)
+
+
+@pytest.mark.parametrize("stdout", [Terminal, io.StringIO], ids=["terminal", "file"])
+def test_train_log_holds_each_timed_line_once_and_no_bar(stdout, monkeypatch, tmp_path, console_logging):
+    clock = FakeClock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
+    console = stdout()
+    monkeypatch.setattr(sys, "stdout", console)
+    console_logging.setStream(console)
+    train_log = tmp_path / "train.log"
+    with run_log(train_log, rank=0):
+        with progress_bar(desc="train", style=ProgressStyle(every_s=30), total=100, unit="step") as bar:
+            for _ in range(50):
+                clock.now += 1.0
+                bar.set_postfix(loss="1.234")
+                bar.update()
+        print("summary")
+    expected = "train 30/100 (30%) loss=1.234 | 1 step/s, 00:30 elapsed, 01:10 left"
+    with open(train_log, encoding="utf-8", newline="") as file:  # keeps carriage returns
+        logged = file.read()
+    assert [m[2] for line in logged.split("\n") if (m := TRAIN_LINE.match(line))] == [expected], logged
+    assert "\r" not in logged and logged.endswith("left\nsummary\n")
+    shown = console.getvalue()
+    if stdout is Terminal:  # the bar, not the line
+        assert "\r" in shown and "50/100" in shown and expected not in shown
+    else:
+        assert shown.splitlines() == [expected, "summary"]
+
+
+def test_iterating_a_bar_on_a_terminal_writes_its_lines_to_the_log_files(
+    monkeypatch, tmp_path, console_logging
+):
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    train_log = tmp_path / "train.log"
+    with run_log(train_log, rank=0):
+        assert list(progress_bar(range(3), desc="eval", total=3, style=ProgressStyle(every_s=0))) == [0, 1, 2]
+    assert re.findall(r"INFO vilt_lab\.progress: eval (\d)/3", train_log.read_text()) == ["1", "2", "3"]
 
 
 @pytest.mark.slow

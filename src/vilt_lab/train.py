@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from .training.run_log import run_log
 from .training.run_name import command_run_name, with_sweep_named
 from .training.slurm_job import export_slurm_environment, name_slurm_job
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
+from .training.wandb_credentials import offline_without_credentials
 
 log = logging.getLogger("vilt_lab.train")
 PROGRAM = "vilt-train"
@@ -52,6 +54,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     if slurm_task:
         export_slurm_environment()
     settings = validate_train_config(cfg)  # from here on WORLD_SIZE is the job's, under SLURM too
+    settings = replace(settings, logger=offline_without_credentials(settings.logger))
     if slurm_task:
         name_slurm_job(run_name(cfg))
     # Accelerate logs every file it saves at INFO; the progress bar and our own lines suffice.

@@ -51,12 +51,22 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def reports_to_the_user() -> bool:
+    """Whether this process speaks for its machine: local rank 0 of a `torchrun` / `accelerate
+    launch` job (RANK where a launcher sets no LOCAL_RANK), or a process started alone. A job's
+    processes then say a thing once per machine: each node of a multi-node job has its own console,
+    and a mistake on one node's disk is told on that node."""
+    return os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")) == "0"
+
+
 @contextmanager
 def user_errors_reported(
     program: str, explain: Callable[[Exception], str | None] = lambda err: None
 ) -> Iterator[None]:
     """Around a command line's work: a user error, or an exception ``explain`` turns into a
-    message, ends the process with that message and status 2; any other exception propagates."""
+    message, ends the process with that message and status 2; any other exception propagates.
+    In a job of several processes, where every process meets the same mistake, only the one that
+    `reports_to_the_user` prints the message; the others end with the same status silently."""
     try:
         yield
     except Exception as err:
@@ -66,9 +76,10 @@ def user_errors_reported(
         message = str(user_error) if user_error is not None else explain(err)
         if message is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
             raise
-        print(
-            f"{program}: {message}\n(set {TRACEBACK_VARIABLE}=1 to see where it was raised)",
-            file=sys.stderr,
-            flush=True,
-        )
+        if reports_to_the_user():
+            print(
+                f"{program}: {message}\n(set {TRACEBACK_VARIABLE}=1 to see where it was raised)",
+                file=sys.stderr,
+                flush=True,
+            )
         sys.exit(USER_ERROR_STATUS)

@@ -313,10 +313,14 @@ class TrainerSchema:
         "with schedule.max_epochs: evaluations per epoch instead of eval_every", None, may_change=True
     )
     progress: bool = key(
-        "show progress (a live bar on a terminal, else periodic lines)", True, may_change=True
+        "show progress (a live bar on a terminal, else periodic lines; train.log gets the lines either way)",
+        True,
+        may_change=True,
     )
     progress_every_s: Positive = key(
-        "seconds between progress lines when stdout is a file", 30.0, may_change=True
+        "seconds between progress lines (on stdout when it is a file, in train.log always)",
+        30.0,
+        may_change=True,
     )
     nonfinite: Literal["stop", "skip"] = key(
         "a non-finite loss or gradient: stop the run, or skip the step", "stop", may_change=True

@@ -1,7 +1,8 @@
 """train.log: every run's log lines in its run dir (`RunDir.train_log`), beside what the console shows.
 
 The main process writes everything the logging config lets through, what it prints (the init
-report, the summary table) and the exception that ends a run, with its traceback; the other
+report, the summary table) but a live bar's redraws (the bar's timed lines reach the file through
+`utils.progress.LOG_FILES_ONLY`), and the exception that ends a run, with its traceback; the other
 processes add only their warnings and errors, prefixed with their rank, so one file tells what
 went wrong on which rank. Processes that do not see the run dir (a node without the shared disk)
 keep their warnings on their own console.
@@ -16,15 +17,24 @@ from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 from typing import TextIO
 
+from ..utils.progress import LOG_FILES_ONLY
+
 
 class _Tee:
-    """Writes go to the console stream and to the log file (what `print` shows, in train.log)."""
+    """Writes go to the console stream and to the log file (what `print` shows, in train.log),
+    except a live bar's: it redraws its line with carriage returns and ends it with a lone
+    newline, which a file would keep as one endless line."""
 
     def __init__(self, console: TextIO, file: TextIO) -> None:
         self.console, self.file = console, file
+        self.redrawing = False
 
     def write(self, text: str) -> int:
-        self.file.write(text)
+        if text.startswith("\r") or (self.redrawing and text == "\n"):
+            self.redrawing = text != "\n"
+        else:
+            self.redrawing = False
+            self.file.write(text)
         return self.console.write(text)
 
     def flush(self) -> None:
@@ -56,6 +66,7 @@ def run_log(path: Path, rank: int) -> Iterator[None]:
         )
     root = logging.getLogger()
     root.addHandler(handler)
+    LOG_FILES_ONLY.addHandler(handler)
     try:
         if rank != 0:
             yield
@@ -72,4 +83,5 @@ def run_log(path: Path, rank: int) -> Iterator[None]:
         raise
     finally:
         root.removeHandler(handler)
+        LOG_FILES_ONLY.removeHandler(handler)
         handler.close()

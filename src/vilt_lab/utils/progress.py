@@ -3,7 +3,9 @@
 A bar redraws itself with carriage returns, which a SLURM output file or a CI log keeps as one
 endless line (1,600 updates for a 1,600-step run). When stdout is not a terminal, progress is
 instead one log line every `every_s` seconds (counts, rate, time left, the latest values), through
-logging, so the run's train.log holds the same lines.
+logging, so the run's train.log holds the same lines. On a terminal the bar shows the progress and
+the same timed lines go to the log files alone (`LOG_FILES_ONLY`): a run's train.log reads the
+same wherever the run was started.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +21,16 @@ from tqdm import tqdm
 
 log = logging.getLogger("vilt_lab.progress")
 
+# Records here reach only the handlers a run adds to this logger (`training.run_log` adds
+# train.log's), never the console, where a live bar already shows the same progress.
+LOG_FILES_ONLY = logging.getLogger("vilt_lab.log_files_only")
+LOG_FILES_ONLY.propagate = False
+
 
 @dataclass(frozen=True)
 class ProgressStyle:
-    """Whether to show progress, and how often to write a line when stdout is a file."""
+    """Whether to show progress, and how often to write a line (on stdout when it is a file, in
+    the log files always)."""
 
     enabled: bool = True
     every_s: float = 30.0
@@ -64,9 +72,11 @@ class ProgressLines:
         initial: int,
         unit: str,
         every_s: float,
+        write: Callable[[str], None] = log.info,
     ) -> None:
         self.iterable = iterable
         self.desc, self.total, self.unit, self.every_s = desc, total, unit, every_s
+        self.write = write
         self.n = self.start_n = initial
         self.start = self.last_line = time.monotonic()
         self.postfix: dict[str, Any] = {}
@@ -90,7 +100,7 @@ class ProgressLines:
         now = time.monotonic()
         if now - self.last_line >= self.every_s:
             self.last_line = now
-            log.info(self.line(now))
+            self.write(self.line(now))
 
     def line(self, now: float) -> str:
         elapsed = now - self.start
@@ -107,6 +117,35 @@ class ProgressLines:
         """Nothing to flush: every line is written whole when it is due."""
 
 
+def _into_log_files_only(line: str) -> None:
+    """`line` as `log.info` would write it (same logger name in train.log), to the log files alone."""
+    if log.isEnabledFor(logging.INFO):
+        LOG_FILES_ONLY.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, line, (), None))
+
+
+class BarWithLogLines(tqdm):
+    """tqdm's live bar on the console, plus `lines`, the timed lines a file would get, written to
+    the log files alone (`ProgressLines` with `write=_into_log_files_only`)."""
+
+    def __init__(self, iterable: Iterable[Any] | None, lines: ProgressLines, **bar_options: Any) -> None:
+        self.lines = lines
+        super().__init__(iterable, **bar_options)
+
+    def __iter__(self) -> Iterator[Any]:
+        # tqdm's own iteration counts without calling `update`.
+        for item in super().__iter__():
+            yield item
+            self.lines.update(1)
+
+    def update(self, n: float = 1) -> bool | None:
+        self.lines.update(n)
+        return super().update(n)
+
+    def set_postfix(self, ordered_dict: Any = None, refresh: bool = True, **values: Any) -> None:
+        self.lines.set_postfix(**dict(ordered_dict or {}, **values))
+        super().set_postfix(ordered_dict, refresh, **values)
+
+
 def progress_bar(
     iterable: Iterable[Any] | None = None,
     *,
@@ -117,20 +156,22 @@ def progress_bar(
     unit: str = "it",
     unit_scale: bool = False,
 ) -> tqdm | ProgressLines:
-    """A progress bar over `iterable` (or updated by hand): tqdm on a terminal, else timed lines."""
+    """A progress bar over `iterable` (or updated by hand): tqdm on a terminal (its timed lines in
+    the log files), else timed lines."""
     style = ProgressStyle.of(style)
+    line_options = {"desc": desc, "total": total, "initial": initial, "unit": unit, "every_s": style.every_s}
     if style.enabled and not sys.stdout.isatty():
-        return ProgressLines(
-            iterable, desc=desc, total=total, initial=initial, unit=unit, every_s=style.every_s
-        )
-    return tqdm(
-        iterable,
-        desc=desc,
-        total=total,
-        initial=initial,
-        unit=unit,
-        unit_scale=unit_scale,  # the bar's "1.2M pairs"; a line prints whole counts
-        disable=not style.enabled,
-        dynamic_ncols=True,
-        file=sys.stdout,
-    )
+        return ProgressLines(iterable, **line_options)
+    bar_options = {
+        "desc": desc,
+        "total": total,
+        "initial": initial,
+        "unit": unit,
+        "unit_scale": unit_scale,  # the bar's "1.2M pairs"; a line prints whole counts
+        "dynamic_ncols": True,
+        "file": sys.stdout,
+    }
+    if not style.enabled:
+        return tqdm(iterable, disable=True, **bar_options)
+    lines = ProgressLines(None, **line_options, write=_into_log_files_only)
+    return BarWithLogLines(iterable, lines, **bar_options)
