@@ -5,6 +5,7 @@ else."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -14,10 +15,12 @@ import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from helpers.configs import fast_config
+from helpers.configs import compose_config, fast_config
 from helpers.run_dirs import run_dirs
 from helpers.wandb_offline import wait_for_offline_run
 from vilt_lab.train import run
+from vilt_lab.training.resume_run import config_to_resume
+from vilt_lab.training.run_dir import RunDir, resolve_run_dir
 from vilt_lab.training.run_name import single_run_name, sweep_job_name, with_sweep_named
 
 ENV = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
@@ -159,3 +162,24 @@ def test_resume_a_killed_run_from_its_run_dir_alone(shapes_world, tmp_path):
     assert resumed["step"] == 2 and resumed["changes"] == {}
     assert OmegaConf.load(run_dir / "config.yaml").model.size == "small32"
     assert run_dirs(runs) == [run_dir] and not (elsewhere / "runs").exists()
+
+
+def test_resume_of_a_run_dir_takes_its_config_and_the_command_lines_settings(shapes_world, tmp_path, caplog):
+    run_dir = RunDir(tmp_path / "runs" / "demo" / "model:small32")
+    run_dir.path.mkdir(parents=True)
+    recorded = fast_config(shapes_world, tmp_path / "runs", "model=small32", "name=demo/model:small32")
+    run_dir.config.write_text(OmegaConf.to_yaml(recorded))
+
+    typed = ["experiment=demo", "debug=fast", "trainer.micro_batch_size=2", f"resume={run_dir.path}"]
+    with caplog.at_level(logging.WARNING):
+        resumed = config_to_resume(compose_config(typed), typed)
+    assert resumed.model.size == "small32" and resumed.trainer.micro_batch_size == 2
+    assert resumed.resume == "auto" and "experiment" not in resumed and "debug" not in resumed
+    assert "experiment=, debug= not applied" in caplog.text
+    # Found where it is now, under its recorded name.
+    assert resolve_run_dir(resumed).path == run_dir.path.resolve()
+    moved = tmp_path / "moved"
+    run_dir.path.rename(moved)
+    assert resolve_run_dir(config_to_resume(compose_config([f"resume={moved}"]), [])).path == moved.resolve()
+    # Anything else is the command's own run.
+    assert config_to_resume(compose_config(["resume=latest"]), ["resume=latest"]) is None

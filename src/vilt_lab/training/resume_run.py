@@ -8,6 +8,7 @@ for a resume by the original command.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -16,8 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..config.exclusive import overridden_keys
 from .run_dir import RunDir, is_run_checkpoint
 
+log = logging.getLogger(__name__)
 # `resume=` values that look a checkpoint up in the command's own run dir.
 LOOKUPS = ("latest", "auto")
+_ABSENT = object()
 
 
 def resumed_run(resume: str | None) -> tuple[RunDir, str] | None:
@@ -43,9 +46,20 @@ def config_to_resume(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig | 
         return None
     run_dir, resume = target
     recorded = OmegaConf.load(run_dir.config)
+    not_applied = []
     for key in overridden_keys(overrides):
-        if key != "resume":
-            OmegaConf.update(recorded, key, OmegaConf.select(cfg, key), force_add=True)
+        value = OmegaConf.select(cfg, key, default=_ABSENT)
+        if value is _ABSENT:  # a group of global settings (experiment=, debug=): no key of its own
+            not_applied.append(key)
+        elif key != "resume":
+            OmegaConf.update(recorded, key, value, force_add=True)
+    if not_applied:
+        log.warning(
+            "resume=%s: %s not applied on top of the run's recorded config (it holds what they set); "
+            "pass the settings themselves to change them",
+            cfg.resume,
+            ", ".join(f"{key}=" for key in not_applied),
+        )
     recorded.resume = resume
     name = PurePosixPath(str(recorded.name)) if recorded.get("name") else None
     path = run_dir.path.resolve()
