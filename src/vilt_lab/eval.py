@@ -2,6 +2,7 @@
 
     vilt-eval checkpoint=ckpt/vilt_nlvr2 task=nlvr2 data=nlvr2 split=test
     accelerate launch -m vilt_lab.eval checkpoint=ckpt/vilt_irtr_coco task=irtr data=coco split=test
+    vilt-eval checkpoint=runs/vqa split=test     # a run dir: its own task, data and objectives
 
 Every process evaluates its own share; the results are gathered once (see vilt_lab.evaluation).
 Only the main process writes files.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,9 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
-from .build.task import build_eval_task
+from .build.task import build_eval_task, recorded_config, recording_run
 from .config.errors import ConfigError, user_errors_reported
+from .config.exclusive import overridden_keys
 from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import EvalSchema
@@ -37,6 +40,40 @@ PROGRAM = "vilt-eval"
 SPLITS = {"val": VAL, "test": TEST}
 SUBMISSION_NAME = "submission.json"
 SCORES_NAME = "scores.pt"
+# What a run dir's config.yaml says about what it trained, which its evaluation takes: the task
+# (the VQA answers, max_image_len, ...), the data (splits, tokenizer, max_text_len, image sizes),
+# the objectives pre-training's held-out means weigh, the resize, and the seed of the draws.
+RUN_KEYS = ("task", "data", "objective", "augment", "seed")
+
+
+def take_run_config(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """When `checkpoint` is a run dir or one of its checkpoints, replace `cfg`'s RUN_KEYS with the
+    values the run recorded, except those the command line (``overrides``) chose itself
+    (`task=irtr data=shapes_retrieval`): what the run trained is what is evaluated. The command
+    line's keys under a taken node (`data.root=...`, `++task.text_batch_size=32`) still apply on
+    top, as typed (an interpolation resolves against the run's values). Call it before `cfg` is
+    resolved; returns the keys taken (logged)."""
+    run = recording_run(OmegaConf.select(cfg, "checkpoint", default=None, throw_on_missing=False) or "")
+    if run is None:
+        return []
+    recorded, given = recorded_config(run), overridden_keys(overrides)
+    as_typed = OmegaConf.to_container(cfg, resolve=False)
+    taken = [key for key in RUN_KEYS if key not in given and key in recorded]
+    for key in taken:
+        on_top = {k: _unresolved(as_typed, k) for k in given if k.startswith(f"{key}.")}
+        cfg[key] = recorded[key]
+        for inner, value in on_top.items():
+            OmegaConf.update(cfg, inner, value, force_add=True)
+    if taken:
+        log.info("from %s: %s (the command line sets the others)", run.config, ", ".join(taken))
+    return taken
+
+
+def _unresolved(values: Any, key: str) -> Any:
+    """The value at dotted `key` of a container, interpolations left as written."""
+    for part in key.split("."):
+        values = values[int(part)] if isinstance(values, list) else values[part]
+    return values
 
 
 def default_out_dir(cfg: EvalSchema) -> Path:
@@ -120,7 +157,10 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def hydra_app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     with user_errors_reported(PROGRAM):
+        take_run_config(cfg, list(HydraConfig.get().overrides.task))
         OmegaConf.resolve(cfg)
         evaluate(cfg)
 
