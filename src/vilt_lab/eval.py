@@ -53,7 +53,8 @@ def take_run_config(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     line's keys under a taken node (`data.root=...`, `++task.text_batch_size=32`) still apply on
     top, as typed (an interpolation resolves against the run's values). Call it before `cfg` is
     resolved; returns the keys taken (logged)."""
-    run = recording_run(OmegaConf.select(cfg, "checkpoint", default=None, throw_on_missing=False) or "")
+    checkpoint = OmegaConf.select(cfg, "checkpoint", default=None, throw_on_missing=False)
+    run = recording_run(checkpoint) if checkpoint else None
     if run is None:
         return []
     recorded, given = recorded_config(run), overridden_keys(overrides)
@@ -65,7 +66,7 @@ def take_run_config(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
         for inner, value in on_top.items():
             OmegaConf.update(cfg, inner, value, force_add=True)
     if taken:
-        log.info("from %s: %s (the command line sets the others)", run.config, ", ".join(taken))
+        log.info("evaluating what the run trained, from %s: %s", run.config, ", ".join(taken))
     return taken
 
 
@@ -103,7 +104,9 @@ def split_urls(cfg: DictConfig) -> Any:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate as `cfg` says; returns the summary (also written to `out_dir`)."""
+    """Evaluate as `cfg` says; returns the summary (also written to `out_dir`). A caller that
+    composes `cfg` itself applies `take_run_config` first, as the command line does, to evaluate
+    a run dir with the run's own settings."""
     urls = split_urls(cfg)  # a wrong split fails before any work
     settings = validate_eval_config(cfg, {f"data.{SPLIT_URLS[SPLITS[cfg.split]]}": urls})
     logging.getLogger("accelerate").setLevel(logging.WARNING)
