@@ -1,8 +1,9 @@
 """`vilt-eval checkpoint=<run dir>` evaluates what the run trained: its task, data, objectives,
 resize and seed come from the run's config.yaml, and what the command line sets still wins.
 
-Each config here is composed as vilt-eval's Hydra app composes it: the run's config is taken
-before the config is resolved (`take_run_config`), so an interpolation the command line types
+Each config here is composed as vilt-eval's command line composes it: the keys it sets under a
+node the run brings are forced (`forced_under_run_keys`), and the run's config is taken before
+the config is resolved (`take_run_config`), so an interpolation typed on the command line
 resolves against the run's values.
 """
 
@@ -23,7 +24,7 @@ import vilt_lab
 from helpers.configs import TASK_OVERRIDES, fast_config
 from vilt_lab.config.errors import ConfigError
 from vilt_lab.config.paths import CONF_DIR
-from vilt_lab.eval import RUN_KEYS, evaluate, take_run_config
+from vilt_lab.eval import RUN_KEYS, evaluate, forced_under_run_keys, take_run_config
 from vilt_lab.train import run
 
 VQA_METRICS = {"eval/vqa/score", "eval/vqa/accuracy", "eval/vqa/accuracy/yes/no", "eval/vqa/questions"}
@@ -33,6 +34,7 @@ AS_THE_RUN_EVALUATED = ["trainer.micro_batch_size=4", "data.num_workers=0", "tra
 
 def eval_config(overrides: list[str]) -> DictConfig:
     """The config `vilt-eval <overrides>` runs with: composed, the run's config taken, resolved."""
+    overrides = forced_under_run_keys(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("eval", overrides=overrides)
     take_run_config(cfg, overrides)
@@ -41,7 +43,7 @@ def eval_config(overrides: list[str]) -> DictConfig:
 
 
 def evaluated(checkpoint: Path, out: Path, *overrides: str) -> dict:
-    """vilt-eval's summary for `checkpoint=<checkpoint>` with the test's data root and out dir."""
+    """vilt-eval's summary for `checkpoint=<checkpoint>`, batched as the runs evaluated, into `out`."""
     return evaluate(
         eval_config([f"checkpoint={checkpoint}", f"out_dir={out}", *AS_THE_RUN_EVALUATED, *overrides])
     )
@@ -91,11 +93,25 @@ def test_the_command_lines_task_and_data_win(vqa_run, pretrain_run, shapes_world
 def test_keys_under_a_taken_node_apply_on_top(vqa_run, shapes_world, tmp_path) -> None:
     run_dir, _ = vqa_run
     # The interpolation resolves against the run's data.root (vilt-eval's own is another).
-    overrides = [f"checkpoint={run_dir}", "data.val_urls=${data.root}/vqa/train", "++task.select_metric=x"]
+    overrides = [f"checkpoint={run_dir}", "data.val_urls=${data.root}/vqa/train", "task.eval_test=true"]
     cfg = eval_config(overrides)
-    assert (cfg.task.name, cfg.data.name, cfg.task.select_metric) == ("vqa", "shapes_vqa", "x")
+    # task.eval_test: a key of the run's task=vqa that vilt-eval's own task=pretrain lacks.
+    assert (cfg.task.name, cfg.data.name, cfg.task.eval_test) == ("vqa", "shapes_vqa", True)
     assert cfg.data.val_urls == f"{shapes_world}/vqa/train"
     assert cfg.data.answers == f"{shapes_world}/vqa/answers.json"
+
+
+def test_only_keys_under_the_runs_nodes_are_forced(vqa_run, tmp_path) -> None:
+    run_dir, _ = vqa_run
+    typed = [f"checkpoint={run_dir}", "task.text_batch_size=8", "data.root=/d", "split=test", "+data.x=1"]
+    forced = [typed[0], "++task.text_batch_size=8", "++data.root=/d", "split=test", "+data.x=1"]
+    assert forced_under_run_keys(typed) == forced
+    # A node the command line chooses is vilt-eval's own: Hydra checks its keys as they are.
+    assert forced_under_run_keys([*typed, "data=shapes_vqa"]) == [*forced[:2], *typed[2:], "data=shapes_vqa"]
+    assert forced_under_run_keys([f"checkpoint={tmp_path}", *typed[1:]]) == [
+        f"checkpoint={tmp_path}",
+        *typed[1:],
+    ]
 
 
 def test_a_checkpoint_of_no_run_takes_nothing(tmp_path) -> None:
@@ -131,18 +147,22 @@ def test_other_vqa_answers_name_the_runs_own(vqa_run, shapes_world, tmp_path) ->
     other.write_text(json.dumps(answers[::-1]))
     own = f"data.answers={shapes_world / 'vqa' / 'answers.json'}"
     with pytest.raises(ConfigError, match=f"another vocabulary than data.answers={other}.*pass {own}"):
-        # `++`: vilt-eval's own data config (shapes) has no data.answers for Hydra to override.
-        evaluated(run_dir, tmp_path / "out", f"++data.answers={other}")
+        evaluated(run_dir, tmp_path / "out", f"data.answers={other}")
 
 
 @pytest.mark.slow
-def test_the_command_line_evaluates_a_run_dir_alone(vqa_run, tmp_path) -> None:
-    """`vilt-eval checkpoint=<run dir>` as a user types it (the Hydra app reads its overrides)."""
-    run_dir, trained = vqa_run
+def test_the_command_line_evaluates_a_run_dir(vqa_run, shapes_world, tmp_path) -> None:
+    """`vilt-eval checkpoint=<run dir>` as a user types it: `main` forces the keys under the run's
+    nodes, the Hydra app reads the overrides."""
+    run_dir, _ = vqa_run
     source = str(Path(vilt_lab.__file__).resolve().parents[1])
     path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "vilt_lab.eval", f"checkpoint={run_dir}", f"paths.runs_dir={tmp_path}"],
+        [
+            *(sys.executable, "-m", "vilt_lab.eval", f"checkpoint={run_dir}", f"paths.runs_dir={tmp_path}"),
+            # A key of the run's data that vilt-eval's own data=shapes lacks: set as typed.
+            f"data.answers={shapes_world / 'vqa' / 'answers.json'}",
+        ],
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
         capture_output=True,

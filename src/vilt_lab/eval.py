@@ -11,8 +11,9 @@ Only the main process writes files.
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +47,27 @@ SCORES_NAME = "scores.pt"
 RUN_KEYS = ("task", "data", "objective", "augment", "seed")
 
 
+def run_keys(checkpoint: str | None, given: Mapping[str, str]) -> tuple[RunDir | None, list[str]]:
+    """The training run `checkpoint` belongs to and the RUN_KEYS it brings: those the command
+    line's overrides (``given``, as config.exclusive.overridden_keys reads them) leave alone;
+    (None, []) for a checkpoint of no run."""
+    run = recording_run(checkpoint) if checkpoint else None
+    return run, [] if run is None else [key for key in RUN_KEYS if key not in given]
+
+
 def take_run_config(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     """When `checkpoint` is a run dir or one of its checkpoints, replace `cfg`'s RUN_KEYS with the
     values the run recorded, except those the command line (``overrides``) chose itself
     (`task=irtr data=shapes_retrieval`): what the run trained is what is evaluated. The command
-    line's keys under a taken node (`data.root=...`, `++task.text_batch_size=32`) still apply on
+    line's keys under a taken node (`data.root=...`, `task.text_batch_size=32`) still apply on
     top, as typed (an interpolation resolves against the run's values). Call it before `cfg` is
     resolved; returns the keys taken (logged)."""
-    checkpoint = OmegaConf.select(cfg, "checkpoint", default=None, throw_on_missing=False)
-    run = recording_run(checkpoint) if checkpoint else None
+    given = overridden_keys(overrides)
+    run, taken = run_keys(OmegaConf.select(cfg, "checkpoint", default=None, throw_on_missing=False), given)
     if run is None:
         return []
-    recorded, given = recorded_config(run), overridden_keys(overrides)
+    recorded = recorded_config(run)
     as_typed = OmegaConf.to_container(cfg, resolve=False)
-    taken = [key for key in RUN_KEYS if key not in given and key in recorded]
     for key in taken:
         on_top = {k: _unresolved(as_typed, k) for k in given if k.startswith(f"{key}.")}
         cfg[key] = recorded[key]
@@ -68,6 +76,22 @@ def take_run_config(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
     if taken:
         log.info("evaluating what the run trained, from %s: %s", run.config, ", ".join(taken))
     return taken
+
+
+def forced_under_run_keys(argv: Sequence[str]) -> list[str]:
+    """The command line with each plain `key=value` under a node the run brings (`run_keys`) made
+    `++key=value`. Hydra composes vilt-eval's own groups first (task=pretrain, data=shapes), which
+    may lack a key the run's node has (a retrieval run's `task.text_batch_size`, a VQA run's
+    `data.answers`) and would be refused before `take_run_config` puts the run's node in."""
+    given = overridden_keys(argv)
+    _, taken = run_keys(given.get("checkpoint"), given)
+
+    def under_a_taken_node(arg: str) -> bool:
+        key, sep, _ = arg.partition("=")
+        node, dot, _ = key.partition(".")
+        return bool(sep and dot) and node in taken
+
+    return [f"++{arg}" if under_a_taken_node(arg) else arg for arg in argv]
 
 
 def _unresolved(values: Any, key: str) -> Any:
@@ -170,6 +194,7 @@ def hydra_app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """`vilt-eval`: a bad setting or file ends it with one message (config.errors)."""
+    sys.argv[1:] = forced_under_run_keys(sys.argv[1:])
     run_hydra_app(PROGRAM, hydra_app, EvalSchema)
 
 
