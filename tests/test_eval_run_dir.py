@@ -21,7 +21,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 import vilt_lab
-from helpers.configs import TASK_OVERRIDES, fast_config
+from helpers.configs import TASK_OVERRIDES, eval_settings, fast_config
+from vilt_lab.build.task import build_eval_task
 from vilt_lab.config.errors import ConfigError
 from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.eval import RUN_KEYS, evaluate, forced_under_run_keys, take_run_config
@@ -148,6 +149,14 @@ def test_other_vqa_answers_name_the_runs_own(vqa_run, shapes_world, tmp_path) ->
     own = f"data.answers={shapes_world / 'vqa' / 'answers.json'}"
     with pytest.raises(ConfigError, match=f"another vocabulary than data.answers={other}.*pass {own}"):
         evaluated(run_dir, tmp_path / "out", f"data.answers={other}")
+
+
+def test_another_vocabulary_names_the_runs_tokenizer(vqa_run, shapes_world, tmp_path) -> None:
+    run_dir, _ = vqa_run
+    settings = eval_settings(eval_config([f"checkpoint={run_dir}"]))
+    three_tokens = ["[PAD]", "[CLS]", "[SEP]"]  # a tokenizer's length is all the check reads
+    with pytest.raises(ConfigError, match=f"has 3: pass data.tokenizer={shapes_world / 'tokenizer'}$"):
+        build_eval_task(settings, three_tokens, str(run_dir))
 
 
 @pytest.mark.slow
