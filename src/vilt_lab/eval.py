@@ -2,6 +2,7 @@
 
     vilt-eval checkpoint=ckpt/vilt_nlvr2 task=nlvr2 data=nlvr2 split=test
     accelerate launch -m vilt_lab.eval checkpoint=ckpt/vilt_irtr_coco task=irtr data=coco split=test
+    vilt-eval checkpoint=runs/vqa split=test     # a run dir: its own task, data and objectives
 
 Every process evaluates its own share; the results are gathered once (see vilt_lab.evaluation).
 Only the main process writes files.
@@ -10,7 +11,9 @@ Only the main process writes files.
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +23,9 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
-from .build.task import build_eval_task
+from .build.task import build_eval_task, recorded_config, recording_run
 from .config.errors import ConfigError, user_errors_reported
+from .config.exclusive import overridden_keys
 from .config.hydra_errors import run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import EvalSchema
@@ -37,6 +41,64 @@ PROGRAM = "vilt-eval"
 SPLITS = {"val": VAL, "test": TEST}
 SUBMISSION_NAME = "submission.json"
 SCORES_NAME = "scores.pt"
+# What a run dir's config.yaml says about what it trained, which its evaluation takes: the task
+# (the VQA answers, max_image_len, ...), the data (splits, tokenizer, max_text_len, image sizes),
+# the objectives pre-training's held-out means weigh, the resize, and the seed of the draws.
+RUN_KEYS = ("task", "data", "objective", "augment", "seed")
+
+
+def run_keys(checkpoint: str | None, given: Mapping[str, str]) -> tuple[RunDir | None, list[str]]:
+    """The training run `checkpoint` belongs to and the RUN_KEYS it brings: those the command
+    line's overrides (``given``, as config.exclusive.overridden_keys reads them) leave alone;
+    (None, []) for a checkpoint of no run."""
+    run = recording_run(checkpoint) if checkpoint else None
+    return run, [] if run is None else [key for key in RUN_KEYS if key not in given]
+
+
+def take_run_config(cfg: DictConfig, overrides: Sequence[str]) -> list[str]:
+    """When `checkpoint` is a run dir or one of its checkpoints, replace `cfg`'s RUN_KEYS with the
+    values the run recorded, except those the command line (``overrides``) chose itself
+    (`task=irtr data=shapes_retrieval`): what the run trained is what is evaluated. The command
+    line's keys under a taken node (`data.root=...`, `task.text_batch_size=32`) still apply on
+    top, as typed (an interpolation resolves against the run's values). Call it before `cfg` is
+    resolved; returns the keys taken (logged)."""
+    given = overridden_keys(overrides)
+    run, taken = run_keys(OmegaConf.select(cfg, "checkpoint", default=None, throw_on_missing=False), given)
+    if run is None:
+        return []
+    recorded = recorded_config(run)
+    as_typed = OmegaConf.to_container(cfg, resolve=False)
+    for key in taken:
+        on_top = {k: _unresolved(as_typed, k) for k in given if k.startswith(f"{key}.")}
+        cfg[key] = recorded[key]
+        for inner, value in on_top.items():
+            OmegaConf.update(cfg, inner, value, force_add=True)
+    if taken:
+        log.info("evaluating what the run trained, from %s: %s", run.config, ", ".join(taken))
+    return taken
+
+
+def forced_under_run_keys(argv: Sequence[str]) -> list[str]:
+    """The command line with each plain `key=value` under a node the run brings (`run_keys`) made
+    `++key=value`. Hydra composes vilt-eval's own groups first (task=pretrain, data=shapes), which
+    may lack a key the run's node has (a retrieval run's `task.text_batch_size`, a VQA run's
+    `data.answers`) and would be refused before `take_run_config` puts the run's node in."""
+    given = overridden_keys(argv)
+    _, taken = run_keys(given.get("checkpoint"), given)
+
+    def under_a_taken_node(arg: str) -> bool:
+        key, sep, _ = arg.partition("=")
+        node, dot, _ = key.partition(".")
+        return bool(sep and dot) and node in taken
+
+    return [f"++{arg}" if under_a_taken_node(arg) else arg for arg in argv]
+
+
+def _unresolved(values: Any, key: str) -> Any:
+    """The value at dotted `key` of a container, interpolations left as written."""
+    for part in key.split("."):
+        values = values[int(part)] if isinstance(values, list) else values[part]
+    return values
 
 
 def default_out_dir(cfg: EvalSchema) -> Path:
@@ -66,7 +128,9 @@ def split_urls(cfg: DictConfig) -> Any:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate as `cfg` says; returns the summary (also written to `out_dir`)."""
+    """Evaluate as `cfg` says; returns the summary (also written to `out_dir`). A caller that
+    composes `cfg` itself applies `take_run_config` first, as the command line does, to evaluate
+    a run dir with the run's own settings."""
     urls = split_urls(cfg)  # a wrong split fails before any work
     settings = validate_eval_config(cfg, {f"data.{SPLIT_URLS[SPLITS[cfg.split]]}": urls})
     logging.getLogger("accelerate").setLevel(logging.WARNING)
@@ -120,13 +184,17 @@ def _evaluate(cfg: DictConfig, settings: EvalSchema, accelerator: Accelerator, u
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def hydra_app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
     with user_errors_reported(PROGRAM):
+        take_run_config(cfg, list(HydraConfig.get().overrides.task))
         OmegaConf.resolve(cfg)
         evaluate(cfg)
 
 
 def main() -> None:
     """`vilt-eval`: a bad setting or file ends it with one message (config.errors)."""
+    sys.argv[1:] = forced_under_run_keys(sys.argv[1:])
     run_hydra_app(PROGRAM, hydra_app, EvalSchema)
 
 

@@ -8,24 +8,33 @@ import dataclasses
 import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from ..config import resolvers as config_resolvers  # noqa: F401 - registers ${required:...} before any config resolves
-from ..config.schema import RunConfig, TrainSchema
+from ..config.errors import ConfigError
+from ..config.schema import ObjectivesSchema, RunConfig, TrainSchema
 from ..config.typed import typed
 from ..model import ViltBackbone, ViltConfig, get_config
-from ..tasks import TaskModule, build_task_module, get_task
+from ..tasks import TASKS, TaskModule, build_task_module, get_task
 from ..tasks.pretrain import mark_unmarked_selection
 from ..training.run_dir import RunDir, is_run_checkpoint
 from ..training.speed_levers import compile_blocks, convert_to_fp8
-from ..weights.checkpoint_io import WEIGHTS_NAME, ViltCheckpoint, load_checkpoint, read_safetensors
+from ..weights.checkpoint_io import (
+    TOKENIZER_DIR,
+    WEIGHTS_NAME,
+    ViltCheckpoint,
+    load_checkpoint,
+    read_safetensors,
+)
 from ..weights.init_from import INIT_FILE_USE, InitReport, init_model, load_into
 from ..weights.official import read_official
 from ..weights.with_heads import ViltWithHeads
 
 # model.* keys that say where the weights come from, not what the model is.
 MODEL_INIT_KEYS = ("init_from", "init_file")
+# The objectives pre-training selects (`objective=[...]`); the other objectives are tasks' own.
+PRETRAIN_OBJECTIVES = frozenset(f.name for f in dataclasses.fields(ObjectivesSchema))
 
 
 def model_config(cfg: TrainSchema, vocab_size: int) -> ViltConfig:
@@ -44,16 +53,34 @@ def model_config(cfg: TrainSchema, vocab_size: int) -> ViltConfig:
     return get_config(cfg.model.size, **overrides)
 
 
+def recording_run(path: str | os.PathLike) -> RunDir | None:
+    """The training run whose config.yaml records what `path` (a run dir or one of its
+    checkpoints/step_N) was trained with; None for any other checkpoint."""
+    path = Path(path)
+    if RunDir(path).is_training_run():
+        return RunDir(path)
+    if is_run_checkpoint(path):
+        return RunDir.of_checkpoint(path)
+    return None
+
+
+def recorded_config(run: RunDir) -> DictConfig:
+    """The resolved training config a run recorded (its config.yaml), the objectives it selected
+    marked as today's configs mark them (`mark_unmarked_selection`)."""
+    recorded = OmegaConf.load(run.config)
+    mark_unmarked_selection(recorded)
+    return recorded
+
+
 def read_run_checkpoint(path: str | os.PathLike) -> ViltCheckpoint:
     """The backbone and heads of a training run's checkpoint (`<run>/checkpoints/step_*`),
     rebuilt from the run's resolved config (`<run>/config.yaml`) and loaded strictly."""
     path = Path(path)
-    config_path, weights_path = RunDir.of_checkpoint(path).config, path / WEIGHTS_NAME
-    for file in (config_path, weights_path):
+    run, weights_path = RunDir.of_checkpoint(path), path / WEIGHTS_NAME
+    for file in (run.config, weights_path):
         if not file.is_file():
             raise FileNotFoundError(f"{file} not found: is {path} a run's checkpoints/step_* directory?")
-    recorded = OmegaConf.load(config_path)
-    mark_unmarked_selection(recorded)
+    recorded = recorded_config(run)
     # The weights come from the checkpoint: neither re-initialise nor compile (nor swap in fp8
     # layers: their parameters are plain linear weights, readable without torchao).
     recorded.model.init_from = recorded.model.init_file = None
@@ -85,14 +112,22 @@ def build_eval_task(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, checkpoi
     """The task module of `task.name` with every weight from `checkpoint_path` (the architecture
     is the checkpoint's own, `model.*` is not read). A head the task needs that the checkpoint
     lacks is an error, never a random head: evaluating it would report chance as a result.
-    Retrieval's rank head may come from the checkpoint's ITM match row (zero-shot retrieval)."""
+    Retrieval's rank head may come from the checkpoint's ITM match row (zero-shot retrieval).
+    A checkpoint the settings do not fit is the user's to fix: a ConfigError naming the keys to
+    pass (for a run's checkpoint, the values its run recorded)."""
     task = get_task(cfg.task.name)
-    task.check(cfg)
+    try:
+        task.check(cfg)
+    except ValueError as err:
+        raise ConfigError([str(err)]) from err
     checkpoint = read_checkpoint(checkpoint_path)
     if checkpoint.config.vocab_size != len(tokenizer):
-        raise ValueError(
-            f"checkpoint {checkpoint_path} has a vocabulary of {checkpoint.config.vocab_size} tokens, "
-            f"data.tokenizer={cfg.data.tokenizer} has {len(tokenizer)}: evaluate with its own tokenizer"
+        raise ConfigError(
+            [
+                f"checkpoint {checkpoint_path} has a vocabulary of {checkpoint.config.vocab_size} tokens, "
+                f"data.tokenizer={cfg.data.tokenizer} has {len(tokenizer)}: pass "
+                f"data.tokenizer={_recorded_value(checkpoint_path, 'data.tokenizer', _own_tokenizer(checkpoint_path))}"
+            ]
         )
     selected = task.objectives(cfg, tokenizer, train=False)
     module = build_task_module(
@@ -107,19 +142,61 @@ def build_eval_task(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, checkpoi
     )
     print(report.summary(), flush=True)
     if report.new:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} has no trained weights for {report.new[:4]}"
-            f"{' ...' if len(report.new) > 4 else ''} that task={task.name} needs "
-            f"(its heads: {sorted(checkpoint.heads) or 'none'})"
+        raise ConfigError(
+            [
+                f"checkpoint {checkpoint_path} has no trained weights for {report.new[:4]}"
+                f"{' ...' if len(report.new) > 4 else ''} that task={task.name} needs "
+                f"(its heads: {sorted(checkpoint.heads) or 'none'}): {_settings_that_fit(checkpoint, checkpoint_path)}"
+            ]
         )
     labels = checkpoint.heads.get("vqa", {}).get("labels")
     vqa = module.objectives["vqa"] if "vqa" in module.objectives else None
     if labels is not None and vqa is not None and list(labels) != list(vqa.labels or []):
-        raise ValueError(
-            f"checkpoint {checkpoint_path} answers with another vocabulary than data.answers="
-            f"{cfg.data.answers} ({len(labels)} answers, first {labels[:3]}): use its own answers.json"
+        raise ConfigError(
+            [
+                f"checkpoint {checkpoint_path} answers with another vocabulary than data.answers="
+                f"{cfg.data.answers} ({len(labels)} answers, first {labels[:3]}): pass data.answers="
+                f"{_recorded_value(checkpoint_path, 'data.answers', '<the answers.json it was trained with>')}"
+            ]
         )
     return module.eval()
+
+
+def _recorded_value(checkpoint_path: str | os.PathLike, key: str, otherwise: str) -> str:
+    """`key` as the checkpoint's run recorded it, else ``otherwise`` (what to pass instead)."""
+    run = recording_run(checkpoint_path)
+    return otherwise if run is None else str(OmegaConf.select(recorded_config(run), key))
+
+
+def _own_tokenizer(checkpoint_path: str | os.PathLike) -> str:
+    """A vilt_lab checkpoint directory's own tokenizer, if it has one."""
+    own = Path(checkpoint_path) / TOKENIZER_DIR
+    return str(own) if own.is_dir() else "<the tokenizer it was trained with>"
+
+
+def _settings_that_fit(checkpoint: ViltCheckpoint, checkpoint_path: str | os.PathLike) -> str:
+    """The task settings that evaluate `checkpoint`: its run's, else the tasks its heads serve."""
+    run = recording_run(checkpoint_path)
+    if run is not None:
+        recorded = recorded_config(run)
+        trained = f"task={recorded.task.name} data={recorded.data.name}"
+        if recorded.task.name == "pretrain":
+            objectives = get_task("pretrain").objective_names(typed(recorded, TrainSchema))
+            trained += f" objective=[{','.join(objectives)}]"
+        return (
+            f"its run trained {trained}; leave task=, data= and objective= out to evaluate what it "
+            f"trained ({run.config} sets them), or pass those"
+        )
+    heads = set(checkpoint.heads)
+    pretrain_heads = sorted(heads & PRETRAIN_OBJECTIVES)
+    options = [f"task={name}" for name in sorted(heads & set(TASKS))]
+    if pretrain_heads:
+        options.append(f"task=pretrain objective=[{','.join(pretrain_heads)}]")
+    if "itm" in heads and "irtr" not in heads:
+        options.append("task=irtr (zero-shot, from its ITM head)")
+    if not options:
+        return "no task evaluates it"
+    return f"pass {' or '.join(options)}, with a data= whose samples carry what that task reads"
 
 
 def initialise(module: TaskModule, cfg: RunConfig) -> InitReport | None:

@@ -14,7 +14,8 @@ when the ones before it passed, since its rules would trip over an earlier bad v
 3. the data on disk: `data.root` / `data.roots.*`, the tokenizer directory, every split's shards,
    enough shards for every process (exact training epochs, evaluation passes that deal shards),
    the mix weights;
-4. the task's own check (what the data carries, answers.json; its errors pass as they are), then
+4. the task's own check (what the data carries, answers.json; training passes its errors as they
+   are, vilt-eval as a ConfigError), then
    the trainer settings that need the data's counts (an epoch schedule, evaluations per epoch,
    the warmup against the steps).
 
@@ -93,7 +94,7 @@ def validate_eval_config(
         return cfg
     task = get_task(cfg.task.name)
     _refuse(list(_data(cfg, task, {}, splits, world_size)))
-    task.check(cfg)
+    _refuse(_caught(task.check, cfg))  # a task the data cannot serve: one message, no traceback
     return cfg
 
 
