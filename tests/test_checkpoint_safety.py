@@ -23,6 +23,7 @@ from vilt_lab.train import run
 from vilt_lab.training.checkpoint import MANIFEST, latest_checkpoint, verify
 from vilt_lab.training.nonfinite import NonFiniteError
 from vilt_lab.training.run_dir import ResumeRefused, RunDir, resolve_run_dir
+from vilt_lab.training.run_name import command_run_name
 from vilt_lab.weights.checkpoint_io import CheckpointFileError
 
 RUN = ("evaluate=false", "trainer.log_every=1")
@@ -224,19 +225,24 @@ def test_resume_applies_what_may_change_and_records_it(finished_run, shapes_worl
 
 
 def test_run_dir_name_ignores_what_may_change(shapes_world, tmp_path):
-    base = fast_config(shapes_world, tmp_path, "name=null")
+    """The same command plus a setting a resume may change finds the same run dir."""
+    command = [f"data.root={shapes_world}", f"paths.runs_dir={tmp_path}", "experiment=demo", "debug=fast"]
+
+    def run_dir_of(*extra: str):
+        overrides = [*command, *extra]
+        cfg = fast_config(shapes_world, tmp_path, *extra)
+        cfg.name = command_run_name(cfg, overrides, 0)
+        return resolve_run_dir(cfg)
+
+    base = run_dir_of()
     for change in [
         "trainer.grad_checkpointing=true",
         "trainer.compile=true",
         "trainer.micro_batch_size=2",
         "trainer.ckpt_every=1",
     ]:
-        assert resolve_run_dir(fast_config(shapes_world, tmp_path, "name=null", change)) == resolve_run_dir(
-            base
-        ), change
-    assert resolve_run_dir(
-        fast_config(shapes_world, tmp_path, "name=null", "optim.lr=1e-3")
-    ) != resolve_run_dir(base)
+        assert run_dir_of(change) == base, change
+    assert run_dir_of("optim.lr=1e-3") != base
 
 
 def test_fresh_start_sets_aside_an_earlier_attempts_metrics(shapes_world, tmp_path):

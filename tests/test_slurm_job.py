@@ -35,6 +35,15 @@ def test_the_first_task_renames_its_job_to_the_run_name(scontrol, monkeypatch):
     ]
 
 
+def test_a_task_of_an_array_renames_itself_alone(scontrol, monkeypatch):
+    """The array's first task has the array's own job id: renaming that would rename every task."""
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    name_slurm_job("demo/model/model:tiny")
+    assert scontrol.read_text().split() == ["update", "JobId=4242_0", "JobName=demo/model/model:tiny"]
+
+
 def test_other_tasks_and_non_slurm_processes_leave_the_name(scontrol, monkeypatch):
     monkeypatch.setenv("SLURM_PROCID", "3")
     name_slurm_job("demo")

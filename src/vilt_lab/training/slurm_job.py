@@ -29,6 +29,8 @@ def name_slurm_job(name: str) -> None:
     job_id = os.environ.get("SLURM_JOB_ID")
     if job_id is None or os.environ.get("SLURM_PROCID", "0") != "0":
         return
+    if "SLURM_ARRAY_JOB_ID" in os.environ:  # a task of an array: its first task's id is the array's
+        job_id = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
     scontrol = shutil.which("scontrol")
     if scontrol is None:
         log.warning("SLURM job %s keeps its name: no scontrol on PATH", job_id)
