@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from dataclasses import replace
@@ -36,11 +37,12 @@ from .training.banner import run_banner
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
 from .training.precision import check_resumed_precision, effective_precision, precision_source
+from .training.preemption import Stopped
 from .training.resume_run import config_to_resume
 from .training.run_dir import RunDir, check_resume, format_summary, git_info, resolve_run_dir, run_name
 from .training.run_log import run_log
 from .training.run_name import command_run_name, with_sweep_named
-from .training.slurm_job import export_slurm_environment, name_slurm_job
+from .training.slurm_job import export_slurm_environment, name_slurm_job, requeued
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
 from .training.wandb_credentials import offline_without_credentials
 
@@ -99,7 +101,11 @@ def prepare_run_dir(
     if accelerator.is_main_process:
         recover(run_dir.checkpoints)  # finish a save or prune that a kill interrupted
     accelerator.wait_for_everyone()
-    resume_from = resume_checkpoint(run_dir.checkpoints, cfg.resume)
+    mode = cfg.resume
+    if mode is None and requeued():  # the run's own job again: continue it, whatever it said
+        log.info("a requeued SLURM job: resume=null continues as resume=auto")
+        mode = "auto"
+    resume_from = resume_checkpoint(run_dir.checkpoints, mode)
     if resume_from is None:
         if accelerator.is_main_process:
             moved = run_dir.set_aside_earlier_attempt()
@@ -172,7 +178,14 @@ def _train(
     )
 
     t0 = time.perf_counter()
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Stopped as stop:
+        if accelerator.is_main_process:
+            run_dir.record_stop(stop.step, signal.Signals(stop.signum).name)
+        log.warning("%s; the same command (or resume=%s) continues from there", stop, run_dir.path)
+        accelerator.end_training()
+        stop.forward()
     train_seconds = time.perf_counter() - t0 - trainer.validator.seconds
     summary = {
         "run_dir": str(run_dir.path),

@@ -13,6 +13,7 @@ from ..evaluation.evaluators import Evaluator
 from ..training.checkpoint import CheckpointManager, TrainingState
 from ..training.metrics_log import MetricsFile, MetricsLog
 from ..training.optim import build_optimizer
+from ..training.preemption import StopRequest
 from ..training.run_dir import RunDir
 from ..training.schedule import build_scheduler
 from ..training.settings import TrainerSettings
@@ -61,4 +62,6 @@ def build_trainer(
         metrics=metrics,
         validator=Validator(accelerator, evaluators, settings, metrics),
         checkpoints=checkpoints,
+        # A run that saves acts on a scheduler's stop signal: it saves the step and stops.
+        stop=StopRequest(accelerator) if checkpoints is not None else None,
     )

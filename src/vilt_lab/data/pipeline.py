@@ -73,6 +73,7 @@ from vilt_lab.data.shards import (
     sample_meta,
 )
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
+from vilt_lab.utils.stop_signals import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -534,6 +535,7 @@ class StreamLoader:
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             pin_memory=config.pin_memory,
+            worker_init_fn=ignore_stop_signals,  # the training process alone acts on a stop
         )
 
     def set_epoch(self, epoch: int) -> None:

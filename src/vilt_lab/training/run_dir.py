@@ -152,6 +152,7 @@ class RunDir:
     train.log              every process's log lines (`training.run_log`)
     checkpoints/step_N/    the checkpoints (`training.checkpoint`)
     resume_history.jsonl   one line per resume: its step, changed settings, command line
+    stops.jsonl            one line per stop on a signal: its step and the signal
     earlier_attempts/<n>/  what a checkpoint-less earlier attempt left, set aside
     """
 
@@ -188,6 +189,10 @@ class RunDir:
     @property
     def resume_history(self) -> Path:
         return self.path / "resume_history.jsonl"
+
+    @property
+    def stops(self) -> Path:
+        return self.path / "stops.jsonl"
 
     @property
     def earlier_attempts(self) -> Path:
@@ -255,6 +260,12 @@ class RunDir:
         }
         with self.resume_history.open("a") as f:
             f.write(json.dumps(entry, default=str) + "\n")
+
+    def record_stop(self, step: int, signal_name: str) -> None:
+        """Append one stop on a signal (preemption, time limit, scancel) after `step`, saved."""
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": step, "signal": signal_name}
+        with self.stops.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def set_aside_earlier_attempt(self) -> Path | None:
         """Move what an earlier, checkpoint-less attempt left (its metrics, summary, resume

@@ -41,3 +41,8 @@ def name_slurm_job(name: str) -> None:
     except (OSError, subprocess.SubprocessError) as err:
         detail = getattr(err, "stderr", None) or err
         log.warning("SLURM job %s keeps its name (scontrol update: %s)", job_id, str(detail).strip())
+
+
+def requeued() -> bool:
+    """Whether this SLURM job runs again after a requeue (preemption, a time limit's signal)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0

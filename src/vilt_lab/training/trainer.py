@@ -31,6 +31,7 @@ from .checkpoint import CheckpointManager
 from .faults import fault_point
 from .metrics_log import MetricsLog
 from .nonfinite import NonFiniteGuard
+from .preemption import StopRequest
 from .settings import TrainerSettings
 from .validate import Validator
 
@@ -56,6 +57,21 @@ def peak_memory_gib(device: torch.device) -> float:
         return torch.cuda.max_memory_allocated(device) / 2**30
     # ru_maxrss is in KiB on Linux: the host process's peak resident memory.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class _Counted:
+    """An iterator that counts what it has handed out."""
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self.items, self.read = items, 0
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self.items)
+        self.read += 1
+        return item
 
 
 @dataclass
@@ -115,8 +131,10 @@ class Trainer:
         metrics: MetricsLog,
         validator: Validator,
         checkpoints: CheckpointManager | None,
+        stop: StopRequest | None = None,
     ) -> None:
         self.acc = accelerator
+        self.stop = stop  # None: a stop signal acts as it would without the trainer
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.settings = settings
         self.train_stream = train_stream
@@ -127,6 +145,10 @@ class Trainer:
         )
         self.guard = NonFiniteGuard(accelerator, t)
         self.step = 0
+        # Where the train stream stands: the step it was started (seeded) at and the micro-batches
+        # read from it since. Checkpoints on schedule restart it (start = their step, 0 read); a
+        # stop between them saves its position, and the resume reads the same stream up to it.
+        self.stream_position = (0, 0)
         self.samples_skipped = 0
         self.extra_state: dict[str, Any] = {}  # kept in every checkpoint besides the loop's own
 
@@ -138,6 +160,7 @@ class Trainer:
             return {}
         state = self.checkpoints.load(path)
         self.step = int(state["step"])
+        self.stream_position = tuple(state.get("stream_position", (self.step, 0)))
         self.samples_skipped = int(state.get("samples_skipped", 0))
         self.guard.steps_skipped = int(state.get("steps_skipped", 0))
         self.metrics.truncate_after(self.step)
@@ -146,6 +169,7 @@ class Trainer:
 
     def trainer_state(self) -> dict[str, Any]:
         return {
+            "stream_position": list(self.stream_position),
             "samples_skipped": self.samples_skipped,
             "steps_skipped": self.guard.steps_skipped,
             "best": self.checkpoints.best if self.checkpoints is not None else None,
@@ -222,9 +246,25 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self) -> None:
+        """Train to `max_steps`; on a stop signal (`training.preemption`) every process stops
+        after the same step, saved, and `Stopped` is raised."""
+        with self.stop if self.stop is not None else nullcontext():
+            self._fit()
+
+    def _open_stream(self) -> _Counted:
+        """The train stream at `stream_position`: started at its step, read up to where it was."""
+        start, read = self.stream_position
+        batches = _Counted(iter(self.train_stream(start)))
+        if read:
+            log.info("reading the train stream started at step %d up to where it stopped (%d micro-batches)", start, read)
+            for _ in range(read):
+                next(batches)
+        return batches
+
+    def _fit(self) -> None:
         t = self.settings.trainer
         self.model.train()
-        batches = iter(self.train_stream(self.step))
+        batches = self._open_stream()
         interval = LogInterval()
         bar = progress_bar(
             desc="train",
@@ -247,11 +287,19 @@ class Trainer:
                 if self.checkpoints is not None:
                     self.checkpoints.select(self.step, values)
             if self.checkpoints is not None and self.checkpoints.due(self.step):
-                self.checkpoints.save(self.step, self.trainer_state())
                 # The stream restarts from the checkpoint's step so that a resumed run and this
                 # one read the same batches from here on.
+                self.stream_position = (self.step, 0)
+                self.checkpoints.save(self.step, self.trainer_state())
                 if self.step < self.settings.max_steps:
-                    batches = iter(self.train_stream(self.step))
+                    batches = self._open_stream()
+            signum = self.stop.agreed() if self.stop is not None else None
+            if signum is not None:
+                if self.checkpoints is not None and self.stream_position[0] != self.step:
+                    self.stream_position = (self.stream_position[0], batches.read)
+                    self.checkpoints.save(self.step, self.trainer_state())
+                bar.close()
+                raise self.stop.stopped(signum, self.step)
         bar.close()
         if self.validator.due_after_training(self.step):
             self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
