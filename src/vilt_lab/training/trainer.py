@@ -256,7 +256,11 @@ class Trainer:
         start, read = self.stream_position
         batches = _Counted(iter(self.train_stream(start)))
         if read:
-            log.info("reading the train stream started at step %d up to where it stopped (%d micro-batches)", start, read)
+            log.info(
+                "reading the train stream started at step %d up to where it stopped (%d micro-batches)",
+                start,
+                read,
+            )
             for _ in range(read):
                 next(batches)
         return batches
