@@ -80,6 +80,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     try:
         with deterministic_mode(settings.trainer.deterministic):
             return _run(cfg, settings, accelerator, overrides or [])
+    except Stopped as stop:
+        stop.forward()  # the signal's own effect, now that the step is saved: requeue or exit
     finally:
         accelerator.end_training()
         # Hydra's sequential sweeps run every job in this process; Accelerate's state is a
@@ -184,8 +186,7 @@ def _train(
         if accelerator.is_main_process:
             run_dir.record_stop(stop.step, signal.Signals(stop.signum).name)
         log.warning("%s; the same command (or resume=%s) continues from there", stop, run_dir.path)
-        accelerator.end_training()
-        stop.forward()
+        raise
     train_seconds = time.perf_counter() - t0 - trainer.validator.seconds
     summary = {
         "run_dir": str(run_dir.path),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ..utils.progress import LOG_FILES_ONLY
+from .preemption import Stopped
 
 
 class _Tee:
@@ -73,6 +74,8 @@ def run_log(path: Path, rank: int) -> Iterator[None]:
             return
         with redirect_stdout(_Tee(sys.stdout, handler.stream)):
             yield
+    except Stopped:  # a stop on a signal: its own line says so, and nothing went wrong
+        raise
     except BaseException as err:
         # The exception that ends the run, with its traceback, into the file only: the console
         # shows it anyway when it propagates.
