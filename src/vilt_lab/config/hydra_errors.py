@@ -39,7 +39,11 @@ def run_hydra_app(program: str, app: Callable[[], object], schema: type) -> None
 
 
 def explain_hydra_error(err: Exception, schema: type, argv: list[str]) -> str | None:
-    """The message for one of Hydra's errors; None for any other exception (a bug: traced)."""
+    """The message for one of Hydra's errors, or for a sweep's job that failed on SLURM (its
+    error stream says why: submitit's message holds it); None for any other exception (a bug:
+    traced)."""
+    if type(err).__name__ == "UncompletedJobError":  # submitit's, without importing it
+        return f"a job of the sweep failed on SLURM; {err}"
     if not isinstance(err, HydraException):
         return None
     text = str(err)
