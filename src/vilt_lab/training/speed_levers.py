@@ -9,7 +9,16 @@ from typing import Any
 from torch import nn
 
 from ..config.errors import MissingPackageError
+from ..config.schema import TrainerSchema
 from ..model import ViltBackbone
+
+# torch.compile's modes that record and replay CUDA graphs: one recording per input shape, its
+# outputs overwritten by the next replay.
+CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+# torchao's float8 matmuls (its default pad_inner_dim=False) need inner dimensions that are
+# multiples of 16. In the weight gradient the inner dimension is the micro batch's tokens: B x 1
+# in the last block, which keeps only the rows the heads read.
+FP8_BATCH_MULTIPLE = 16
 
 
 def compile_blocks(backbone: ViltBackbone, dynamic: bool, **options: Any) -> None:
@@ -24,6 +33,39 @@ def compile_blocks(backbone: ViltBackbone, dynamic: bool, **options: Any) -> Non
     """
     for block in backbone.blocks:
         block.compile(dynamic=dynamic, **options)
+
+
+def check_cuda_graph_mode(trainer: TrainerSchema) -> None:
+    """Refuse a compile mode that replays CUDA graphs with the settings it cannot work with."""
+    if not trainer.compile or trainer.compile_mode not in CUDA_GRAPH_MODES:
+        return
+    conflicts = []
+    if trainer.compile_dynamic:
+        conflicts.append("trainer.compile_dynamic=true (shape-generic graphs: a CUDA graph holds one shape)")
+    if trainer.grad_checkpointing:
+        conflicts.append(
+            "trainer.grad_checkpointing=true (the backward pass re-runs each block's graph while "
+            "the outputs of its first replay are still needed)"
+        )
+    if conflicts:
+        raise ValueError(
+            f"trainer.compile_mode={trainer.compile_mode} replays CUDA graphs, which cannot work with "
+            f"{' and '.join(conflicts)}; set those to false, or trainer.compile_mode=default or "
+            "max-autotune-no-cudagraphs"
+        )
+
+
+def check_fp8_batch(trainer: TrainerSchema) -> None:
+    """Refuse a micro batch torchao's float8 backward cannot multiply (`FP8_BATCH_MULTIPLE`)."""
+    size = trainer.micro_batch_size
+    if trainer.fp8 and size % FP8_BATCH_MULTIPLE:
+        fitting = -(-size // FP8_BATCH_MULTIPLE) * FP8_BATCH_MULTIPLE
+        raise ValueError(
+            f"trainer.fp8=true with trainer.micro_batch_size={size}: expected a multiple of "
+            f"{FP8_BATCH_MULTIPLE} (torchao's float8 weight gradients sum over the micro batch's "
+            f"tokens, one per sample in the last block); set trainer.micro_batch_size={fitting} "
+            "(and trainer.global_batch_size to a multiple of it) or trainer.fp8=false"
+        )
 
 
 def convert_to_fp8(backbone: ViltBackbone) -> None:
