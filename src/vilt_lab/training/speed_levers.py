@@ -4,13 +4,30 @@ checkpoints are unaffected."""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
+import torch
 from torch import nn
+from torch._dynamo.utils import counters as dynamo_counters
 
 from ..config.errors import MissingPackageError
 from ..config.schema import TrainerSchema
 from ..model import ViltBackbone
+
+log = logging.getLogger(__name__)
+
+# Every block runs `Block.forward`, one code object, and dynamo's recompile limit (8 by default)
+# counts graphs per code object: all blocks share it. With static shapes a step makes a graph per
+# text length for each distinct block call (the blocks before the last, the last block on each
+# pass's rows), in training and again in evaluation (grad and dropout are guarded): two lengths
+# exceed 8, and past the limit every new shape runs eager. 64 holds pre-training's 5 text buckets
+# (8 to 40) x 3 block calls x train and eval, and still stops a run whose shapes never settle.
+BLOCK_RECOMPILE_LIMIT = 64
+# How dynamo counts giving up on a code object at a limit, in counters["unimplemented"]:
+# "<limit's config name> reached" in older torch, "Dynamo recompile limit exceeded ..." in newer.
+_RECOMPILE_LIMIT_HIT = re.compile(r"_limit reached|recompile limit exceeded", re.IGNORECASE)
 
 # torch.compile's modes that record and replay CUDA graphs: one recording per input shape, its
 # outputs overwritten by the next replay.
@@ -30,9 +47,41 @@ def compile_blocks(backbone: ViltBackbone, dynamic: bool, **options: Any) -> Non
     `data.text_padding=bucket` and a fixed patch count that is one graph per text bucket.
     options: more `torch.compile` arguments: `mode` (`trainer.compile_mode`; "reduce-overhead"
     replays CUDA graphs, for fixed shapes: inference, or training with dynamic=False), a backend.
+    Dynamo's recompile limit is raised to `BLOCK_RECOMPILE_LIMIT` for the whole process.
     """
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, BLOCK_RECOMPILE_LIMIT)
     for block in backbone.blocks:
         block.compile(dynamic=dynamic, **options)
+
+
+def recompile_limit_hits() -> int:
+    """Times dynamo gave up compiling a code object at its recompile limit in this process (its
+    counters): each new shape that code meets runs eager from then on."""
+    return sum(
+        n for reason, n in dynamo_counters["unimplemented"].items() if _RECOMPILE_LIMIT_HIT.search(reason)
+    )
+
+
+class RecompileLimitWatch:
+    """Warns in the run's log when dynamo gives up compiling, which its graph count
+    (`train/compiles`) does not show: dynamo itself says so once, on stderr."""
+
+    def __init__(self) -> None:
+        self.start = self.warned = recompile_limit_hits()  # the process's earlier work is not ours
+
+    def check(self) -> int:
+        """The hits since this watch began; a warning when there are new ones."""
+        hits = recompile_limit_hits()
+        if hits > self.warned:
+            log.warning(
+                "torch.compile fell back to eager: dynamo hit its recompile limit "
+                "(torch._dynamo.config.recompile_limit=%d) %d time(s), so every new shape runs eager "
+                "from now on; bucket the texts (data.text_padding=bucket) or set trainer.compile_dynamic=true",
+                torch._dynamo.config.recompile_limit,
+                hits - self.start,
+            )
+            self.warned = hits
+        return hits - self.start
 
 
 def check_cuda_graph_mode(trainer: TrainerSchema) -> None:

@@ -32,6 +32,7 @@ from .faults import fault_point
 from .metrics_log import MetricsLog
 from .nonfinite import NonFiniteGuard
 from .settings import TrainerSettings
+from .speed_levers import RecompileLimitWatch
 from .validate import Validator
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class Trainer:
             t.global_batch_size, t.micro_batch_size, accelerator.num_processes
         )
         self.guard = NonFiniteGuard(accelerator, t)
+        self.recompile_limit = RecompileLimitWatch()
         self.step = 0
         self.samples_skipped = 0
         self.extra_state: dict[str, Any] = {}  # kept in every checkpoint besides the loop's own
@@ -282,6 +284,10 @@ class Trainer:
         compiles = dynamo_counters["stats"]["unique_graphs"]
         if compiles:
             values["train/compiles"] = compiles
+        # Code objects dynamo stopped compiling (their new shapes run eager), evaluation's included.
+        fallbacks = self.recompile_limit.check()
+        if fallbacks:
+            values["train/compile_fallbacks"] = fallbacks
         if self.guard.steps_skipped:
             values["train/steps_skipped"] = self.guard.steps_skipped
         self.metrics.write(self.step, values)
