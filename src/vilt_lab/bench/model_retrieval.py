@@ -137,8 +137,9 @@ def ieee_fp32_matmuls() -> Iterator[None]:
 
     The benchmark turns TF32 on for the whole process (the baseline's setting for what stays
     fp32 under autocast); TF32 keeps 10 bits of mantissa, so two fp32 paths that order their
-    sums differently then differ by more than 1e-4 on base32's scores, and a check meant to catch a wrong mask or a missing
-    embedding would fail on rounding. (On a CPU these settings change nothing here.)
+    sums differently then differ by more than 1e-4 on base32's scores, and a check meant to
+    catch a wrong mask or a missing embedding would fail on rounding. (On a CPU these settings
+    change nothing here.)
     """
     matmul_precision = torch.get_float32_matmul_precision()
     cudnn_tf32 = torch.backends.cudnn.allow_tf32

@@ -75,8 +75,9 @@ class RecompileLimitWatch:
         if hits > self.warned:
             log.warning(
                 "torch.compile fell back to eager: dynamo hit its recompile limit "
-                "(torch._dynamo.config.recompile_limit=%d) %d time(s), so every new shape runs eager "
-                "from now on; bucket the texts (data.text_padding=bucket) or set trainer.compile_dynamic=true",
+                "(torch._dynamo.config.recompile_limit=%d) %d time(s), so every new shape runs "
+                "eager from now on; bucket the texts (data.text_padding=bucket) or set "
+                "trainer.compile_dynamic=true",
                 torch._dynamo.config.recompile_limit,
                 hits - self.start,
             )
