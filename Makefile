@@ -58,9 +58,11 @@ shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=
 bench-loader: install ## time our sample pipeline against HF's ViltImageProcessor on one core (prints the ratio last)
 	$(PYTHON) -m vilt_lab.bench loader $(ARGS)
 
+# NO_INSTALL=1: no pip (a GPU node or cluster without a network): the package from this
+# checkout (PYTHONPATH=src), its dependencies already importable; docs/benchmarks.md says more.
 .PHONY: bench-model
-bench-model: install ## ours vs HF ViltModel on the same weights: pre-training step, latency, throughput, exact retrieval (GPU if any; CPU sizes < 10 min) [ARGS='--json out.json']
-	$(PYTHON) -m vilt_lab.bench model $(ARGS)
+bench-model: $(if $(NO_INSTALL),,install) ## ours vs HF ViltModel on the same weights: pre-training step, latency, throughput, exact retrieval (GPU if any; CPU sizes < 10 min) [ARGS='--json out.json'] [NO_INSTALL=1]
+	$(if $(NO_INSTALL),PYTHONPATH=src$(if $(PYTHONPATH),:$(PYTHONPATH)) )$(PYTHON) -m vilt_lab.bench model $(ARGS)
 
 # `make demo`'s last checkpoint: what the fine-tuning demo starts from.
 DEMO_CKPT = $(lastword $(sort $(wildcard $(DEMO_RUNS)/demo/checkpoints/step_*)))

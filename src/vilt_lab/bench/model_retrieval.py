@@ -14,8 +14,8 @@ flatter it. Images are 384x512 (a 640x480 COCO photo after MinMaxResize(384, 640
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +129,36 @@ def score_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
     if ours.shape != theirs.shape:
         raise RuntimeError(f"ours scored {tuple(ours.shape)}, HF {tuple(theirs.shape)}")
     return float((ours - theirs).abs().max())
+
+
+@contextmanager
+def ieee_fp32_matmuls() -> Iterator[None]:
+    """Matmuls and convolutions in full fp32 inside, whatever the process set, restored after.
+
+    The benchmark turns TF32 on for the whole process (the baseline's setting for what stays
+    fp32 under autocast); TF32 keeps 10 bits of mantissa, so two fp32 paths that order their
+    sums differently then differ by more than 1e-4 on base32's scores, and a check meant to
+    catch a wrong mask or a missing embedding would fail on rounding. (On a CPU these settings
+    change nothing here.)
+    """
+    matmul_precision = torch.get_float32_matmul_precision()
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+
+
+def fp32_score_difference(
+    backbone: ViltBackbone, hf: ViltModel, head: RetrievalHead, data: RetrievalData
+) -> float:
+    """The largest |ours - HF| over ``data``'s scores, both computed in full fp32 (no autocast,
+    no TF32): the precision `FP32_SCORE_TOLERANCE` in `bench.model` is set for."""
+    with ieee_fp32_matmuls():
+        return score_difference(ours_scores(backbone, head, data), hf_scores(hf, head, data))
 
 
 def projected_seconds(pairs_per_s: float) -> dict[str, float]:

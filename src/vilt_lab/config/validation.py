@@ -10,7 +10,8 @@ when the ones before it passed, since its rules would trip over an earlier bad v
    (`vilt_lab.config.schema`); unknown keys anywhere are refused with the closest valid name;
 2. rules across keys: the global batch over micro batch x processes, the model preset with its
    overrides, the augment sizes, the files the run reads (a local `model.init_from`, `resume=<path>`,
-   the checkpoint to evaluate), scores only from a task that has them;
+   the checkpoint to evaluate), scores only from a task that has them, the speed levers' GPU
+   preconditions (float8's micro batch, CUDA graphs' fixed shapes);
 3. the data on disk: `data.root` / `data.roots.*`, the tokenizer directory, every split's shards,
    enough shards for every process (exact training epochs, evaluation passes that deal shards),
    the mix weights;
@@ -43,6 +44,7 @@ from ..data.tokenizer import missing_directory
 from ..tasks import Task, get_task
 from ..tasks.base import SPLIT_URLS
 from ..training.schedule import warmup_steps_from
+from ..training.speed_levers import check_cuda_graph_mode, check_fp8_batch
 from ..training.trainer import accumulation_steps
 from ..weights.init_from import VIT_SOURCES
 from .errors import ConfigError
@@ -69,7 +71,16 @@ def validate_train_config(cfg: DictConfig, world_size: int | None = None) -> Tra
     reads (vilt_lab.config.typed)."""
     world_size = world_size or launched_world_size()
     cfg = _typed(cfg, TrainSchema)
-    _refuse([*_batch_split(cfg, world_size), *_model(cfg), *_augment(cfg), *_init_from(cfg), *_resume(cfg)])
+    _refuse(
+        [
+            *_batch_split(cfg, world_size),
+            *_model(cfg),
+            *_augment(cfg),
+            *_init_from(cfg),
+            *_resume(cfg),
+            *_speed_levers(cfg),
+        ]
+    )
     if written_on_first_use(cfg):
         return cfg
     task = get_task(cfg.task.name)
@@ -137,6 +148,12 @@ def _batch_split(cfg: RunConfig, world_size: int) -> list[str]:
 def _model(cfg: RunConfig) -> list[str]:
     """The preset `model.size` with the `model.*` overrides is a valid ViltConfig."""
     return _caught(model_config, cfg, ANY_VOCABULARY)
+
+
+def _speed_levers(cfg: TrainSchema) -> list[str]:
+    """The levers that crash on a GPU with settings that look fine on a CPU: float8 with a micro
+    batch its backward cannot multiply, CUDA graphs with shapes or a backward they cannot replay."""
+    return [*_caught(check_fp8_batch, cfg.trainer), *_caught(check_cuda_graph_mode, cfg.trainer)]
 
 
 def _augment(cfg: RunConfig) -> Iterator[str]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Sequence, Sized
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -27,13 +27,22 @@ ScoreFn = Callable[[torch.Tensor], torch.Tensor]
 Gather = Callable[[Any], list[Any]]
 
 
+class TextBatch(NamedTuple):
+    """(B, T) ids padded to the batch's longest text, their (B, T) bool attention mask, and
+    whether every text fills T (known here on the host: attention then needs no mask)."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    unpadded: bool
+
+
 def length_batches(
     text_ids: Sequence[Sequence[int]],
     batch_size: int,
     pad_token_id: int = 0,
     device: torch.device | None = None,
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-    """Texts sorted by length and cut into padded batches: ([(ids, mask), ...], order).
+) -> tuple[list[TextBatch], torch.Tensor]:
+    """Texts sorted by length and cut into padded batches: ([TextBatch, ...], order).
 
     Each batch is (B, T) ids padded with `pad_token_id` to its own longest text and a (B, T) bool
     attention mask. `order[j]` is the original index of the j-th text in batch order, so scores
@@ -55,7 +64,7 @@ def length_batches(
         for row, i in enumerate(chunk.tolist()):
             ids[row, : len(text_ids[i])] = torch.as_tensor(text_ids[i], dtype=torch.long)
         mask = torch.arange(T) < lengths[chunk, None]
-        batches.append((ids.to(device), mask.to(device)))
+        batches.append(TextBatch(ids.to(device), mask.to(device), unpadded=bool(mask.all())))
     return batches, order
 
 
@@ -129,19 +138,25 @@ def _score_one_image(
     backbone: ViltBackbone,
     score_fn: ScoreFn,
     image: torch.Tensor,
-    batches: list[tuple[torch.Tensor, torch.Tensor]],
+    batches: list[TextBatch],
 ) -> torch.Tensor:
     """Scores of one uint8 (3, h, w) image against every text batch, concatenated in batch order."""
     pixel_mask = torch.ones(1, *image.shape[-2:], dtype=torch.bool, device=image.device)
     # All patches (max_image_len=-1), as the official evaluation, but in raster order: deterministic.
     tokens, token_mask, _ = backbone.image_tokens(normalize_images(image[None], pixel_mask), pixel_mask)
     scores = []
-    for ids, text_mask in batches:
+    for ids, text_mask, unpadded in batches:
         B = ids.shape[0]
         # expand, not repeat: a stride-0 view; `encode`'s concatenation is the one copy made.
         # rows=1: the last block computes only the text [CLS] the pooled score reads (exact).
+        # The whole image has no fill, so texts of one length leave nothing to mask.
         features, _ = backbone.encode(
-            backbone.embed_text(ids), text_mask, tokens.expand(B, -1, -1), token_mask.expand(B, -1), rows=1
+            backbone.embed_text(ids),
+            text_mask,
+            tokens.expand(B, -1, -1),
+            token_mask.expand(B, -1),
+            rows=1,
+            unpadded=unpadded,
         )
         batch_scores = score_fn(backbone.forward_head(features))
         if batch_scores.shape != (B,):

@@ -208,6 +208,7 @@ class ViltBackbone(nn.Module):
         image_mask: torch.Tensor,
         *,
         rows: int | None = None,
+        unpadded: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformer over [text; image]: features after the final norm, and their mask.
 
@@ -218,18 +219,26 @@ class ViltBackbone(nn.Module):
         rows: the last block computes only the first `rows` positions, and features and mask are
             (B, rows, ...): 1 for callers that read only the pooled text [CLS] (exact: the same
             values, about (10/12) / num_layers fewer matrix-product FLOPs), T for the text alone.
+        unpadded: the caller knows from host-side data that no position is padding (every text
+            fills T, every image its L tokens; e.g. one whole image against texts of one length):
+            attention then gets no mask, which lets CUDA choose flash attention, with the values
+            of the masked path (a mask of all True masks nothing). Reading the mask to find out
+            here would cost a host sync per pass; on a CPU, where it costs none, it is checked.
         """
         x = torch.cat([text_tokens, image_tokens], dim=1)
         mask = torch.cat([text_mask.bool(), image_mask], dim=1)
         if rows is not None and not 0 < rows <= x.shape[1]:
             raise ValueError(f"rows={rows} must be in [1, {x.shape[1]}] (the joint sequence's length)")
+        if unpadded and mask.device.type == "cpu" and not mask.all():
+            raise ValueError("encode(unpadded=True) on a batch with padding positions (a False in its mask)")
+        key_mask = None if unpadded else mask
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             block_rows = rows if i == last else None
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, mask, block_rows, use_reentrant=False)
+                x = checkpoint(block, x, key_mask, block_rows, use_reentrant=False)
             else:
-                x = block(x, mask, block_rows)
+                x = block(x, key_mask, block_rows)
         return self.norm(x), mask[:, :rows]  # mask[:, :None] is every row
 
     def forward_features(

@@ -1,7 +1,9 @@
 """Pre-LN transformer blocks with timm ViT parameter names (`attn.qkv`, `mlp.fc1`, `norm1`...).
 
 Attention goes through `scaled_dot_product_attention` with a key-padding mask: the fused kernels
-(flash / memory-efficient) replace the eager softmax(QK^T)V of the official and HF code.
+(flash / memory-efficient) replace the eager softmax(QK^T)V of the official and HF code. Flash
+attention takes no mask: a batch with nothing padded passes none (`ViltBackbone.encode`'s
+`unpadded`).
 """
 
 from __future__ import annotations

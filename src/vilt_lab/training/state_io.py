@@ -106,18 +106,24 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """This process's global random states (dropout draws from torch's): (tensors, JSON)."""
     tensors = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
-        for device, state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"cuda/{device}"] = state
+        # Its own device's only: every other visible device is another process's, and a resume
+        # may see fewer of them (an 8-GPU node resumed on 4, one GPU per SLURM task).
+        tensors["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     meta = {"python": random.getstate(), "numpy": [kind, keys, pos, has_gauss, cached]}
     return tensors, meta
 
 
 def restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
+    """Undo :func:`capture_rng` in this process (its own device's state onto its own device)."""
     torch.set_rng_state(tensors["torch"])
-    cuda = sorted((k for k in tensors if k.startswith("cuda/")), key=lambda k: int(k.split("/")[1]))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    if torch.cuda.is_available():
+        device = torch.cuda.current_device()
+        # Checkpoints written before "cuda" held every visible device's state as "cuda/<index>":
+        # this process's own is the one of its device, whatever the others were.
+        state = tensors.get("cuda", tensors.get(f"cuda/{device}"))
+        if state is not None:
+            torch.cuda.set_rng_state(state, device)
     random.setstate(meta["python"])
     kind, keys, pos, has_gauss, cached = meta["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))

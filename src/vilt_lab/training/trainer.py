@@ -33,6 +33,7 @@ from .metrics_log import MetricsLog
 from .nonfinite import NonFiniteGuard
 from .preemption import StopRequest
 from .settings import TrainerSettings
+from .speed_levers import RecompileLimitWatch
 from .validate import Validator
 
 log = logging.getLogger(__name__)
@@ -144,6 +145,7 @@ class Trainer:
             t.global_batch_size, t.micro_batch_size, accelerator.num_processes
         )
         self.guard = NonFiniteGuard(accelerator, t)
+        self.recompile_limit = RecompileLimitWatch()
         self.step = 0
         # Where the train stream stands: the step it was started (seeded) at and the micro-batches
         # read from it since. Checkpoints on schedule restart it (start = their step, 0 read); a
@@ -334,6 +336,10 @@ class Trainer:
         compiles = dynamo_counters["stats"]["unique_graphs"]
         if compiles:
             values["train/compiles"] = compiles
+        # Code objects dynamo stopped compiling (their new shapes run eager), evaluation's included.
+        fallbacks = self.recompile_limit.check()
+        if fallbacks:
+            values["train/compile_fallbacks"] = fallbacks
         if self.guard.steps_skipped:
             values["train/steps_skipped"] = self.guard.steps_skipped
         self.metrics.write(self.step, values)
