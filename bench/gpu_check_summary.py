@@ -154,6 +154,7 @@ def goals(rows: list[dict[str, Any]], size: str) -> dict[str, Any]:
         bench = {}
     if size != "full" or not decode.get("gpu", {}).get("on_device"):
         decode = {}
+    syncs = figures.get("sync_debug", {}) if size == "full" else {}
     loader = bench.get("loader_images_per_s_per_core")
     gpu_decode_cores = decode.get("gpu", {}).get("cores_for_target")
     return {
@@ -169,6 +170,11 @@ def goals(rows: list[dict[str, Any]], size: str) -> dict[str, Any]:
         ),
         f"loader_cores_for_{LOADER_SAMPLES_PER_S}_samples_per_s (data.decode=gpu)": goal(
             gpu_decode_cores, LOADER_CORES, at_least=False
+        ),
+        "host_syncs_per_training_step": goal(
+            max(syncs["syncs_per_step"]) if syncs.get("counted") and syncs.get("syncs_per_step") else None,
+            0,
+            at_least=False,
         ),
     }
 

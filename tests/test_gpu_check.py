@@ -49,7 +49,8 @@ def test_the_dry_run_takes_every_step_and_summarises_them(tmp_path: Path) -> Non
     assert rows["demo_bf16"]["figures"]["steps"] == 3 and rows["demo_bf16"]["figures"]["eval"]
     assert rows["demo_compile"]["figures"]["compiled_graphs"] >= 1
     assert rows["bench_model"]["figures"]["model"] == "tiny"
-    assert rows["sync_debug"]["figures"]["syncs_per_step"] == [0, 0]
+    assert len(rows["sync_debug"]["figures"]["syncs_per_step"]) == 2  # counted only on CUDA
+    assert {"cpu", "gpu", "agreement"} <= rows["decode"]["figures"].keys()
     assert rows["gpu_tests"]["figures"]["tests"] >= 1
     # Tiny figures are never held against the goals; run files stay in WORK, out of OUT.
     assert summary["goals"] and all(g["met"] is None for g in summary["goals"].values())

@@ -22,6 +22,8 @@ CUDA bicubic has no uint8 kernel), within a grey level of the uint8 kernel's res
 
 A JPEG whose data the device refuses (headers are all the workers check; the converter checked
 the data when it wrote the shards) is decoded on the CPU instead, in the training process.
+torchvision 0.29 deprecates its image decoders in favour of TorchCodec's: :func:`_decode_all` is
+the one call to move.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from vilt_lab.data.transforms import (
     rgb_to_tensor,
 )
 
-DECODE = ("cpu", "gpu")  # data.decode: where the training stream's JPEGs are decoded
+DECODE = ("cpu", "gpu")  # data.decode: where the loader's JPEGs are decoded
 DEFERRED = "deferred_jpegs"  # an item's JPEGs left to the device: [(image index, DeferredJpeg)]
 JPEGS = "jpegs"  # the batch's field for them (an EncodedJpegs)
 
