@@ -2,7 +2,8 @@
 
 For each path, the loader's work on one core (one process, one thread, no workers: what one
 worker costs), in samples/s, and so the cores that 1500 samples/s need; for the GPU path also
-the device's decode-and-resize rate (`to_device`, synchronised), and how the two paths' batches
+the device's decode-and-resize rate (`to_device`, synchronised) and the host syncs one
+`to_device` makes (it runs inside the training step), and how the two paths' batches
 of the same samples compare: the same layout (shapes, dtype, pixel_mask) and the largest and
 mean pixel difference. Writes every figure to ``--json``.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sync_sites import sync_sites  # bench/, beside this script
 
 from vilt_lab.bench.loader import bench_tokenizer, write_bench_shards
 from vilt_lab.data.device_decode import decodes_on_device
@@ -94,6 +96,7 @@ def main() -> None:
                 batch_size=args.batch_size,
                 shuffle_buffer=args.images,
                 shuffle_initial=args.images,
+                pin_memory=device.type == "cuda",  # as a training run's loader
                 decode=decode,
             )
             batches = iter(build_train_loader(Source(shards), tokenizer, config))
@@ -106,6 +109,8 @@ def main() -> None:
                 "loader_samples_per_s_per_core": per_core,
                 "cores_for_target": TARGET_SAMPLES_PER_S / per_core,
                 "to_device_images_per_s": on_device_rate,
+                # Inside the training step: a sync here would stall every step (null: no CUDA).
+                "to_device_syncs": sync_sites(lambda batch=pulled[0]: to_device(batch, device)),
             }
         figures["agreement"] = compare(first["cpu"], first["gpu"])
     figures["target_samples_per_s"] = TARGET_SAMPLES_PER_S

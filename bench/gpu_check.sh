@@ -40,11 +40,11 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled HF_HUB_OFFLINE=1 TOKENIZERS_PARALL
 
 # Sizes. full: about 9 minutes on one H100 with every limit reached, much less when all goes well.
 if [ "$size" = full ]; then
-  world=2000 workers=6 batch=64 demo_steps=300 compile_steps=100 base32_steps=30 base32_batch=64
+  world=2000 workers=6 batch=64 demo_steps=300 compile_steps=60 base32_steps=30 base32_batch=64
   sync_warmup=5 sync_steps=10 bench_args=(--loader-seconds 5) model=base32 eval=() compile_eval=()
   decode_args=(--images 256 --batch-size 32 --batches 8)
   # 540 s together: the call's 9 minutes even when every step runs into its limit.
-  limit_demo=60 limit_base32=45 limit_bench=240 limit_compile=75 limit_sync=40 limit_decode=40 limit_tests=40
+  limit_demo=55 limit_base32=40 limit_bench=240 limit_compile=65 limit_sync=40 limit_decode=40 limit_tests=60
 else
   # Tiny: every step on the CPU in seconds, to check the script and its summary (the suite).
   world=64 workers=0 batch=4 demo_steps=3 compile_steps=2 base32_steps=2 base32_batch=4

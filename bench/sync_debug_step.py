@@ -19,13 +19,14 @@ import argparse
 import json
 import logging
 import traceback
-import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from hydra import compose, initialize_config_dir
+from sync_sites import sync_sites  # bench/, beside this script
 
 from vilt_lab.build.data import build_streams, build_tokenizer, ensure_data
 from vilt_lab.build.task import build_task
@@ -33,33 +34,11 @@ from vilt_lab.build.trainer import build_trainer
 from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.validation import validate_train_config
 
-SYNC_WARNING = "synchronizing CUDA operation"  # the text CUDA's sync debug mode warns with
 
-
-def sync_site(warning: warnings.WarningMessage) -> str:
-    """Where a sync warning was raised: the file and line of the Python call that reached the
-    synchronizing CUDA call (a warning from C++ is attributed to its Python caller)."""
-    return f"{Path(warning.filename).name}:{warning.lineno}"
-
-
-def count_syncs(step, steps: int, counted: bool) -> list[dict[str, int]]:
-    """Take ``steps`` calls of ``step`` with the sync debug mode on (when ``counted``); per step,
-    the sync warnings by where they were raised."""
-    per_step = []
-    for _ in range(steps):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            if counted:
-                torch.cuda.set_sync_debug_mode("warn")
-            try:
-                step()
-                if counted:
-                    torch.cuda.synchronize()  # the step's kernels have run: its warnings are in
-            finally:
-                if counted:
-                    torch.cuda.set_sync_debug_mode("default")
-        per_step.append(dict(Counter(sync_site(w) for w in caught if SYNC_WARNING in str(w.message))))
-    return per_step
+def count_syncs(step: Callable[[], None], steps: int) -> list[dict[str, int]] | None:
+    """Per step of ``steps`` calls of ``step``, the syncs it made by where; None without CUDA."""
+    per_step = [sync_sites(step) for _ in range(steps)]
+    return None if per_step[0] is None else per_step
 
 
 def main() -> None:
@@ -100,7 +79,7 @@ def main() -> None:
 
     result = {"counted": cuda, "warmup_steps": args.warmup, "steps": args.steps, "overrides": args.overrides}
     try:
-        per_step = count_syncs(step, args.steps, counted=cuda)
+        per_step = count_syncs(step, args.steps) or [{} for _ in range(args.steps)]
         result.update(
             syncs_per_step=[sum(sites.values()) for sites in per_step],
             sites=dict(sum((Counter(sites) for sites in per_step), Counter())),
