@@ -33,13 +33,14 @@ def read_json(path: Path) -> Any:
 
 def run_figures(run: Path) -> dict[str, Any]:
     """A training step's figures from the run files keep_run copied: the rate and memory of its
-    last logged interval (the first one carries start-up and compilation), its evaluation."""
-    summary = read_json(run / "summary.json")
+    last logged interval (the first one carries start-up and compilation), its evaluation. A run
+    cut short by its limit has logged intervals but no summary.json: its rates still count."""
+    summary = read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     train = [row for row in logged if "train/samples_per_s" in row]
     last = train[-1] if train else {}
     return {
-        "steps": summary.get("steps"),
+        "steps": summary.get("steps", last.get("step")),
         "train_seconds": summary.get("train_seconds"),
         "samples_per_s_last_log": last.get("train/samples_per_s"),
         "samples_per_s_first_log": train[0].get("train/samples_per_s") if train else None,
