@@ -1,11 +1,12 @@
 """``data.decode=cpu`` against ``data.decode=gpu`` on the loader benchmark's 640x480 JPEGs.
 
 For each path, the loader's work on one core (one process, one thread, no workers: what one
-worker costs), in samples/s, and so the cores that 1500 samples/s need; for the GPU path also
-the device's decode-and-resize rate (`to_device`, synchronised) and the host syncs one
-`to_device` makes (it runs inside the training step), and how the two paths' batches
-of the same samples compare: the same layout (shapes, dtype, pixel_mask) and the largest and
-mean pixel difference. Writes every figure to ``--json``.
+worker costs), in samples/s, and so the cores that 1500 samples/s need; `to_device`'s rate
+(synchronised: the copy, and on the GPU path the decode and resize) and the host syncs one
+`to_device` makes (it runs inside the training step; counted are those PyTorch's sync debug
+mode sees, while torchvision's nvJPEG decoder also waits on its own stream with a plain CUDA
+call); and how the two paths' batches of the same samples compare: the same layout (shapes,
+dtype, pixel_mask) and the largest and mean pixel difference. Writes every figure to ``--json``.
 
 Without CUDA the GPU path falls back to the CPU one (``"on_device": false``): that is the CPU
 dry run of bench/gpu_check.sh, which checks this driver and its output, not the figures.
