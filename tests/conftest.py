@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 from helpers.configs import SHORT_RUN, compose_config
 from helpers.raw_shards import RawSamples, write_raw_shard
@@ -53,3 +54,14 @@ def pretrained(learning_world: Path, tmp_path_factory: pytest.TempPathFactory) -
     runs = tmp_path_factory.mktemp("runs")
     cfg = compose_config([*SHORT_RUN, f"data.root={learning_world}", f"paths.runs_dir={runs}"])
     return run(cfg, overrides=SHORT_RUN)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test marked `gpu` is skipped without a CUDA device: the mark alone says both what it
+    needs and that bench/gpu_check.sh runs it (`pytest -m gpu`)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(skip)

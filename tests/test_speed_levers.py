@@ -431,6 +431,7 @@ def test_bf16_autocast_tracks_fp32(shapes_world, tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ GPU-only levers
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_inference_matches_eager() -> None:
     """trainer.compile_mode=reduce-overhead with static shapes: replayed CUDA graphs give the

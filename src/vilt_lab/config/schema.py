@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, get_type_hints
 
 from ..data.augment import MAX_MAGNITUDE
 from ..data.collate import TEXT_PADDING
+from ..data.device_decode import DECODE
 from ..data.masking import WHOLE_WORD_RULES
 from ..data.pipeline import CAPTION_SAMPLING, PER_IMAGE
 from ..model.config import SIZES, ViltConfig
@@ -233,6 +234,12 @@ class DataSchema:
     text_padding: Literal[TEXT_PADDING] = key(
         "longest: pad to the batch's longest text; max_length: to max_text_len; bucket: to a bucket",
         "longest",
+    )
+    decode: Literal[DECODE] = key(
+        "where the loader's JPEGs are decoded: cpu (the workers) or gpu (nvJPEG on the device; "
+        "the CPU, with a warning, without CUDA)",
+        "cpu",
+        may_change=True,
     )
     caption_sampling: Literal[tuple(CAPTION_SAMPLING)] = key(
         "per_image: an image, then one caption; per_caption: every caption an item", PER_IMAGE

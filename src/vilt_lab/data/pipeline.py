@@ -63,6 +63,7 @@ from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.augment import RandAugment
 from vilt_lab.data.collate import CollateStep, ItemCollator
+from vilt_lab.data.device_decode import DEFERRED, collect_jpegs, decode_or_defer, decodes_on_device
 from vilt_lab.data.masking import MaskingStep
 from vilt_lab.data.shards import (
     count_texts,
@@ -72,7 +73,7 @@ from vilt_lab.data.shards import (
     sample_images,
     sample_meta,
 )
-from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
+from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize
 from vilt_lab.utils.stop_signals import ignore_stop_signals
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class LoaderConfig:
     rank: int = 0
     world_size: int = 1
     pin_memory: bool = False
+    decode: str = "cpu"  # data.decode (vilt_lab.data.device_decode)
 
 
 def stream_seed(seed: int, start_step: int, epoch: int, rank: int, worker: int) -> int:
@@ -422,11 +424,14 @@ def source_items(
 class ItemDecoder:
     """Raw item -> ``{"image": uint8 (3, H, W)}`` (``"images": [...]`` for several), its ``text``,
     ``key``, ``source`` and, for expanded questions and statements, ``entry``; ``augment`` (drawing
-    from the worker's rng) runs on each decoded image before the resize."""
+    from the worker's rng) runs on each decoded image before the resize. ``on_device``: JPEGs are
+    left to the device (:mod:`vilt_lab.data.device_decode`), each image a placeholder of its size
+    and the item's JPEGs under ``deferred_jpegs``."""
 
     resize: MinMaxResize
     augment: RandAugment | None = None
     num_images: int = 1
+    on_device: bool = False
 
     def __call__(self, sample: RawSample, rng: random.Random) -> dict[str, Any]:
         images = sample_images(sample)
@@ -445,8 +450,15 @@ class ItemDecoder:
                 )
             item = {"text": text, "entry": entry}
         augment = None if self.augment is None else functools.partial(self.augment, rng=rng)
-        decoded = [decode_image(image, self.resize, augment) for image in images]
+        decoded, deferred = [], []
+        for index, image in enumerate(images):
+            pixels, jpeg = decode_or_defer(image, self.resize, augment, self.on_device)
+            decoded.append(pixels)
+            if jpeg is not None:
+                deferred.append((index, jpeg))
         item.update({"image": decoded[0]} if self.num_images == 1 else {"images": decoded})
+        if deferred:
+            item[DEFERRED] = deferred
         item["key"] = sample.get("__key__")
         item["source"] = sample.get(SOURCE, 0)
         return item
@@ -570,7 +582,7 @@ def item_decoder(cfg: LoaderConfig, *, train: bool, num_images: int = 1) -> Item
     if train and cfg.randaugment_ops > 0:
         augment = RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
     resize = MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size)
-    return ItemDecoder(resize, augment, num_images)
+    return ItemDecoder(resize, augment, num_images, decodes_on_device(cfg.decode))
 
 
 def _stream(
@@ -582,10 +594,12 @@ def _stream(
     train: bool,
     start_step: int = 0,
 ) -> BatchStream:
+    decoder = item_decoder(cfg, train=train, num_images=items.num_images)
+    steps = (*items.steps, collect_jpegs) if decoder.on_device else items.steps
     return BatchStream(
         shards,
-        item_decoder(cfg, train=train, num_images=items.num_images),
-        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, items.steps),
+        decoder,
+        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, steps),
         cfg,
         shuffle=train,
         partial=not train,

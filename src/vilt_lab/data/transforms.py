@@ -101,6 +101,23 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 _SIMPLEJPEG_SPACES = ("RGB", "YCbCr", "Gray")
 
 
+def rgb_jpeg_size(data: bytes, policy: ImagePolicy = SHARD_IMAGES) -> tuple[int, int] | None:
+    """``(width, height)`` of a JPEG that libjpeg-turbo turns into RGB itself, read from its
+    header alone; None for any other payload (not a JPEG, an unreadable header, CMYK or YCCK).
+
+    Raises:
+        BadImage: for a size ``policy`` skips.
+    """
+    if not data.startswith(JPEG_MAGIC):
+        return None
+    try:
+        height, width, colour_space, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    check_image_size(width, height, policy)
+    return (width, height) if colour_space in _SIMPLEJPEG_SPACES else None
+
+
 def _decode_jpeg_direct(
     data: bytes, resize: MinMaxResize, policy: ImagePolicy = SHARD_IMAGES
 ) -> torch.Tensor | None:
@@ -114,15 +131,11 @@ def _decode_jpeg_direct(
     Raises:
         BadImage: for a size ``policy`` skips (from the header, before decoding).
     """
-    if not data.startswith(JPEG_MAGIC):
+    if (size := rgb_jpeg_size(data, policy)) is None:
         return None
-    try:
-        height, width, colour_space, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        return None
-    check_image_size(width, height, policy)
+    width, height = size
     target_w, target_h = resize.size(width, height)
-    if colour_space not in _SIMPLEJPEG_SPACES or min(width // target_w, height // target_h) >= 2:
+    if min(width // target_w, height // target_h) >= 2:
         return None
     try:
         pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", strict=True)

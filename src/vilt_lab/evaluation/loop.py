@@ -15,14 +15,17 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import gather_object
 
+from vilt_lab.data.device_decode import decode_on_device
 from vilt_lab.utils.progress import ProgressStyle, progress_bar
 
 Record = dict[str, Any]
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors to ``device`` (non-blocking from pinned memory); lists of ids and answers stay."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    """Tensors to ``device`` (non-blocking from pinned memory); lists of ids and answers stay.
+    JPEGs the loader left to the device (``data.decode=gpu``) are decoded into ``image`` there."""
+    moved = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return decode_on_device(moved)
 
 
 def gather_records(records: list[Record], accelerator: Accelerator | None) -> list[Record]:
