@@ -86,7 +86,8 @@ eval: install ## evaluate a checkpoint: make eval ARGS='checkpoint=DIR task=vqa 
 # The paper's tables (experiments/tableN): `make table5` renders result.md (+ PNGs) from the runs
 # under $(PAPER_RUNS), missing runs listed with their commands; `make table5-run` launches the
 # missing ones in dependency order (LAUNCH='accelerate launch --num_processes 8 --mixed_precision
-# bf16 -m', or SLURM=1; ARGS='--set paths.data_dir=/shards' adds an override to every run).
+# bf16 -m', or SLURM=1 to submit them all to SLURM at once; ARGS='--set paths.data_dir=/shards' adds
+# an override to every run that takes it, ARGS='--slurm-set partition=gpu' shapes the SLURM jobs).
 PAPER_RUNS ?= runs/paper
 REPORT = $(PYTHON) -m vilt_lab.report.cli
 

@@ -167,3 +167,83 @@ def test_a_job_signalled_mid_run_requeues_and_ends_as_a_straight_run(slurm_clust
     assert steps == list(range(1, 41)), "each step logged once"
     expected, got = final_weights(runs / "straight"), final_weights(run_dir)
     assert all(torch.equal(got[k], v) for k, v in expected.items()), "the requeued run's weights differ"
+
+
+TINY_TABLE = {
+    "runs.yaml": """
+pretrain:
+  p4: {experiment: demo, group: tiny/row1, overrides: [debug=fast, evaluate=false], tags: [tiny]}
+""",
+    "recipes.yaml": """
+finetune:
+  vqa: {experiment: finetune_demo_vqa, overrides: [debug=fast]}
+eval:
+  zs: {overrides: [task=irtr, data=shapes_retrieval, task.text_batch_size=8]}
+""",
+    "tiny/table.yaml": """
+name: tiny
+title: one row through SLURM
+difference: false
+columns:
+  vqa: {label: VQA score, recipe: vqa, metric: eval/vqa/score, scale: 100,
+        zero_shot: {recipe: zs, metric: eval/irtr/ir_r1}}
+rows:
+  - {label: four steps, pretrain: p4}
+""",
+}
+
+
+def vilt_report(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "vilt_lab.report.cli", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_table_is_submitted_at_once_and_never_twice(slurm_cluster, shapes_world, tmp_path):
+    for name, text in TINY_TABLE.items():
+        (tmp_path / "exp" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "exp" / name).write_text(text)
+    runs = tmp_path / "runs"
+    args = ["run", str(tmp_path / "exp" / "tiny"), "--runs", str(runs), "--slurm"]
+    args += ["--slurm-set", "gpus_per_node=0", "--slurm-set", "cpus_per_task=1", "--slurm-set", "time=20"]
+    args += [
+        "--set",
+        f"data.root={shapes_world}",
+        "--set",
+        "data.generate_n=0",
+        "--set",
+        "schedule.warmup=0",
+    ]
+
+    first = vilt_report(*args, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    submitted = [
+        line.split(":")[1].strip() for line in first.stdout.splitlines() if line.startswith("submit:")
+    ]
+    assert submitted == ["p4", "p4--vqa-s0", "p4--zs"]
+    # schedule.* reaches the training runs only: an evaluation would refuse it.
+    assert "schedule.warmup=0" not in first.stdout.split("submit: p4--zs")[1]
+    again = vilt_report(*args, cwd=tmp_path)  # while they wait or run: nothing is submitted twice
+    assert again.returncode == 0 and "submit:" not in again.stdout, again.stdout
+
+    deadline = time.monotonic() + 900
+    specs = ["p4", "p4--vqa-s0", "p4--zs"]
+    while time.monotonic() < deadline and not all((runs / s / "summary.json").is_file() for s in specs):
+        time.sleep(2)
+    assert all((runs / s / "summary.json").is_file() for s in specs), sorted(runs.rglob("*.out"))
+    done = vilt_report(*args, cwd=tmp_path)
+    assert [line for line in done.stdout.splitlines() if line.startswith("done:")] == [
+        f"done: {s}" for s in specs
+    ]
+
+
+def test_slurm_and_a_launcher_are_refused_together(tmp_path):
+    out = vilt_report(
+        "run", "table5", "--runs", str(tmp_path), "--slurm", "--launch", "accelerate launch -m", cwd=tmp_path
+    )
+    assert out.returncode != 0 and "--slurm and --launch" in out.stderr

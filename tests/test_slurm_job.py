@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from vilt_lab.training.slurm_job import name_slurm_job
+from vilt_lab.report.slurm import JobShape, routed
+from vilt_lab.training.slurm_job import export_slurm_environment, name_slurm_job
 
 
 @pytest.fixture
@@ -63,3 +64,36 @@ def test_a_failed_rename_is_a_warning(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         name_slurm_job("demo")
     assert "keeps its name" in caplog.text and "Invalid job id" in caplog.text
+
+
+def test_slurm_task_variables_become_the_ranks(monkeypatch):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol: the node list is taken as one host
+    for key, value in {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_JOB_ID": "1234",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node7")
+    export_slurm_environment()
+    assert {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")} == {
+        "RANK": "5",
+        "WORLD_SIZE": "8",
+        "LOCAL_RANK": "1",
+        "MASTER_ADDR": "node7",
+        "MASTER_PORT": "21234",
+    }
+
+
+def test_a_job_shape_becomes_sbatch_options_and_overrides_go_where_they_are_declared():
+    shape = JobShape.parse(["gpus_per_node=0", "cpus_per_task=4", "partition=cpu", "account=lab"])
+    options = shape.sbatch_options()
+    assert "--ntasks-per-node=1" in options and "--partition=cpu" in options and "--account=lab" in options
+    assert not any(o.startswith("--gpus-per-node") for o in options) and "--requeue" in options
+    assert "--gpus-per-node=1" in JobShape.parse([]).for_evaluation().sbatch_options()
+    given = ["schedule.warmup=0", "data.root=/d", "split=test"]
+    assert routed(given, "eval") == ["data.root=/d", "split=test"]
+    assert routed(given, "pretrain") == ["schedule.warmup=0", "data.root=/d"]

@@ -37,12 +37,12 @@ from .training.banner import run_banner
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
 from .training.precision import check_resumed_precision, effective_precision, precision_source
-from .training.preemption import Stopped
+from .training.preemption import TIME_LIMIT_SIGNALS, Stopped
 from .training.resume_run import config_to_resume
 from .training.run_dir import RunDir, check_resume, format_summary, git_info, resolve_run_dir, run_name
 from .training.run_log import run_log
 from .training.run_name import command_run_name, with_sweep_named
-from .training.slurm_job import export_slurm_environment, name_slurm_job, requeued
+from .training.slurm_job import export_slurm_environment, name_slurm_job, requeue_slurm_job, requeued
 from .training.tracking import init_tracking, reset_accelerate_state, run_tags
 from .training.wandb_credentials import offline_without_credentials
 
@@ -81,6 +81,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         with deterministic_mode(settings.trainer.deterministic):
             return _run(cfg, settings, accelerator, overrides or [])
     except Stopped as stop:
+        if stop.signum in TIME_LIMIT_SIGNALS and not callable(stop.previous_handler):
+            requeue_slurm_job()  # an sbatch job of its own (submitit's handler requeues its jobs)
         stop.forward()  # the signal's own effect, now that the step is saved: requeue or exit
     finally:
         accelerator.end_training()

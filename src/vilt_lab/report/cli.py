@@ -2,8 +2,9 @@
 
 vilt-report render table5 [--runs runs/paper] [--out experiments/table5/result.md]
 vilt-report plan table5          # the runs, done or not, with their commands
-vilt-report run table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m'] [--slurm]
-    [--set paths.data_dir=/shards]   # an override added to every run
+vilt-report run table5 [--launch 'accelerate launch --num_processes 8 --mixed_precision bf16 -m']
+    [--set paths.data_dir=/shards]   # an override added to every run that takes it
+vilt-report run table5 --slurm [--slurm-set partition=gpu --slurm-set time=2-00:00:00]   # all at once
 vilt-report heatmap CHECKPOINT IMAGE "a caption" --out wpa.png   # the paper's Figure 4
 
 TABLE is a shipped table's name (table2 ... table6, shapes/table5: they come with the package, so
@@ -25,6 +26,7 @@ from .heatmap import heatmap
 from .plan import table_runs
 from .plots import draw_cells, draw_curves
 from .render import render
+from .slurm import JobShape, routed, submit
 
 DEFAULT_RUNS = Path("runs/paper")
 
@@ -57,15 +59,23 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    """Run the missing runs one after another, in dependency order; stop at the first failure."""
+    """Run the missing runs one after another, in dependency order, and stop at the first
+    failure; or, with --slurm, submit them all at once (report.slurm)."""
     folder, _ = find_table(args.table)
     table, catalog = load_table(folder), load_catalog(folder.parent)
+    if args.slurm and args.launch:
+        raise ValueError("--slurm and --launch: SLURM starts each run's processes itself; drop --launch")
+    if args.slurm:
+        shape = JobShape.parse(args.slurm_set)
+        return submit(table_runs(table, catalog), args.runs, shape, args.set, args.dry_run)
+    if args.slurm_set:
+        raise ValueError("--slurm-set shapes the jobs of --slurm; add --slurm")
     launch = tuple(shlex.split(args.launch)) if args.launch else None
     for spec in table_runs(table, catalog):
         if spec.is_done(args.runs):
             print(f"done: {spec.id}")
             continue
-        command = [*spec.command(args.runs, launch=launch, slurm=args.slurm), *args.set]
+        command = [*spec.command(args.runs, launch=launch), *routed(args.set, spec.kind)]
         print(f"run: {spec.id}: {shlex.join(command)}", flush=True)
         if args.dry_run:
             continue
@@ -104,7 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             command.add_argument("--launch", default=None, help="launcher for training, ending in -m")
             command.add_argument(
-                "--slurm", action="store_true", help="submit each training run with launcher=slurm"
+                "--slurm",
+                action="store_true",
+                help="submit every missing run to SLURM at once (sbatch, each after the run it starts from)",
+            )
+            command.add_argument(
+                "--slurm-set",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="the training jobs' shape: nodes, gpus_per_node (0: a CPU partition), cpus_per_task, "
+                "time, partition, or any sbatch option (repeatable)",
             )
             command.add_argument("--dry-run", action="store_true", help="print the commands only")
             command.add_argument(

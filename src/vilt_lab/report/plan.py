@@ -40,7 +40,7 @@ class RunSpec:
         """A finished run: its summary.json is written last (a fresh start moves a stale one aside)."""
         return self.run_dir(root).summary.is_file()
 
-    def command(self, root: Path, launch: tuple[str, ...] | None = None, slurm: bool = False) -> list[str]:
+    def command(self, root: Path, launch: tuple[str, ...] | None = None) -> list[str]:
         """The command line that makes this run (resumable: `resume=auto`)."""
         if self.kind == "eval":
             target = Path(root) / self.depends_on
@@ -53,10 +53,8 @@ class RunSpec:
             # Quoted: Hydra's grammar does not take '=' in a bare list element.
             "logger.tags=[" + ",".join(f"'{tag}'" for tag in self.tags) + "]",
         ]
-        sweep = ["-m", "launcher=slurm"] if slurm else []
         return [
             *start,
-            *sweep,
             *self.overrides,
             *init,
             f"name={self.id}",

@@ -24,6 +24,9 @@ from accelerate import Accelerator
 
 from ..utils.stop_signals import STOP_SIGNALS
 
+# The signals a job asks for before its time limit (SIGTERM is a preemption's or scancel's).
+TIME_LIMIT_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+
 
 class Stopped(Exception):
     """Training stopped after `step` on signal `signum`; its checkpoint is saved."""
