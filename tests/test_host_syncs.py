@@ -120,12 +120,15 @@ def test_the_counter_sees_every_kind_of_sync() -> None:
     }
 
 
-@pytest.mark.parametrize("fuse_passes", [False, True])
-def test_a_pretraining_step_between_log_steps_makes_no_sync(fuse_passes, shapes_world, tmp_path) -> None:
+@pytest.mark.parametrize(("fuse_passes", "max_image_len"), [(False, -1), (True, -1), (True, 20)])
+def test_a_pretraining_step_between_log_steps_makes_no_sync(
+    fuse_passes, max_image_len, shapes_world, tmp_path
+) -> None:
     """The demo's objectives (ITM with same-source negatives, whole-word MLM, WPA) in one
     optimizer step of two micro-batches through `Trainer.train_step`: forward, backward, the
     non-finite guard, the gradient norm and AdamW, counted on the step after a first one (so
-    lazy state is built) that neither logs, evaluates nor saves."""
+    lazy state is built) that neither logs, evaluates nor saves; all patches (the demo's) or 20
+    sampled (a shapes image has up to 60)."""
     cfg = train_settings(
         fast_config(
             shapes_world,
@@ -137,6 +140,7 @@ def test_a_pretraining_step_between_log_steps_makes_no_sync(fuse_passes, shapes_
             "evaluate=false",
             "schedule.max_steps=10",
             f"trainer.fuse_passes={fuse_passes}",
+            f"task.max_image_len={max_image_len}",
         )
     )
     accelerator = Accelerator(cpu=True)
