@@ -29,7 +29,7 @@ EARLIER_DRAWS = {
 
 
 def draw(batch_size: int, seed: int, sources: list[int] | torch.Tensor | None = None):
-    sources = torch.as_tensor(sources) if sources is not None else None
+    sources = sources.tolist() if torch.is_tensor(sources) else sources  # the collate's list
     return sample_negatives(batch_size, torch.Generator().manual_seed(seed), sources)
 
 
@@ -51,7 +51,7 @@ def test_same_source_is_batch_bit_for_bit_on_one_source() -> None:
 
 def test_the_objective_on_one_source_is_unchanged_by_the_switch() -> None:
     backbone, batch = tiny_backbone().eval(), make_batch()  # eval: no dropout from the global RNG
-    batch["source"] = torch.zeros(len(batch["input_ids"]), dtype=torch.long)
+    batch["source"] = [0] * len(batch["input_ids"])
     same = build_objective("itm", backbone.config, negatives=SAME_SOURCE)
     plain = build_objective("itm", backbone.config, negatives=BATCH)
     plain.load_state_dict(same.state_dict())
@@ -118,10 +118,10 @@ def test_pairs_alone_in_their_source_cross_only_when_too_few_share_one() -> None
 
 def test_the_objective_reports_the_share_of_crossing_negatives() -> None:
     backbone, batch = tiny_backbone(), make_batch()  # 4 pairs
-    batch["source"] = torch.tensor([0, 1, 2, 3])
+    batch["source"] = [0, 1, 2, 3]
     out = build_objective("itm", backbone.config)(batch, backbone, Passes(generator=torch.Generator()))
     assert float(out["cross_source"]) == 1.0
-    batch["source"] = torch.tensor([0, 1, 0, 1])
+    batch["source"] = [0, 1, 0, 1]
     for seed in range(5):
         passes = Passes(generator=torch.Generator().manual_seed(seed))
         assert float(build_objective("itm", backbone.config)(batch, backbone, passes)["cross_source"]) == 0.0
@@ -158,10 +158,11 @@ def test_a_two_source_stream_carries_its_sources(write_raw_shard, shapes_tokeniz
     seen, checked = set(), 0
     for step, batch in enumerate(islice(loader, 20)):
         widths = batch["pixel_mask"].any(1).sum(1)
-        sources = batch["source"]
-        assert sources.dtype == torch.long and torch.equal(widths == 160, sources == 1)
+        assert all(type(source) is int for source in batch["source"])  # a host list
+        sources = torch.tensor(batch["source"])
+        assert torch.equal(widths == 160, sources == 1)
         seen |= set(sources.tolist())
-        image_index, labels = sample_negatives(8, torch.Generator().manual_seed(step), sources)
+        image_index, labels = sample_negatives(8, torch.Generator().manual_seed(step), batch["source"])
         if torch.bincount(sources, minlength=2).min() >= 2:
             assert torch.equal(widths[image_index], widths)  # every negative kept its source
             checked += 1

@@ -127,7 +127,7 @@ def test_one_pass_of_2b_equals_the_itm_and_mlm_passes(names: list[str]) -> None:
     """In training (patch sampling at max_image_len=10 of up to 48 patches) on a CPU generator,
     losses, metrics and gradients of the fused pass equal two separate passes run ITM first
     (what the fused pass draws in that order); dropout off, as it draws other masks."""
-    batch = {**make_batch(), "source": torch.tensor([0, 1, 0, 1])}
+    batch = {**make_batch(), "source": [0, 1, 0, 1]}
     outputs, gradients = [], []
     for fuse in (False, True):
         task = build_task_module(no_dropout_backbone(), names, max_image_len=10, fuse_passes=fuse)
@@ -241,7 +241,7 @@ def last_block_rows(task) -> list[int]:
 def test_each_pass_computes_what_its_readers_read(names, fuse, needs) -> None:
     """Losses and gradients equal those of passes that compute every row (rows={}); the last
     block of each pass computes 1 row (ITM alone), T (MLM, the fused pass without WPA) or all."""
-    batch = {**make_batch(), "source": torch.tensor([0, 1, 0, 1])}
+    batch = {**make_batch(), "source": [0, 1, 0, 1]}
     T, S = batch["input_ids"].shape[1], None
     results = []
     for narrow in (True, False):

@@ -8,7 +8,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from vilt_lab.data.masking import mask_tokens
+from vilt_lab.data.masking import mask_tokens, masked_count
 
 # The loader batch: four pairs, images of different sizes and texts of different lengths.
 VOCAB, CLS, SEP, MASK = 1000, 2, 3, 4
@@ -46,8 +46,10 @@ def make_batch(seed: int = 0, mlm_probability: float = 0.3) -> dict[str, torch.T
         "attention_mask": attention_mask,
         "mlm_input_ids": mlm_input_ids,
         "mlm_labels": mlm_labels,
+        "mlm_count": masked_count(mlm_labels),
         "image": image,
         "pixel_mask": pixel_mask,
+        "image_sizes": list(IMAGE_SIZES),
     }
 
 

@@ -113,7 +113,8 @@ def pretrain_batch(
 
     Our batch: ``image`` uint8 (B, 3, H, W), ``pixel_mask`` bool, ``input_ids`` and
     ``attention_mask`` (B, T) long, ``mlm_input_ids`` with 15% of the word pieces [MASK]ed and
-    ``mlm_labels`` (-100 elsewhere). HF's ITM labels are random, as in the baseline (its images are
+    ``mlm_labels`` (-100 elsewhere), and what the collate tells the step on the host (``mlm_count``,
+    ``image_sizes``). HF's ITM labels are random, as in the baseline (its images are
     not swapped; ours draws its negatives inside the step, which costs ours the gather).
     """
     g = torch.Generator().manual_seed(seed)
@@ -130,6 +131,8 @@ def pretrain_batch(
         "attention_mask": torch.ones(batch_size, text_len, dtype=torch.long),
         "mlm_input_ids": ids.masked_fill(chosen, MASK_ID),
         "mlm_labels": ids.masked_fill(~chosen, -100),
+        "mlm_count": int(chosen.sum()),
+        "image_sizes": [image_hw] * batch_size,
     }
     itm_labels = torch.randint(0, 2, (batch_size,), generator=g)
     return to_device(batch, device), itm_labels.to(device)

@@ -53,9 +53,14 @@ class ItemCollator:
     ``pixel_mask`` (B, H, W) bool, or for items of k images (NLVR2's pairs) ``image``
     (B, k, 3, H, W) and ``pixel_mask`` (B, k, H, W), all padded to the batch's largest image as
     HF's `ViltForImagesAndTextClassification` takes them; ``keys`` (the samples' shard keys) when
-    the samples carry a ``key``; ``source`` ((B,) long, the index of each sample's dataset in the
-    training mix, which ITM's same-source negatives read) when they carry a ``source``; then
-    whatever each of ``steps`` adds (MLM masking in pre-training, the answers of VQA, ...).
+    the samples carry a ``key``; ``source`` (the index of each sample's dataset in the training
+    mix, which ITM's same-source negatives read) when they carry a ``source``; for one image per
+    item ``image_sizes``, each image's (h, w) before padding; then whatever each of ``steps`` adds
+    (MLM masking in pre-training, the answers of VQA, ...).
+
+    ``source`` and ``image_sizes`` are lists of ints, not tensors, so they stay on the host when
+    the batch moves to the device: the step reads them there (the ITM negatives' draw, the patch
+    sequence's length) without waiting for the device.
 
     ``text_padding="longest"`` pads to the batch's longest text (T <= ``max_text_len``);
     ``"max_length"`` always pads to ``max_text_len``, as the official code does; ``"bucket"`` pads
@@ -103,15 +108,16 @@ class ItemCollator:
             return_token_type_ids=False,
             return_tensors="pt",
         )
+        batch: dict[str, Any] = {"keys": [sample["key"] for sample in samples]} if "key" in samples[0] else {}
         if "images" in samples[0]:
             per_item = len(samples[0]["images"])
             image, pixel_mask = pad_images([image for sample in samples for image in sample["images"]])
             image, pixel_mask = image.unflatten(0, (-1, per_item)), pixel_mask.unflatten(0, (-1, per_item))
         else:
             image, pixel_mask = pad_images([sample["image"] for sample in samples])
-        batch: dict[str, Any] = {"keys": [sample["key"] for sample in samples]} if "key" in samples[0] else {}
+            batch["image_sizes"] = [tuple(sample["image"].shape[1:]) for sample in samples]
         if "source" in samples[0]:
-            batch["source"] = torch.tensor([sample["source"] for sample in samples], dtype=torch.long)
+            batch["source"] = [int(sample["source"]) for sample in samples]
         batch.update(
             input_ids=encoding["input_ids"],
             attention_mask=encoding["attention_mask"],

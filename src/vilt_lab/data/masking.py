@@ -149,9 +149,16 @@ def mask_tokens(
     return masked_input_ids, labels
 
 
+def masked_count(labels: torch.Tensor) -> int:
+    """How many tokens `mask_tokens`' labels mark for prediction (the others are IGNORE_INDEX)."""
+    return int((labels != IGNORE_INDEX).sum())
+
+
 @dataclass(frozen=True)
 class MaskingStep:
-    """The collate step that adds ``mlm_input_ids`` and ``mlm_labels`` (B, T) to a batch.
+    """The collate step that adds ``mlm_input_ids`` and ``mlm_labels`` (B, T) to a batch, and
+    ``mlm_count``, the number of masked tokens as an int: the MLM head's batch, a shape the step
+    then knows without counting the labels on the device (a host sync).
 
     ``padded_length``: data.max_text_len, the length the official pads every caption to; only
     ``rule="official"`` reads it (its budget and [PAD] candidates come from it, not from the
@@ -193,4 +200,8 @@ class MaskingStep:
             padded_length=self.padded_length,
             generator=generator,
         )
-        return {"mlm_input_ids": mlm_input_ids, "mlm_labels": mlm_labels}
+        return {
+            "mlm_input_ids": mlm_input_ids,
+            "mlm_labels": mlm_labels,
+            "mlm_count": masked_count(mlm_labels),
+        }

@@ -124,6 +124,7 @@ class ViltBackbone(nn.Module):
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
         image_index: torch.Tensor | None = None,
+        max_patches: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
         """Patch tokens with the image [CLS] in front: (B, 1 + L, D), mask (B, 1 + L), selection.
 
@@ -131,6 +132,9 @@ class ViltBackbone(nn.Module):
         before position embeddings are added (masked patch prediction).
         image_index: optional (B,) long; row i is then built from image image_index[i] of
             `pixel_values` and `pixel_mask` (which may hold fewer images than B rows).
+        max_patches: the most valid patches of the rows' images when the caller knows it
+            (`most_valid_patches` of the collate's image sizes); None counts them on the device,
+            one host sync (`select_patches`).
         """
         x = self.patch_embed(pixel_values)  # (N_images, D, Hp, Wp)
         if image_index is not None:
@@ -152,7 +156,9 @@ class ViltBackbone(nn.Module):
             if mask_token is None:
                 raise ValueError("masked_patches needs a mask_token")
             x = torch.where(masked_patches.reshape(B, -1, 1), mask_token.to(x.dtype), x)
-        selection = select_patches(patch_validity(pixel_mask, (Hp, Wp)), max_image_len, generator)
+        selection = select_patches(
+            patch_validity(pixel_mask, (Hp, Wp)), max_image_len, generator, most=max_patches
+        )
         x = x.gather(1, selection.index.unsqueeze(-1).expand(-1, -1, D))
         x = x + interpolate_pos_embed(self.pos_embed[0, 1:], selection)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
@@ -178,6 +184,7 @@ class ViltBackbone(nn.Module):
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
         image_index: torch.Tensor | None = None,
+        max_patches: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
         """Image tokens ready for the joint sequence: `embed_image` plus the modality-type row.
 
@@ -197,6 +204,7 @@ class ViltBackbone(nn.Module):
             masked_patches=masked_patches,
             mask_token=mask_token,
             image_index=image_index,
+            max_patches=max_patches,
         )
         return image + self.token_type_embeddings.weight[image_token_type_idx], image_mask, selection
 
@@ -255,11 +263,12 @@ class ViltBackbone(nn.Module):
         mask_token: torch.Tensor | None = None,
         rows: int | None = None,
         image_index: torch.Tensor | None = None,
+        max_patches: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, int, PatchSelection]:
         """Joint sequence after the final norm: (B, T + 1 + L, D), its mask, T, the patch selection.
 
         rows: see `encode` (features and mask then hold the first `rows` positions).
-        image_index: see `embed_image` (pair i sees image image_index[i]).
+        image_index, max_patches: see `embed_image` (pair i sees image image_index[i]).
         """
         # Text first: in training both embeddings draw dropout masks from the global RNG, so the order
         # decides which mask each gets; this is the official code's order, and seeded runs rely on it.
@@ -273,6 +282,7 @@ class ViltBackbone(nn.Module):
             masked_patches=masked_patches,
             mask_token=mask_token,
             image_index=image_index,
+            max_patches=max_patches,
         )
         x, mask = self.encode(text, attention_mask, image, image_mask, rows=rows)
         return x, mask, input_ids.shape[1], selection
@@ -295,6 +305,7 @@ class ViltBackbone(nn.Module):
         mask_token: torch.Tensor | None = None,
         rows: int | None = None,
         image_index: torch.Tensor | None = None,
+        max_patches: int | None = None,
     ) -> BackboneOutput:
         """One pass over a batch of (text, image) pairs.
 
@@ -312,6 +323,8 @@ class ViltBackbone(nn.Module):
             image_index: optional (B,) long; pair i sees image image_index[i] of `pixel_values`
                 (which may hold fewer images than B pairs). Each image is projected to patches
                 once, however many pairs show it.
+            max_patches: the most valid patches of the pairs' images, when the caller knows it
+                from the image sizes (`most_valid_patches`): saves `select_patches`' host sync.
         """
         x, mask, T, selection = self.forward_features(
             input_ids,
@@ -325,6 +338,7 @@ class ViltBackbone(nn.Module):
             mask_token=mask_token,
             rows=rows,
             image_index=image_index,
+            max_patches=max_patches,
         )
         has_text, has_image = rows is None or rows >= T, rows is None
         return BackboneOutput(

@@ -8,8 +8,10 @@ interpolated only at the chosen patches, with one gather per bilinear corner.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,8 +84,35 @@ def patch_validity(pixel_mask: torch.Tensor, grid: tuple[int, int]) -> torch.Ten
     return F.interpolate(pixel_mask[:, None].float(), size=grid, mode="nearest")[:, 0] > 0.5
 
 
+def valid_extent(size: int, padded: int, cells: int) -> int:
+    """How many of `cells` patch rows (or columns) `patch_validity` marks valid for an image of
+    `size` pixels at the top of (or left in) `padded` ones, computed on the host.
+
+    Nearest interpolation reads pixel min(floor(i * padded / cells), padded - 1) for cell i, in
+    float32 as PyTorch's kernels compute it (CPU and CUDA alike); those pixels are valid below
+    `size`.
+    """
+    scale = np.float32(padded) / np.float32(cells)
+    source = np.minimum(np.floor(np.arange(cells, dtype=np.float32) * scale), padded - 1)
+    return int((source < size).sum())
+
+
+def most_valid_patches(
+    image_sizes: Sequence[tuple[int, int]], padded: tuple[int, int], patch_size: int
+) -> int:
+    """The most valid patches any of these images has (what `select_patches` calls `most`) when
+    each (h, w) image sits at the top-left of a `padded` (H, W) canvas, as the collate pads them:
+    known on the host, so the sequence length needs no host sync."""
+    (H, W), P = padded, patch_size
+    extents = {(valid_extent(h, H, H // P), valid_extent(w, W, W // P)) for h, w in image_sizes}
+    return max(rows * cols for rows, cols in extents)
+
+
 def select_patches(
-    patch_valid: torch.Tensor, max_image_len: int = -1, generator: torch.Generator | None = None
+    patch_valid: torch.Tensor,
+    max_image_len: int = -1,
+    generator: torch.Generator | None = None,
+    most: int | None = None,
 ) -> PatchSelection:
     """Choose L = min(max_image_len, most valid patches in the batch) patches per image.
 
@@ -92,13 +121,17 @@ def select_patches(
     `max_image_len=-1`, or whenever no image has more than `max_image_len` valid patches, nothing
     is random: valid patches come in raster order, so evaluation is deterministic (the official
     and HF code permute the largest image even then, HF issue dandelin/ViLT#36).
+
+    most: the most valid patches of an image in the batch when the caller knows it
+        (`most_valid_patches`); None counts them on the device, a host sync, since L decides the
+        sequence length and has to be a Python int.
     """
     B, Hp, Wp = patch_valid.shape
     N = Hp * Wp
     valid = patch_valid.reshape(B, N)
     grid_hw = torch.stack([patch_valid[:, :, 0].sum(1), patch_valid[:, 0, :].sum(1)], dim=1)
-    # One host sync: L decides the sequence length, so it has to be a Python int.
-    most = int(valid.sum(1).max().item())
+    if most is None:
+        most = int(valid.sum(1).max().item())
     if most == 0:
         raise ValueError("pixel_mask has no valid patch in any image of the batch")
     sample = 0 < max_image_len < most

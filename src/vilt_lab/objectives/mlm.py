@@ -37,12 +37,13 @@ class MLMObjective(Objective):
         labels = batch["mlm_labels"].flatten()
         # The head (a D x V decoder, V = 30522 for BERT) runs on the masked tokens only, about 15%
         # of the real ones: the same loss, accuracy and gradients as decoding every position and
-        # ignoring the rest, at a fraction of the cost. Selecting them is one host sync (their
-        # count sets a shape), taken before the head, when little work is queued behind it.
-        positions = (labels != IGNORE_INDEX).nonzero().squeeze(1)
+        # ignoring the rest, at a fraction of the cost. Their count sets a shape, so it comes from
+        # the collate (`mlm_count`), not from the device (a host sync); a stable sort puts the
+        # masked positions first, in the order `nonzero` would list them.
+        count = batch["mlm_count"]
+        positions = torch.argsort((labels == IGNORE_INDEX).to(torch.uint8), stable=True)[:count]
         targets = labels[positions]
         logits = self.head(output.text_feats.flatten(0, 1)[positions])
-        count = positions.numel()
         # Sum / count rather than the mean reduction: a batch without any masked token then gives
         # loss 0 (not 0/0 = NaN) that still reaches every head parameter (zero gradients).
         loss = F.cross_entropy(logits.float(), targets, reduction="sum") / max(count, 1)
@@ -51,5 +52,5 @@ class MLMObjective(Objective):
         return {
             "loss": loss,
             "accuracy": correct / max(count, 1),
-            "count": torch.tensor(float(count), device=labels.device),
+            "count": torch.full((), float(count), device=labels.device),
         }

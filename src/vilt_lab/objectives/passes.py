@@ -14,13 +14,14 @@ would give.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import torch
 
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import BackboneOutput, ViltBackbone
+from vilt_lab.model.embeddings import most_valid_patches
 
 T = TypeVar("T")
 
@@ -56,7 +57,9 @@ class Passes:
     Args:
         max_image_len: patches kept per image in every pass (-1: all valid patches).
         generator: drives every random draw of the step (ITM negatives, patch sampling, MPP
-            masks), so a seeded generator makes the step reproducible.
+            masks), so a seeded generator makes the step reproducible. Draws whose values the
+            host reads (the ITM negatives) come from `host_generator`: the generator itself on
+            a CPU, else a CPU generator of its seed, so reading them never waits for the device.
         rows: pass key -> what its readers need (`pass_rows`); a pass not named computes every
             position.
     """
@@ -69,6 +72,11 @@ class Passes:
     ) -> None:
         self.max_image_len = max_image_len
         self.generator = generator
+        self.host_generator = (
+            generator
+            if generator is None or generator.device.type == "cpu"
+            else torch.Generator().manual_seed(generator.initial_seed())
+        )
         self.rows = dict(rows or {})
         self._cache: dict[str, object] = {}
 
@@ -86,6 +94,19 @@ class Passes:
         """The batch's normalised images, computed once per step."""
         return self.get("pixel_values", lambda: normalize_images(batch["image"], batch["pixel_mask"]))
 
+    def max_patches(
+        self, backbone: ViltBackbone, batch: dict[str, torch.Tensor], images: Sequence[int] | None = None
+    ) -> int | None:
+        """The most valid patches among the batch's images (those numbered `images`; None: all),
+        from the collate's ``image_sizes``; None for a batch without them (then the backbone
+        counts on the device)."""
+        sizes = batch.get("image_sizes")
+        if sizes is None:
+            return None
+        if images is not None:
+            sizes = [sizes[i] for i in images]
+        return most_valid_patches(sizes, tuple(batch["image"].shape[-2:]), backbone.config.patch_size)
+
     def run(
         self,
         backbone: ViltBackbone,
@@ -95,6 +116,7 @@ class Passes:
         masked_patches: torch.Tensor | None = None,
         mask_token: torch.Tensor | None = None,
         serves: tuple[str, ...] = (),
+        max_patches: int | None = None,
     ) -> BackboneOutput:
         """One backbone pass on `input_ids` (with the batch's attention mask) and the batch's images.
 
@@ -103,7 +125,11 @@ class Passes:
         masked_patches, mask_token: see `ViltBackbone.embed_image`.
         serves: the pass keys whose readers will read this output; its last block computes the
             widest rows they need (every position when none is given or one is not in `rows`).
+        max_patches: see `ViltBackbone.forward`; without `image_index`, every image is in the
+            pass and `max_patches` of the whole batch is taken.
         """
+        if image_index is None and max_patches is None:
+            max_patches = self.max_patches(backbone, batch)
         return backbone(
             input_ids,
             batch["attention_mask"],
@@ -115,6 +141,7 @@ class Passes:
             mask_token=mask_token,
             rows=self.rows_for(serves, input_ids.shape[1]),
             image_index=image_index,
+            max_patches=max_patches,
         )
 
     def rows_for(self, serves: tuple[str, ...], text_len: int) -> int | None:
