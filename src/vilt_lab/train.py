@@ -14,13 +14,14 @@ import signal
 import sys
 import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import hydra
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import InitProcessGroupKwargs, set_seed
 from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_streams, build_tokenizer, ensure_data
@@ -36,6 +37,7 @@ from .tasks import get_task
 from .training.banner import run_banner
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
+from .training.lost_peer import LostPeer, is_lost_peer
 from .training.precision import check_resumed_precision, effective_precision, precision_source
 from .training.preemption import TIME_LIMIT_SIGNALS, Stopped
 from .training.resume_run import config_to_resume
@@ -70,6 +72,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
         mixed_precision=settings.trainer.precision,
         log_with="wandb" if settings.logger.mode != "disabled" else None,
         project_dir=str(resolve_run_dir(cfg).path),
+        kwargs_handlers=[
+            InitProcessGroupKwargs(timeout=timedelta(minutes=settings.trainer.collective_timeout_min))
+        ],
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != launched:
@@ -142,7 +147,12 @@ def _run(
         ensure_data(settings)
     resume_from = prepare_run_dir(cfg, accelerator, run_dir, overrides)
     with run_log(run_dir.train_log, accelerator.process_index):
-        return _train(cfg, settings, accelerator, run_dir, resume_from, overrides)
+        try:
+            return _train(cfg, settings, accelerator, run_dir, resume_from, overrides)
+        except RuntimeError as err:
+            if not is_lost_peer(err):
+                raise
+            raise LostPeer(accelerator.process_index, settings.trainer.collective_timeout_min, str(err)) from err
 
 
 def _train(

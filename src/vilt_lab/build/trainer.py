@@ -4,6 +4,8 @@ metrics.jsonl: a notebook or a benchmark drives `Trainer.train_step` itself."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
 from accelerate import Accelerator
 from torch import nn
@@ -63,5 +65,7 @@ def build_trainer(
         validator=Validator(accelerator, evaluators, settings, metrics),
         checkpoints=checkpoints,
         # A run that saves acts on a scheduler's stop signal: it saves the step and stops.
-        stop=StopRequest(accelerator) if checkpoints is not None else None,
+        stop=StopRequest(accelerator, timedelta(minutes=settings.trainer.collective_timeout_min))
+        if checkpoints is not None
+        else None,
     )

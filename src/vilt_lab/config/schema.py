@@ -324,6 +324,11 @@ class TrainerSchema:
         True,
         may_change=True,
     )
+    collective_timeout_min: Positive = key(
+        "minutes a collective waits for the other processes before the run stops, naming the cause",
+        30.0,
+        may_change=True,
+    )
     progress_every_s: Positive = key(
         "seconds between progress lines (on stdout when it is a file, in train.log always)",
         30.0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
@@ -51,12 +52,14 @@ class Stopped(Exception):
 class StopRequest:
     """The stop signals, caught while training (`with stop:`) and agreed on by every process."""
 
-    def __init__(self, accelerator: Accelerator) -> None:
+    def __init__(self, accelerator: Accelerator, timeout: timedelta) -> None:
         self.acc = accelerator
         self.signum: int | None = None
         self.previous: dict[int, Any] = {}
         # A flag on the CPU: agreeing on it never waits for the GPU's queue.
-        self._group = dist.new_group(backend="gloo") if accelerator.num_processes > 1 else None
+        self._group = (
+            dist.new_group(backend="gloo", timeout=timeout) if accelerator.num_processes > 1 else None
+        )
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # only it may set handlers
