@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from omegaconf.errors import InterpolationResolutionError
 
+from ..utils.picklable_errors import RebuiltFromMessage
 from ..weights.checkpoint_io import CheckpointFileError, UnsafeCheckpointError
 from ..weights.download import DownloadError
 
@@ -22,8 +23,9 @@ TRACEBACK_VARIABLE = "VILT_TRACEBACK"
 USER_ERROR_STATUS = 2
 
 
-class UserError(Exception):
-    """A refusal whose message says what to change; a project error that is not a bug."""
+class UserError(RebuiltFromMessage):
+    """A refusal whose message says what to change; a project error that is not a bug. It pickles
+    with its message and attributes (a SLURM job sends it back to the submitting terminal)."""
 
 
 class ConfigError(UserError, ValueError):
