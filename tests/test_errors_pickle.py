@@ -8,8 +8,10 @@ exists; one whose constructor takes something else than a message needs an entry
 
 from __future__ import annotations
 
+import errno
 import importlib
 import inspect
+import os
 import pickle
 import pkgutil
 
@@ -26,6 +28,9 @@ CONSTRUCTED = {
         "/runs/demo/model.safetensors", "truncated"
     ),
     "vilt_lab.data.sources.images.BadImage": lambda cls: cls("image file missing", "/raw/0001.jpg"),
+    "vilt_lab.training.storage.StorageError": lambda cls: cls(
+        "writing", "/runs/demo/summary.json", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    ),
 }
 
 

@@ -49,6 +49,7 @@ from .state_io import (
     write_json,
     write_tensors,
 )
+from .storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +192,34 @@ class CheckpointManager:
     # ----------------------------------------------------------------------------- saving
     def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
         """Collective: every process must call it at the same step. Refused (NonFiniteError)
-        when a parameter is non-finite, so such weights never replace a good checkpoint."""
+        when a parameter is non-finite, so such weights never replace a good checkpoint. A write
+        the storage refuses (a full disk...) stops the run (`StorageError`) with the last complete
+        checkpoint in place."""
         check_finite_parameters(self.state.model, step)
-        acc = self.accelerator
         final = self.root / checkpoint_name(step)
+        try:
+            self._save(step, trainer_state, final)
+        except OSError as err:
+            raise self._failed_save(final, err) from err
+        return final
+
+    def _failed_save(self, final: Path, err: OSError) -> StorageError:
+        """Undo what a failed save left (main process), and the error that says so."""
+        if self.accelerator.is_main_process:
+            try:  # the incomplete copy goes (freeing its space), a copy moved aside comes back
+                recover(self.root)
+            except OSError as cleanup_err:  # the next start's `recover` finishes it
+                log.warning("cleaning up after the failed save of %s: %s", final, cleanup_err)
+        last, _ = latest_checkpoint(self.root)
+        kept = (
+            f"; the last complete checkpoint, {last}, is kept: once there is room, resume=auto continues from it"
+            if last is not None
+            else "; the run has no complete checkpoint yet"
+        )
+        return StorageError("saving checkpoint", final, err, kept)
+
+    def _save(self, step: int, trainer_state: dict[str, Any], final: Path) -> None:
+        acc = self.accelerator
         tmp = final.with_name(_TMP + final.name)
         if acc.is_main_process:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -216,7 +241,6 @@ class CheckpointManager:
             self._put_in_place(tmp, final)
             self._prune(self.best["step"] if self.best is not None else None)
         acc.wait_for_everyone()
-        return final
 
     def _write_main_files(self, tmp: Path, step: int, trainer_state: dict[str, Any]) -> None:
         write_tensors(tmp / WEIGHTS_NAME, self.state.model.state_dict())

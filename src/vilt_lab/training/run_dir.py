@@ -24,6 +24,7 @@ from ..config.keys import may_change_keys
 from ..config.schema import TrainSchema
 from .checkpoint import TRAINER_STATE, checkpoint_name, latest_checkpoint, verify
 from .state_io import read_json
+from .storage import write_text_atomically
 
 # Keys that say how or where a run runs, not what it trains (a key covers everything under it),
 # as their declarations say (vilt_lab.config.schema, `may_change`). They are left out of a run's
@@ -242,7 +243,8 @@ class RunDir:
         self.git.write_text(json.dumps(git, indent=1))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        self.summary.write_text(json.dumps(summary, indent=1))
+        # Whole or not at all: a summary.json is what says a run finished.
+        write_text_atomically(self.summary, json.dumps(summary, indent=1))
 
     def record_resume(self, step: int, changes: dict[str, tuple[Any, Any]], overrides: list[str]) -> None:
         """Append one resume (its step, the changed settings, the command line) to the run's
