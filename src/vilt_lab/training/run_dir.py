@@ -154,6 +154,7 @@ class RunDir:
     checkpoints/step_N/    the checkpoints (`training.checkpoint`)
     resume_history.jsonl   one line per resume: its step, changed settings, command line
     earlier_attempts/<n>/  what a checkpoint-less earlier attempt left, set aside
+    hang-rank<R>.txt       rank R's threads' stacks when its steps stopped (`training.watchdog`)
     """
 
     path: Path
@@ -193,6 +194,9 @@ class RunDir:
     @property
     def earlier_attempts(self) -> Path:
         return self.path / "earlier_attempts"
+
+    def hang_report(self, rank: int) -> Path:
+        return self.path / f"hang-rank{rank}.txt"
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunDir:

@@ -33,6 +33,7 @@ from .metrics_log import MetricsLog
 from .nonfinite import NonFiniteGuard
 from .settings import TrainerSettings
 from .validate import Validator
+from .watchdog import ProgressWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,8 @@ class Trainer:
     * `metrics` (`MetricsLog`) whether the step logs, and writes the values (metrics.jsonl, W&B);
     * `validator` (`Validator`) whether to evaluate, and runs the evaluators;
     * `checkpoints` (`CheckpointManager`, None: no checkpoints) which evaluation is the best,
-      whether the step saves (checking the parameters first), and what a resume restores.
+      whether the step saves (checking the parameters first), and what a resume restores;
+    * `watchdog` (`ProgressWatchdog`) ends the process when the steps stop.
 
     A step "reports" when any of them acts on it: the guard's `stop` mode reads the device only
     then. Every decision is a function of the step alone, the same on every process, so every
@@ -115,12 +117,14 @@ class Trainer:
         metrics: MetricsLog,
         validator: Validator,
         checkpoints: CheckpointManager | None,
+        watchdog: ProgressWatchdog,
     ) -> None:
         self.acc = accelerator
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.settings = settings
         self.train_stream = train_stream
         self.metrics, self.validator, self.checkpoints = metrics, validator, checkpoints
+        self.watchdog = watchdog
         t = settings.trainer
         self.accumulation = accumulation_steps(
             t.global_batch_size, t.micro_batch_size, accelerator.num_processes
@@ -222,6 +226,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self) -> None:
+        """Train to `max_steps`, under the progress watchdog (`trainer.watchdog_minutes`)."""
+        with self.watchdog.watching(self.step):
+            self._fit()
+
+    def _fit(self) -> None:
         t = self.settings.trainer
         self.model.train()
         batches = iter(self.train_stream(self.step))
@@ -236,6 +245,7 @@ class Trainer:
         while self.step < self.settings.max_steps:
             t0 = time.perf_counter()
             result = self.train_step(batches)
+            self.watchdog.beat(self.step)
             fault_point("step")
             interval.add(result, time.perf_counter() - t0)
             if self.metrics.due(self.step):
@@ -243,7 +253,8 @@ class Trainer:
                 interval = LogInterval()
             bar.update(1)  # after the log: a progress line shows this step's values
             if self.validator.due(self.step):
-                values = self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
+                with self.watchdog.paused():
+                    values = self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
                 if self.checkpoints is not None:
                     self.checkpoints.select(self.step, values)
             if self.checkpoints is not None and self.checkpoints.due(self.step):
@@ -254,7 +265,8 @@ class Trainer:
                     batches = iter(self.train_stream(self.step))
         bar.close()
         if self.validator.due_after_training(self.step):
-            self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
+            with self.watchdog.paused():
+                self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
 
     def _log_train(self, interval: LogInterval, grad_norm: torch.Tensor | None, bar) -> None:
         acc, running, busy = self.acc, interval.means, interval.step_s
