@@ -9,12 +9,16 @@ in a step that hangs, and the test then lets the step go on.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from helpers.configs import fast_config
+from helpers.configs import FAST, fast_config
+from helpers.ports import free_port
 from vilt_lab.train import run
 from vilt_lab.training.run_dir import RunDir
 from vilt_lab.training.trainer import Trainer
@@ -98,3 +102,41 @@ def test_a_run_whose_step_hangs_leaves_its_stacks_in_the_run_dir(ended, shapes_w
     assert report.startswith("rank 0: no optimizer step for 0.05 minutes after step 2")
     assert "hangs_at_step_3" in report and "in fit" in report
     assert "rank 0: no optimizer step for 0.05 minutes after step 2" in run_dir.train_log.read_text()
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_makes_the_other_end_within_the_limit(shapes_world, tmp_path):
+    """Two CPU processes (gloo): rank 1 stops before step 3; rank 0, waiting for it in the
+    gradient all-reduce, ends with the watchdog's status and report, and torchrun ends the job."""
+    runs = tmp_path / "runs"
+    overrides = [
+        *FAST,
+        f"data.root={shapes_world}",
+        f"paths.runs_dir={runs}",
+        "evaluate=false",
+        "trainer.micro_batch_size=2",
+        "trainer.watchdog_minutes=0.25",
+    ]
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        str(Path(__file__).parent / "helpers" / "stalled_rank_job.py"),
+        *overrides,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    run_dir = RunDir(runs / "demo")
+    report = run_dir.hang_report(0).read_text()
+    assert report.startswith("rank 0: no optimizer step for 0.25 minutes after step 2"), report[:500]
+    assert "in train_step" in report, "the stack shows where rank 0 waited"
+    assert f"exitcode  : {HANG_STATUS}" in proc.stderr, proc.stderr[-3000:]
+    assert "rank 0: no optimizer step" in run_dir.train_log.read_text()
