@@ -3,7 +3,8 @@ path and the free space, leaves no checkpoint that looks complete, keeps the las
 never leaves half a line in metrics.jsonl or half a summary.json.
 
 The storage's refusals are raised where vilt_lab writes (monkeypatched), at each point of a
-checkpoint save; one test fills a real filesystem where the machine lets us mount one.
+checkpoint save; where the machine lets us mount a tmpfs, real full filesystems too: one under
+vilt-train's run dir, which continues from its last checkpoint once the filesystem grows.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+import vilt_lab
 import vilt_lab.training.checkpoint as checkpoint_module
-from helpers.configs import fast_config
-from vilt_lab.config.errors import UserError
+from helpers.configs import FAST, fast_config
+from vilt_lab.config.errors import USER_ERROR_STATUS, UserError
 from vilt_lab.train import run
 from vilt_lab.training.checkpoint import (
     MANIFEST,
@@ -35,6 +39,8 @@ from vilt_lab.training.storage import StorageError, append_line, write_text_atom
 
 RUN = ("evaluate=false",)  # FAST: 4 steps, checkpoints at steps 2 and 4
 SECOND_SAVE = f".tmp-{checkpoint_name(4)}"
+# The package the tests import: the subprocess runs the same copy.
+SOURCE = str(Path(vilt_lab.__file__).resolve().parents[1])
 
 
 def refused(code: int) -> OSError:
@@ -202,33 +208,75 @@ def test_a_storage_error_survives_pickling_with_its_fields(tmp_path):
 
 # ---------------------------------------------------------------------- a real full filesystem
 @pytest.fixture
-def tiny_filesystem(tmp_path):
-    """A 1 MiB tmpfs, where the machine lets this process mount one (root, a privileged
-    container); skipped elsewhere."""
-    mount = tmp_path / "tiny"
+def tmpfs(tmp_path):
+    """Mount a tmpfs of a given size (``tmpfs("4m")``; again to resize it), where the machine lets
+    this process mount one (root, a privileged container); skipped elsewhere."""
+    mount = tmp_path / "tmpfs"
     mount.mkdir()
-    proc = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+
+    def mounted(size: str) -> Path:
+        options = f"size={size}" if not os.path.ismount(mount) else f"remount,size={size}"
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True, text=True
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+        return mount
+
+    yield mounted
+    if os.path.ismount(mount):
+        subprocess.run(["umount", str(mount)], check=True)
 
 
-def test_a_really_full_filesystem(tiny_filesystem):
+def test_a_really_full_filesystem(tmpfs):
     """safetensors, json and appends on a filesystem that is full for real."""
-    metrics = MetricsFile(tiny_filesystem / "metrics.jsonl")
+    tiny = tmpfs("1m")
+    metrics = MetricsFile(tiny / "metrics.jsonl")
     metrics.append(1, {"loss": 2.5})
     with pytest.raises(StorageError):  # fills the filesystem, then is refused
-        write_text_atomically(tiny_filesystem / "big.json", "x" * 2**21)
-    (tiny_filesystem / "filler").write_bytes(b"\0" * (2**20 - 8192))
+        write_text_atomically(tiny / "big.json", "x" * 2**21)
+    (tiny / "filler").write_bytes(b"\0" * (2**20 - 8192))
     with pytest.raises(OSError) as full:
-        write_tensors(tiny_filesystem / "model.safetensors", {"w": torch.zeros(2**18)})
+        write_tensors(tiny / "model.safetensors", {"w": torch.zeros(2**18)})
     assert full.value.errno == errno.ENOSPC
     with pytest.raises(StorageError, match=r" free of 1\.0 MiB on the filesystem of "):
         for step in range(2, 10_000):
             metrics.append(step, {"loss": 2.5, "padding": "y" * 4000})
     lines = read_metrics(metrics.path)  # every line whole
     assert [line["step"] for line in lines] == list(range(1, len(lines) + 1))
-    assert sorted(p.name for p in tiny_filesystem.iterdir()) == ["filler", "metrics.jsonl"]
+    assert sorted(p.name for p in tiny.iterdir()) == ["filler", "metrics.jsonl"]
+
+
+@pytest.mark.slow
+def test_vilt_train_on_a_full_disk_says_so_once_and_continues_when_there_is_room(
+    shapes_world, tmpfs, tmp_path
+):
+    """The run dir on a 4 MiB filesystem: the step 2 checkpoint fits (about 2.6 MiB), step 4's
+    does not. Then the filesystem grows and the same command continues from step 2."""
+    runs = tmpfs("4m")
+    args = [*FAST, f"data.root={shapes_world}", f"paths.runs_dir={runs}", "evaluate=false"]
+    path = os.pathsep.join(filter(None, [SOURCE, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "vilt_lab.train", *args, "resume=auto"]
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == USER_ERROR_STATUS, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr, proc.stderr
+    message = proc.stderr.splitlines()[0]
+    assert re.fullmatch(
+        r"vilt-train: saving checkpoint \S+/step_00000004 failed: No space left on device; "
+        r"[\d.]+ [KM]iB free of 4\.0 MiB on the filesystem of \S+/checkpoints; "
+        r"the last complete checkpoint, \S+/step_00000002, is kept: once there is room, resume=auto continues from it",
+        message,
+    ), message
+    (checkpoints,) = runs.rglob("checkpoints")
+    assert [p.name for p in checkpoints.iterdir()] == ["step_00000002"]
+    assert verify(checkpoints / "step_00000002") is None
+
+    tmpfs("16m")
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(RunDir(checkpoints.parent).summary.read_text())
+    assert summary["steps"] == 4
+    assert [m["step"] for m in read_metrics(RunDir(checkpoints.parent).metrics)] == [1, 2, 3, 4], (
+        "each step once"
+    )
