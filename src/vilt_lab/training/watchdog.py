@@ -25,6 +25,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HANG_STATUS = 124  # what `timeout` exits with: the process ran out of its time
+LOG_GRACE_S = 5.0
 
 
 class ProgressWatchdog:
@@ -91,10 +92,11 @@ class ProgressWatchdog:
             f"with status {HANG_STATUS}"
         )
         self._dump_stacks(message)
-        log.error("%s", message)
         print(f"vilt-train: {message}", file=sys.stderr, flush=True)
-        for handler in logging.getLogger().handlers:  # train.log: os._exit skips the flush at exit
-            handler.flush()
+        # Logging takes locks that the hung thread may hold: a few seconds for it, then end anyway.
+        logged = threading.Thread(target=_log_and_flush, args=(message,), daemon=True)
+        logged.start()
+        logged.join(timeout=LOG_GRACE_S)
         os._exit(HANG_STATUS)
 
     def _dump_stacks(self, message: str) -> None:
@@ -109,3 +111,9 @@ class ProgressWatchdog:
         except OSError as err:  # a full or hung disk may be why the run stopped
             print(f"cannot write {self.report} ({err}); the stacks:", file=sys.stderr, flush=True)
             faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+
+def _log_and_flush(message: str) -> None:
+    log.error("%s", message)
+    for handler in logging.getLogger().handlers:  # train.log: os._exit skips the flush at exit
+        handler.flush()
