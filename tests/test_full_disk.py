@@ -23,6 +23,7 @@ import torch
 import vilt_lab
 import vilt_lab.training.checkpoint as checkpoint_module
 from helpers.configs import FAST, fast_config
+from helpers.ports import free_port
 from vilt_lab.config.errors import USER_ERROR_STATUS, UserError
 from vilt_lab.train import run
 from vilt_lab.training.checkpoint import (
@@ -148,6 +149,52 @@ def test_safetensors_full_disk_is_the_os_error_it_wraps(tmp_path, monkeypatch):
     with pytest.raises(OSError) as err:
         write_tensors(tmp_path / "model.safetensors", {"w": torch.zeros(2)})
     assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "model.safetensors")
+
+
+@pytest.mark.slow
+def test_a_write_refused_on_one_process_stops_both_with_one_message(shapes_world, tmp_path):
+    """Two CPU processes (gloo): rank 1's random states are refused in the save of step 4. Both
+    stop at the save (none waits for the other at the next collective); rank 0 says why."""
+    runs = tmp_path / "runs"
+    overrides = [
+        *FAST,
+        f"data.root={shapes_world}",
+        f"paths.runs_dir={runs}",
+        "evaluate=false",
+        "trainer.micro_batch_size=2",
+    ]
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), SOURCE, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+    ]
+    job = str(Path(__file__).parent / "helpers" / "refused_save_job.py")
+    proc = subprocess.run(
+        [*torchrun, "--master_port", str(free_port()), job, *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    (message,) = [line for line in proc.stderr.splitlines() if line.startswith("vilt-train: ")]
+    assert re.match(
+        r"vilt-train: saving checkpoint \S+/step_00000004 failed: another process could not write its part "
+        r"\(its reason is in train.log\); .* free of .*; the last complete checkpoint, \S+/step_00000002, is kept",
+        message,
+    ), message
+    assert f"exitcode  : {USER_ERROR_STATUS}" in proc.stderr, proc.stderr[-3000:]
+    (checkpoints,) = runs.rglob("checkpoints")
+    assert [p.name for p in list_checkpoints(checkpoints)] == ["step_00000002"]
+    train_log = RunDir(checkpoints.parent).train_log.read_text()
+    assert re.search(r"\[rank 1\] ERROR .*No space left on device", train_log), train_log[-3000:]
 
 
 # ------------------------------------------------------------------------ metrics and summary
