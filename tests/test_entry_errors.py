@@ -307,6 +307,7 @@ def test_a_failed_job_in_a_process_of_its_own_ends_that_process_failed(shapes_wo
     """submitit_local runs the job as a SLURM job runs it (submitit's job process): a job that
     ended its process with status 0 would leave a result ("success" with the failure inside),
     which SLURM reports COMPLETED."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs vilt_lab[slurm]")
     runs = tmp_path / "runs"
     args = fast_args(shapes_world, runs, "evaluate=false", DIVERGES, "hydra/launcher=submitit_local")
     proc = entry_point(TRAIN, tmp_path, "-m", *args)
