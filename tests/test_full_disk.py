@@ -123,6 +123,23 @@ def test_a_refused_save_stops_the_run_and_keeps_the_last_good_checkpoint(
 
 
 @pytest.mark.slow
+def test_a_refused_resave_puts_the_old_copy_back(shapes_world, tmp_path, monkeypatch):
+    """Resumed from step 2 of a finished run, step 4 is saved again: its old copy is moved aside
+    first; when the new one cannot take its place, the old one comes back."""
+    run(fast_config(shapes_world, tmp_path, *RUN))
+    checkpoints = RunDir(tmp_path / "demo").checkpoints
+    old_weights = (checkpoints / checkpoint_name(4) / "model.safetensors").read_bytes()
+    refuse_renaming_the_second_save(monkeypatch, errno.EIO)
+    with pytest.raises(
+        StorageError, match=f"the last complete checkpoint, {checkpoints / checkpoint_name(4)}, is kept"
+    ):
+        run(fast_config(shapes_world, tmp_path, *RUN, f"resume={checkpoints / checkpoint_name(2)}"))
+    assert sorted(p.name for p in checkpoints.iterdir()) == [checkpoint_name(2), checkpoint_name(4)]
+    assert verify(checkpoints / checkpoint_name(4)) is None
+    assert (checkpoints / checkpoint_name(4) / "model.safetensors").read_bytes() == old_weights
+
+
+@pytest.mark.slow
 def test_a_refused_first_save_says_there_is_no_checkpoint(shapes_world, tmp_path, monkeypatch):
     real = checkpoint_module.write_tensors
 

@@ -361,7 +361,7 @@ def _recover_copy(copy: Path, final: Path) -> None:
     if final.exists():
         _remove(final)
     os.replace(copy, final)
-    log.warning("recovered checkpoint %s from %s, left by a run killed while saving", final, copy.name)
+    log.warning("recovered checkpoint %s from %s, left by an interrupted save", final, copy.name)
 
 
 def resume_checkpoint(root: Path, mode: str | None) -> Path | None:
