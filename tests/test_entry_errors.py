@@ -21,7 +21,13 @@ from omegaconf import OmegaConf
 
 import vilt_lab
 from helpers.configs import FAST, compose_config, fast_config
-from vilt_lab.config.errors import TRACEBACK_VARIABLE, USER_ERROR_STATUS, ConfigError, user_errors_reported
+from vilt_lab.config.errors import (
+    BUG_STATUS,
+    TRACEBACK_VARIABLE,
+    USER_ERROR_STATUS,
+    ConfigError,
+    user_errors_reported,
+)
 from vilt_lab.config.hydra_errors import config_dirs, explain_hydra_error
 from vilt_lab.config.paths import CONF_DIR
 from vilt_lab.config.schema import TrainSchema
@@ -221,6 +227,15 @@ def test_an_unexpected_error_keeps_its_traceback(monkeypatch):
         raise ZeroDivisionError("a bug")
 
 
+def test_a_bug_in_a_job_of_its_own_ends_the_process_with_its_traceback(capsys, monkeypatch):
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as stop, user_errors_reported(TRAIN_PROGRAM, ends_the_process=True):
+        raise ZeroDivisionError("a bug")
+    assert stop.value.code == BUG_STATUS != 0
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError: a bug" in err
+
+
 def hydra_error(overrides: list[str]) -> HydraException:
     with pytest.raises(HydraException) as err, initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         compose("train", overrides=overrides)
@@ -257,3 +272,49 @@ def test_a_group_lists_the_options_of_every_config_dir(tmp_path):
 def test_config_dirs_reads_every_spelling():
     argv = ["--config-dir", "a", "--config-dir=b", "-cd", "c", "x=1"]
     assert config_dirs(argv) == [Path("a"), Path("b"), Path("c")]
+
+
+# ----------------------------------------------------------------------- a failed job of a sweep
+# optim.lr=1e12 makes the first step non-finite: a NonFiniteError, an exception that is no user
+# error (its traceback is kept), raised after the run dir exists.
+DIVERGES = "optim.lr=1e12"
+DIVERGED = re.compile(r"NonFiniteError: step \d+: non-finite")
+
+
+@pytest.mark.slow
+def test_a_user_error_in_a_sweep_job_ends_the_sweep_with_its_message(shapes_world, tmp_path):
+    args = fast_args(shapes_world, tmp_path / "runs", "trainer.micro_batch_size=abc,4")
+    proc = entry_point(TRAIN, tmp_path, "-m", *args)
+    assert proc.returncode == USER_ERROR_STATUS, proc.stderr
+    assert "trainer.micro_batch_size='abc': expected an integer >= 1" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_failed_job_of_a_local_sweep_fails_the_sweep_after_the_others(shapes_world, tmp_path):
+    runs = tmp_path / "runs"
+    args = fast_args(shapes_world, runs, "evaluate=false", f"{DIVERGES},1e-4")
+    proc = entry_point(TRAIN, tmp_path, "-m", *args)
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    assert DIVERGED.search(proc.stderr), proc.stderr[-3000:]
+    (failed,) = runs.rglob("*optim.lr:1000000000000.0/train.log")
+    assert DIVERGED.search(failed.read_text())
+    (finished,) = runs.rglob("*optim.lr:0.0001/summary.json")
+    assert json.loads(finished.read_text())["steps"] == 4, "the job after the failed one ran"
+
+
+@pytest.mark.slow
+def test_a_failed_job_in_a_process_of_its_own_ends_that_process_failed(shapes_world, tmp_path):
+    """submitit_local runs the job as a SLURM job runs it (submitit's job process): a job that
+    ended its process with status 0 would leave a result ("success" with the failure inside),
+    which SLURM reports COMPLETED."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="needs vilt_lab[slurm]")
+    runs = tmp_path / "runs"
+    args = fast_args(shapes_world, runs, "evaluate=false", DIVERGES, "hydra/launcher=submitit_local")
+    proc = entry_point(TRAIN, tmp_path, "-m", *args)
+    assert proc.returncode != 0
+    assert "has not produced any output" in proc.stderr, proc.stderr[-3000:]
+    assert not list(runs.rglob("*_result.pkl")), "the failed job reported success"
+    (job_log,) = runs.rglob(".submitit/*/*_log.err")
+    assert DIVERGED.search(job_log.read_text()), "the failure in the job's log"
+    (train_log,) = runs.rglob("train.log")
+    assert DIVERGED.search(train_log.read_text()), "and in the run dir's log"

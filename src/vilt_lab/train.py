@@ -29,7 +29,7 @@ from .build.task import build_task
 from .build.trainer import build_trainer
 from .config.errors import user_errors_reported
 from .config.exclusive import let_the_command_line_choose
-from .config.hydra_errors import run_hydra_app
+from .config.hydra_errors import job_has_its_own_process, run_hydra_app
 from .config.paths import CONF_DIR
 from .config.schema import TrainSchema
 from .config.validation import validate_train_config
@@ -152,7 +152,9 @@ def _run(
         except RuntimeError as err:
             if not is_lost_peer(err):
                 raise
-            raise LostPeer(accelerator.process_index, settings.trainer.collective_timeout_min, str(err)) from err
+            raise LostPeer(
+                accelerator.process_index, settings.trainer.collective_timeout_min, str(err)
+            ) from err
 
 
 def _train(
@@ -221,8 +223,8 @@ def _train(
 def hydra_app(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
-    with user_errors_reported(PROGRAM):
-        hydra_cfg = HydraConfig.get()
+    hydra_cfg = HydraConfig.get()
+    with user_errors_reported(PROGRAM, ends_the_process=job_has_its_own_process(hydra_cfg)):
         overrides = list(hydra_cfg.overrides.task)
         OmegaConf.resolve(cfg)
         for key in let_the_command_line_choose(cfg, overrides):

@@ -21,6 +21,7 @@ from ..training.schedule import build_scheduler
 from ..training.settings import TrainerSettings
 from ..training.trainer import Trainer, TrainStream
 from ..training.validate import Validator
+from ..training.watchdog import ProgressWatchdog
 from .settings import trainer_settings
 
 
@@ -64,6 +65,11 @@ def build_trainer(
         metrics=metrics,
         validator=Validator(accelerator, evaluators, settings, metrics),
         checkpoints=checkpoints,
+        watchdog=ProgressWatchdog(
+            settings.trainer.watchdog_minutes,
+            accelerator.process_index,
+            run_dir.hang_report(accelerator.process_index) if run_dir is not None else None,
+        ),
         # A run that saves acts on a scheduler's stop signal: it saves the step and stops.
         stop=StopRequest(accelerator, timedelta(minutes=settings.trainer.collective_timeout_min))
         if checkpoints is not None

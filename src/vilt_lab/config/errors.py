@@ -4,26 +4,35 @@ points (vilt-train, vilt-eval) show them: one message on stderr, exit status 2, 
 `run()` and `evaluate()` raise these like any exception (Python callers and tests catch them);
 only the command-line `main` formats them. Any other exception is a bug in vilt_lab and keeps its
 traceback. ``VILT_TRACEBACK=1`` shows the traceback of a user error too.
+
+A job that a Hydra launcher runs in a process of its own (submitit: one SLURM job per run) ends
+that process with a non-zero status whatever failed, so SLURM and submitit report it failed:
+Hydra itself catches a job's exception and returns it as the job's result, which would end the
+process with status 0 (SLURM: COMPLETED).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from omegaconf.errors import InterpolationResolutionError
 
+from ..utils.picklable_errors import RebuiltFromMessage
 from ..weights.checkpoint_io import CheckpointFileError, UnsafeCheckpointError
 from ..weights.download import DownloadError
 
 TRACEBACK_VARIABLE = "VILT_TRACEBACK"
 USER_ERROR_STATUS = 2
+BUG_STATUS = 1  # what Python itself exits with on an uncaught exception
 
 
-class UserError(Exception):
-    """A refusal whose message says what to change; a project error that is not a bug."""
+class UserError(RebuiltFromMessage):
+    """A refusal whose message says what to change; a project error that is not a bug. It pickles
+    with its message and attributes (a SLURM job sends it back to the submitting terminal)."""
 
 
 class ConfigError(UserError, ValueError):
@@ -61,12 +70,19 @@ def reports_to_the_user() -> bool:
 
 @contextmanager
 def user_errors_reported(
-    program: str, explain: Callable[[Exception], str | None] = lambda err: None
+    program: str,
+    explain: Callable[[Exception], str | None] = lambda err: None,
+    *,
+    ends_the_process: bool = False,
 ) -> Iterator[None]:
     """Around a command line's work: a user error, or an exception ``explain`` turns into a
     message, ends the process with that message and status 2; any other exception propagates.
     In a job of several processes, where every process meets the same mistake, only the one that
-    `reports_to_the_user` prints the message; the others end with the same status silently."""
+    `reports_to_the_user` prints the message; the others end with the same status silently.
+
+    ``ends_the_process``: the block is a Hydra job in a process of its own (see the module
+    docstring); an exception that would propagate is printed with its traceback (the job's log)
+    and ends the process too, with status 1 (2 for a user error shown with its traceback)."""
     try:
         yield
     except Exception as err:
@@ -75,7 +91,10 @@ def user_errors_reported(
         user_error = raised if isinstance(raised, USER_ERRORS) else None
         message = str(user_error) if user_error is not None else explain(err)
         if message is None or os.environ.get(TRACEBACK_VARIABLE, "") not in ("", "0"):
-            raise
+            if not ends_the_process:
+                raise
+            traceback.print_exc()
+            sys.exit(BUG_STATUS if message is None else USER_ERROR_STATUS)
         if reports_to_the_user():
             print(
                 f"{program}: {message}\n(set {TRACEBACK_VARIABLE}=1 to see where it was raised)",

@@ -15,7 +15,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.errors import HydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from .errors import user_errors_reported
@@ -25,6 +28,8 @@ from .paths import CONF_DIR
 UNKNOWN_KEY = re.compile(r"Could not override '(?P<key>[^']+)'")
 UNKNOWN_OPTION = re.compile(r"Could not (?:find|load) '(?P<group>[^']+)/(?P<option>[^'/]+)'")
 CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
+# Runs a sweep's jobs one after another in the sweeping process.
+BASIC_LAUNCHER = f"{BasicLauncher.__module__}.{BasicLauncher.__qualname__}"
 
 
 def run_hydra_app(program: str, app: Callable[[], object], schema: type) -> None:
@@ -36,6 +41,14 @@ def run_hydra_app(program: str, app: Callable[[], object], schema: type) -> None
     os.environ["HYDRA_FULL_ERROR"] = "1"
     with user_errors_reported(program, lambda err: explain_hydra_error(err, schema, sys.argv[1:])):
         app()
+
+
+def job_has_its_own_process(hydra_cfg: DictConfig) -> bool:
+    """Whether the running Hydra job is a process that ends with it: a sweep's job under any
+    launcher but the basic one (submitit starts one SLURM job per run). Hydra catches the job's
+    exception there and returns it as the job's result, so the job must end its process itself
+    to be seen as failed (`user_errors_reported`'s ``ends_the_process``)."""
+    return hydra_cfg.mode == RunMode.MULTIRUN and hydra_cfg.launcher._target_ != BASIC_LAUNCHER
 
 
 def explain_hydra_error(err: Exception, schema: type, argv: list[str]) -> str | None:

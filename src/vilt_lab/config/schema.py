@@ -339,6 +339,12 @@ class TrainerSchema:
     )
     max_skipped_steps: Count = key("with nonfinite=skip: steps that may be skipped", 10, may_change=True)
     deterministic: bool = key("deterministic algorithms (bit-exact resume)", False, may_change=True)
+    watchdog_minutes: Positive | None = key(
+        "minutes without an optimizer step before a process writes its threads' stacks to the run "
+        "dir and ends the run (null: never; evaluations do not count)",
+        30.0,
+        may_change=True,
+    )
     fp8: bool = key("float8 linears in the transformer (torchao; changes the numerics)", False)
 
 

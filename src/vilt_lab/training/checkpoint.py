@@ -23,11 +23,14 @@ and nothing that is unpickled (see `state_io`). The rules that make a kill at an
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,7 @@ from .state_io import (
     write_json,
     write_tensors,
 )
+from .storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -191,32 +195,73 @@ class CheckpointManager:
     # ----------------------------------------------------------------------------- saving
     def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
         """Collective: every process must call it at the same step. Refused (NonFiniteError)
-        when a parameter is non-finite, so such weights never replace a good checkpoint."""
+        when a parameter is non-finite, so such weights never replace a good checkpoint. A write
+        the storage refuses (a full disk...) stops the run (`StorageError`) with the last complete
+        checkpoint in place."""
         check_finite_parameters(self.state.model, step)
-        acc = self.accelerator
         final = self.root / checkpoint_name(step)
-        tmp = final.with_name(_TMP + final.name)
-        if acc.is_main_process:
-            self.root.mkdir(parents=True, exist_ok=True)
-            shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a save that was killed
-            tmp.mkdir()
-        acc.wait_for_everyone()
-        rng_tensors, rng_meta = capture_rng()
-        write_tensors(tmp / f"random_states_{acc.process_index}.safetensors", rng_tensors)
-        write_json(tmp / f"random_states_{acc.process_index}.json", rng_meta)
-        if acc.is_main_process:
-            self._write_main_files(tmp, step, trainer_state)
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            fault_point("save:written")
-            _fsync_tree(tmp)
-            files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
-            write_json(tmp / MANIFEST, {"format": FORMAT, "step": step, "files": files})
-            fault_point("save:manifest")
-            self._put_in_place(tmp, final)
-            self._prune(self.best["step"] if self.best is not None else None)
-        acc.wait_for_everyone()
+        try:
+            self._save(step, trainer_state, final)
+        except OSError as err:
+            raise self._failed_save(final, err) from err
         return final
+
+    def _failed_save(self, final: Path, err: OSError) -> StorageError:
+        """Undo what a failed save left (main process), and the error that says so."""
+        if self.accelerator.is_main_process:
+            try:  # the incomplete copy goes (freeing its space), a copy moved aside comes back
+                recover(self.root)
+            except OSError as cleanup_err:  # the next start's `recover` finishes it
+                log.warning("cleaning up after the failed save of %s: %s", final, cleanup_err)
+        last, _ = latest_checkpoint(self.root)
+        kept = (
+            f"; the last complete checkpoint, {last}, is kept: once there is room, resume=auto continues from it"
+            if last is not None
+            else "; the run has no complete checkpoint yet"
+        )
+        return StorageError("saving checkpoint", final, err, kept)
+
+    def _save(self, step: int, trainer_state: dict[str, Any], final: Path) -> None:
+        main = self.accelerator.is_main_process
+        rank = self.accelerator.process_index
+        tmp = final.with_name(_TMP + final.name)
+        with self._on_every_process():
+            if main:
+                self.root.mkdir(parents=True, exist_ok=True)
+                shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a save that was killed
+                tmp.mkdir()
+        with self._on_every_process():
+            rng_tensors, rng_meta = capture_rng()
+            write_tensors(tmp / f"random_states_{rank}.safetensors", rng_tensors)
+            write_json(tmp / f"random_states_{rank}.json", rng_meta)
+            if main:
+                self._write_main_files(tmp, step, trainer_state)
+        with self._on_every_process():
+            if main:
+                fault_point("save:written")
+                _fsync_tree(tmp)
+                files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
+                write_json(tmp / MANIFEST, {"format": FORMAT, "step": step, "files": files})
+                fault_point("save:manifest")
+                self._put_in_place(tmp, final)
+                self._prune(self.best["step"] if self.best is not None else None)
+
+    @contextmanager
+    def _on_every_process(self) -> Iterator[None]:
+        """A part of the save that every process runs, then waits for the others (a barrier that
+        also tells whether each one's writes succeeded): a write refused on one process stops
+        every process here, none goes on to wait for it at the next collective."""
+        refused: OSError | None = None
+        try:
+            yield
+        except OSError as err:
+            refused = err
+        acc = self.accelerator
+        failures = acc.reduce(torch.tensor([float(refused is not None)], device=acc.device), "sum")
+        if refused is not None:
+            raise refused
+        if failures.item() > 0:
+            raise OSError(errno.EIO, "another process could not write its part (its reason is in train.log)")
 
     def _write_main_files(self, tmp: Path, step: int, trainer_state: dict[str, Any]) -> None:
         write_tensors(tmp / WEIGHTS_NAME, self.state.model.state_dict())
@@ -316,7 +361,7 @@ def _recover_copy(copy: Path, final: Path) -> None:
     if final.exists():
         _remove(final)
     os.replace(copy, final)
-    log.warning("recovered checkpoint %s from %s, left by a run killed while saving", final, copy.name)
+    log.warning("recovered checkpoint %s from %s, left by an interrupted save", final, copy.name)
 
 
 def resume_checkpoint(root: Path, mode: str | None) -> Path | None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from accelerate import Accelerator
 
 from .settings import TrainerSettings
+from .storage import append_line, write_text_atomically
 
 
 def _plain(value: Any) -> Any:
@@ -42,15 +42,12 @@ class MetricsFile:
             for line in self.path.read_text().splitlines()
             if line and json.loads(line).get("step", 0) <= step
         ]
-        # Into a temporary file renamed over the old one: a kill mid-write must not lose the log.
-        staging = self.path.with_name(f".{self.path.name}.tmp")
-        staging.write_text("".join(line + "\n" for line in kept))
-        os.replace(staging, self.path)
+        # Renamed over the old file: a kill or a full disk mid-write must not lose the log.
+        write_text_atomically(self.path, "".join(line + "\n" for line in kept))
 
     def append(self, step: int, values: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **{k: _plain(v) for k, v in values.items()}}) + "\n")
+        append_line(self.path, json.dumps({"step": step, **{k: _plain(v) for k, v in values.items()}}))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from ..config.keys import may_change_keys
 from ..config.schema import TrainSchema
 from .checkpoint import TRAINER_STATE, checkpoint_name, latest_checkpoint, verify
 from .state_io import read_json
+from .storage import write_text_atomically
 
 # Keys that say how or where a run runs, not what it trains (a key covers everything under it),
 # as their declarations say (vilt_lab.config.schema, `may_change`). They are left out of a run's
@@ -154,6 +155,7 @@ class RunDir:
     resume_history.jsonl   one line per resume: its step, changed settings, command line
     stops.jsonl            one line per stop on a signal: its step and the signal
     earlier_attempts/<n>/  what a checkpoint-less earlier attempt left, set aside
+    hang-rank<R>.txt       rank R's threads' stacks when its steps stopped (`training.watchdog`)
     """
 
     path: Path
@@ -197,6 +199,9 @@ class RunDir:
     @property
     def earlier_attempts(self) -> Path:
         return self.path / "earlier_attempts"
+
+    def hang_report(self, rank: int) -> Path:
+        return self.path / f"hang-rank{rank}.txt"
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | os.PathLike) -> RunDir:
@@ -247,7 +252,8 @@ class RunDir:
         self.git.write_text(json.dumps(git, indent=1))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        self.summary.write_text(json.dumps(summary, indent=1))
+        # Whole or not at all: a summary.json is what says a run finished.
+        write_text_atomically(self.summary, json.dumps(summary, indent=1))
 
     def record_resume(self, step: int, changes: dict[str, tuple[Any, Any]], overrides: list[str]) -> None:
         """Append one resume (its step, the changed settings, the command line) to the run's

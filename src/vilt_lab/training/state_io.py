@@ -14,18 +14,22 @@ JSON cannot hold tuples (Python's random state, AdamW's betas): they are written
 from __future__ import annotations
 
 import json
+import os
 import random
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from ..weights.checkpoint_io import CheckpointFileError
 
 _TUPLE = "__tuple__"
+_OS_ERROR = re.compile(r"\(os error (?P<errno>\d+)\)")
 
 
 # ------------------------------------------------------------------------------------ JSON
@@ -72,7 +76,15 @@ def read_json(path: Path) -> Any:
 # ------------------------------------------------------------------------------- tensors
 def write_tensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
     # safetensors wants contiguous CPU tensors that share no storage.
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(path))
+    except SafetensorError as err:
+        # A full disk reaches us as "I/O error: No space left on device (os error 28)": raised as
+        # the OSError it is, so the storage's refusals are handled in one place (`storage`).
+        os_error = _OS_ERROR.search(str(err))
+        if os_error is None:
+            raise
+        raise OSError(int(os_error["errno"]), os.strerror(int(os_error["errno"])), str(path)) from err
 
 
 # ----------------------------------------------------------------------------- optimizer

@@ -35,6 +35,7 @@ from .preemption import StopRequest
 from .settings import TrainerSettings
 from .speed_levers import RecompileLimitWatch
 from .validate import Validator
+from .watchdog import ProgressWatchdog
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,8 @@ class Trainer:
     * `metrics` (`MetricsLog`) whether the step logs, and writes the values (metrics.jsonl, W&B);
     * `validator` (`Validator`) whether to evaluate, and runs the evaluators;
     * `checkpoints` (`CheckpointManager`, None: no checkpoints) which evaluation is the best,
-      whether the step saves (checking the parameters first), and what a resume restores.
+      whether the step saves (checking the parameters first), and what a resume restores;
+    * `watchdog` (`ProgressWatchdog`) ends the process when the steps stop.
 
     A step "reports" when any of them acts on it: the guard's `stop` mode reads the device only
     then. Every decision is a function of the step alone, the same on every process, so every
@@ -132,6 +134,7 @@ class Trainer:
         metrics: MetricsLog,
         validator: Validator,
         checkpoints: CheckpointManager | None,
+        watchdog: ProgressWatchdog,
         stop: StopRequest | None = None,
     ) -> None:
         self.acc = accelerator
@@ -140,6 +143,7 @@ class Trainer:
         self.settings = settings
         self.train_stream = train_stream
         self.metrics, self.validator, self.checkpoints = metrics, validator, checkpoints
+        self.watchdog = watchdog
         t = settings.trainer
         self.accumulation = accumulation_steps(
             t.global_batch_size, t.micro_batch_size, accelerator.num_processes
@@ -248,9 +252,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- the loop
     def fit(self) -> None:
-        """Train to `max_steps`; on a stop signal (`training.preemption`) every process stops
-        after the same step, saved, and `Stopped` is raised."""
-        with self.stop if self.stop is not None else nullcontext():
+        """Train to `max_steps`, under the progress watchdog (`trainer.watchdog_minutes`); on a
+        stop signal (`training.preemption`) every process stops after the same step, saved, and
+        `Stopped` is raised."""
+        with self.watchdog.watching(self.step), self.stop if self.stop is not None else nullcontext():
             self._fit()
 
     def _open_stream(self) -> _Counted:
@@ -282,6 +287,7 @@ class Trainer:
         while self.step < self.settings.max_steps:
             t0 = time.perf_counter()
             result = self.train_step(batches)
+            self.watchdog.beat(self.step)
             fault_point("step")
             interval.add(result, time.perf_counter() - t0)
             if self.metrics.due(self.step):
@@ -289,7 +295,8 @@ class Trainer:
                 interval = LogInterval()
             bar.update(1)  # after the log: a progress line shows this step's values
             if self.validator.due(self.step):
-                values = self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
+                with self.watchdog.paused():
+                    values = self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
                 if self.checkpoints is not None:
                     self.checkpoints.select(self.step, values)
             if self.checkpoints is not None and self.checkpoints.due(self.step):
@@ -308,7 +315,8 @@ class Trainer:
                 raise self.stop.stopped(signum, self.step)
         bar.close()
         if self.validator.due_after_training(self.step):
-            self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
+            with self.watchdog.paused():
+                self.validator.evaluate(self.acc.unwrap_model(self.model), self.step)
 
     def _log_train(self, interval: LogInterval, grad_norm: torch.Tensor | None, bar) -> None:
         acc, running, busy = self.acc, interval.means, interval.step_s

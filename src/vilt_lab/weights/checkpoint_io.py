@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..model.config import ViltConfig
+from ..utils.picklable_errors import RebuiltFromMessage
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -39,7 +40,7 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
     """A pickled checkpoint that holds more than tensors and plain containers."""
 
 
-class CheckpointFileError(ValueError):
+class CheckpointFileError(RebuiltFromMessage, ValueError):
     """A checkpoint file that is missing, truncated, corrupt or not what vilt_lab writes."""
 
     def __init__(self, path: str | os.PathLike, reason: str) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from ...utils.picklable_errors import RebuiltFromMessage
+
 # What the shard schema stores as it is. MPO is PIL's name for the multi-picture JPEGs some
 # cameras write: JPEG bytes whose first frame is what every decoder shows.
 KEPT_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")
@@ -41,7 +43,7 @@ TOO_SMALL = "image too small"
 UNSUPPORTED_MODE = "unsupported image mode"
 
 
-class BadImage(ValueError):
+class BadImage(RebuiltFromMessage, ValueError):
     """An image the converter skips: ``reason`` is one of the categories above, ``detail`` says more."""
 
     def __init__(self, reason: str, detail: str) -> None:
