@@ -14,6 +14,7 @@ import inspect
 import os
 import pickle
 import pkgutil
+import signal
 
 import pytest
 
@@ -28,6 +29,8 @@ CONSTRUCTED = {
         "/runs/demo/model.safetensors", "truncated"
     ),
     "vilt_lab.data.sources.images.BadImage": lambda cls: cls("image file missing", "/raw/0001.jpg"),
+    "vilt_lab.training.lost_peer.LostPeer": lambda cls: cls(1, 30.0, "Timed out waiting 1800000ms for recv"),
+    "vilt_lab.training.preemption.Stopped": lambda cls: cls(signal.SIGTERM, 12),
     "vilt_lab.training.storage.StorageError": lambda cls: cls(
         "writing", "/runs/demo/summary.json", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     ),
