@@ -50,7 +50,7 @@ def test_the_benchmark_starts_from_the_checkout_alone(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_make_bench_model_no_install_runs_without_pip() -> None:
     planned = subprocess.run(
-        ["make", "-n", "bench-model", "NO_INSTALL=1", "ARGS=--tiny"],
+        ["make", "--no-print-directory", "-n", "bench-model", "NO_INSTALL=1", "ARGS=--tiny"],
         cwd=ROOT,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
         capture_output=True,

@@ -67,8 +67,10 @@ def test_a_failed_rename_is_a_warning(tmp_path, monkeypatch, caplog):
 
 
 def test_slurm_task_variables_become_the_ranks(monkeypatch):
+    # A copy of the environment: what the export sets must not reach the tests after this one.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        os.environ.pop(key, None)
     monkeypatch.setenv("PATH", "/nonexistent")  # no scontrol: the node list is taken as one host
     for key, value in {
         "SLURM_PROCID": "5",
