@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 import webdataset as wds
 
 from helpers.configs import FAST
-from helpers.ports import free_port
+from helpers.ports import torchrun
 from vilt_lab.training.metrics_log import read_metrics
 from vilt_lab.training.schedule import lr_factor
 
@@ -62,20 +61,7 @@ def test_two_processes_disjoint_and_in_sync(shapes_world, tmp_path):
     # The caller's PYTHONPATH stays after tests/: a checkout run with PYTHONPATH=src tests its own copy.
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(Path(__file__).parent / "helpers" / "ddp_job.py"),
-        str(tmp_path),
-        *overrides,
-    ]
+    cmd = torchrun(Path(__file__).parent / "helpers" / "ddp_job.py", str(tmp_path), *overrides)
     # A hang (a rank out of data, a collective only one rank reaches) fails here, not forever.
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,7 +23,7 @@ import torch
 import vilt_lab
 import vilt_lab.training.checkpoint as checkpoint_module
 from helpers.configs import FAST, fast_config
-from helpers.ports import free_port
+from helpers.ports import torchrun
 from vilt_lab.config.errors import USER_ERROR_STATUS, UserError
 from vilt_lab.train import run
 from vilt_lab.training.checkpoint import (
@@ -182,18 +182,9 @@ def test_a_write_refused_on_one_process_stops_both_with_one_message(shapes_world
     ]
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), SOURCE, os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-    ]
     job = str(Path(__file__).parent / "helpers" / "refused_save_job.py")
     proc = subprocess.run(
-        [*torchrun, "--master_port", str(free_port()), job, *overrides],
+        torchrun(job, *overrides),
         cwd=tmp_path,
         env=env,
         capture_output=True,

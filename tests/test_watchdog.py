@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers.configs import FAST, fast_config
-from helpers.ports import free_port
+from helpers.ports import torchrun
 from vilt_lab.train import run
 from vilt_lab.training.run_dir import RunDir
 from vilt_lab.training.trainer import Trainer
@@ -118,19 +117,7 @@ def test_a_stalled_rank_makes_the_other_end_within_the_limit(shapes_world, tmp_p
         "trainer.watchdog_minutes=0.25",
     ]
     path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        str(Path(__file__).parent / "helpers" / "stalled_rank_job.py"),
-        *overrides,
-    ]
+    cmd = torchrun(Path(__file__).parent / "helpers" / "stalled_rank_job.py", *overrides)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0

@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from omegaconf import DictConfig, OmegaConf
 
 from .build.data import build_tokenizer, ensure_data, process_loader_config
-from .build.task import build_eval_task, recorded_config, recording_run
+from .build.task import build_eval_task, recorded_config
 from .config.errors import ConfigError, user_errors_reported
 from .config.exclusive import overridden_keys
 from .config.hydra_errors import run_hydra_app
@@ -51,7 +51,7 @@ def run_keys(checkpoint: str | None, given: Mapping[str, str]) -> tuple[RunDir |
     """The training run `checkpoint` belongs to and the RUN_KEYS it brings: those the command
     line's overrides (``given``, as config.exclusive.overridden_keys reads them) leave alone;
     (None, []) for a checkpoint of no run."""
-    run = recording_run(checkpoint) if checkpoint else None
+    run = RunDir.holding(checkpoint) if checkpoint else None
     return run, [] if run is None else [key for key in RUN_KEYS if key not in given]
 
 

@@ -53,17 +53,6 @@ def model_config(cfg: TrainSchema, vocab_size: int) -> ViltConfig:
     return get_config(cfg.model.size, **overrides)
 
 
-def recording_run(path: str | os.PathLike) -> RunDir | None:
-    """The training run whose config.yaml records what `path` (a run dir or one of its
-    checkpoints/step_N) was trained with; None for any other checkpoint."""
-    path = Path(path)
-    if RunDir(path).is_training_run():
-        return RunDir(path)
-    if is_run_checkpoint(path):
-        return RunDir.of_checkpoint(path)
-    return None
-
-
 def recorded_config(run: RunDir) -> DictConfig:
     """The resolved training config a run recorded (its config.yaml), the objectives it selected
     marked as today's configs mark them (`mark_unmarked_selection`)."""
@@ -164,7 +153,7 @@ def build_eval_task(cfg: RunConfig, tokenizer: PreTrainedTokenizerBase, checkpoi
 
 def _recorded_value(checkpoint_path: str | os.PathLike, key: str, otherwise: str) -> str:
     """`key` as the checkpoint's run recorded it, else ``otherwise`` (what to pass instead)."""
-    run = recording_run(checkpoint_path)
+    run = RunDir.holding(checkpoint_path)
     return otherwise if run is None else str(OmegaConf.select(recorded_config(run), key))
 
 
@@ -176,12 +165,13 @@ def _own_tokenizer(checkpoint_path: str | os.PathLike) -> str:
 
 def _settings_that_fit(checkpoint: ViltCheckpoint, checkpoint_path: str | os.PathLike) -> str:
     """The task settings that evaluate `checkpoint`: its run's, else the tasks its heads serve."""
-    run = recording_run(checkpoint_path)
+    run = RunDir.holding(checkpoint_path)
     if run is not None:
         recorded = recorded_config(run)
         trained = f"task={recorded.task.name} data={recorded.data.name}"
-        if recorded.task.name == "pretrain":
-            objectives = get_task("pretrain").objective_names(typed(recorded, TrainSchema))
+        task = get_task(recorded.task.name)
+        objectives = task.objective_names(typed(recorded, TrainSchema))
+        if objectives != [task.name]:  # a task that trains a selection of objectives
             trained += f" objective=[{','.join(objectives)}]"
         return (
             f"its run trained {trained}; leave task=, data= and objective= out to evaluate what it "

@@ -22,7 +22,7 @@ from ..data.collate import pad_images
 from ..data.normalize import normalize_images
 from ..data.sources.images import BadImage
 from ..data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize, decode_image
-from ..training.run_dir import RunDir, is_run_checkpoint
+from ..training.run_dir import RunDir
 from ..weights.checkpoint_io import CONFIG_NAME, is_checkpoint_dir, recorded_inputs
 
 # The released checkpoints' tokenizer: the default when the checkpoint does not name its own.
@@ -40,17 +40,6 @@ class InputSettings:
     tokenizer_key: str = "--tokenizer"
 
 
-def run_config_path(checkpoint: str | os.PathLike) -> Path | None:
-    """The resolved config of the run a checkpoint comes from (a run dir or its
-    `checkpoints/step_N`), or None for a checkpoint that is not part of a run."""
-    path = Path(checkpoint)
-    if RunDir(path).is_training_run():
-        return RunDir(path).config
-    if is_run_checkpoint(path):
-        return RunDir.of_checkpoint(path).config
-    return None
-
-
 def input_settings(
     checkpoint: str | os.PathLike,
     tokenizer: str | None = None,
@@ -61,8 +50,9 @@ def input_settings(
     and eval resize (`augment.shorter` / `augment.longer`), or a checkpoint directory's `inputs`
     (its own tokenizer directory); else the paper's (BERT's uncased vocabulary, 384 / 639), which
     the released checkpoints used."""
-    config_path = run_config_path(checkpoint)
-    if config_path is not None:
+    run = RunDir.holding(checkpoint)
+    if run is not None:
+        config_path = run.config
         cfg = OmegaConf.load(config_path)
         recorded = {
             "tokenizer": str(cfg.data.tokenizer),

@@ -208,6 +208,16 @@ class RunDir:
         """The run dir a `<run>/checkpoints/step_N` directory belongs to, if it is a run's."""
         return cls(Path(checkpoint).parent.parent)
 
+    @classmethod
+    def holding(cls, path: str | os.PathLike) -> RunDir | None:
+        """The training run `path` is (a run dir) or belongs to (one of its checkpoints/step_N),
+        whose config.yaml records what it was trained with; None for any other path."""
+        if cls(Path(path)).is_training_run():
+            return cls(Path(path))
+        if is_run_checkpoint(path):
+            return cls.of_checkpoint(path)
+        return None
+
     # ----------------------------------------------------------------------------- reading
     def is_training_run(self) -> bool:
         """Whether this is a training run's directory: its config, and its checkpoints or the
