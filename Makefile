@@ -98,6 +98,15 @@ table2 table3 table4 table5: install ## render experiments/tableN/result.md from
 table2-run table3-run table4-run table5-run: install ## launch the missing runs of a table, pre-training first (resumable)
 	$(REPORT) run experiments/$(@:-run=) --runs $(PAPER_RUNS) $(if $(LAUNCH),--launch '$(LAUNCH)') $(if $(SLURM),--slurm) $(ARGS)
 
+# Beyond the paper (experiments/future, docs/future-work.md): the final recipe with MixGen, MIM,
+# both, ViLT-L/32 and the 14M mix; the same launch options as the paper's tables.
+.PHONY: table-future table-future-run
+table-future: install ## render experiments/future/result.md (MixGen, MIM, ViLT-L/32, 14M) from the runs
+	$(REPORT) render experiments/future --runs $(PAPER_RUNS)
+
+table-future-run: install ## launch the future-work table's missing runs, pre-training first (resumable)
+	$(REPORT) run experiments/future --runs $(PAPER_RUNS) $(if $(LAUNCH),--launch '$(LAUNCH)') $(if $(SLURM),--slurm) $(ARGS)
+
 # Table 5 on the shapes world, end to end on two CPU cores (experiments/shapes/): 5 pre-training
 # runs, 18 fine-tuning runs and 5 zero-shot evaluations, each training in DEMO_PROCS processes of
 # one thread as `make demo` does; then experiments/table5/result-shapes.md and its PNGs. Resumable.
