@@ -249,6 +249,14 @@ ERRORS: dict[str, ErrorCase] = {
         ["nowhere", *inputs(scene), *TEXT, "--heatmap", str(tmp / "no" / "wpa.png")],
         f"--heatmap {tmp / 'no' / 'wpa.png'}: directory {tmp / 'no'} does not exist",
     ),
+    "not a device": lambda scene, tmp, _: (
+        ["nowhere", *inputs(scene), *TEXT, "--device", "gpu0"],
+        "--device gpu0: not a device; use auto, cpu, cuda or cuda:N",
+    ),
+    "absent GPU": lambda scene, tmp, _: (
+        ["nowhere", *inputs(scene), *TEXT, "--device", "cuda:7"],
+        "usable CUDA device(s); use --device cpu (or auto)",
+    ),
     # Then what only the checkpoint tells.
     "missing checkpoint": lambda scene, tmp, _: (
         [str(tmp / "ckpt"), *inputs(scene), *TEXT],
@@ -282,6 +290,50 @@ def test_errors_name_the_argument(case, capsys, checkpoints, shapes_world, scene
     out, err = capsys.readouterr()
     assert code == 2 and out == ""
     assert err.startswith("vilt-predict: error: ") and message in err, err
+
+
+def assert_close_records(ours, theirs, where: str) -> None:
+    """The same JSON structure, floats within 1e-3 (the GPU's kernels sum in another order)."""
+    if isinstance(ours, dict):
+        assert ours.keys() == theirs.keys(), where
+        for key in ours:
+            assert_close_records(ours[key], theirs[key], f"{where}.{key}")
+    elif isinstance(ours, list):
+        assert len(ours) == len(theirs), where
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+            assert_close_records(a, b, f"{where}[{i}]")
+    elif isinstance(ours, float):
+        assert theirs == pytest.approx(ours, abs=1e-3), where
+    else:
+        assert ours == theirs, where
+
+
+@pytest.mark.gpu
+def test_the_gpu_predicts_what_the_cpu_does(capsys, checkpoint, shapes_world, scenes, tmp_path):
+    """--device cuda (what auto picks on a GPU machine) against --device cpu, every task."""
+    scene, captions = scenes[0]
+    tokenizer = shapes_world / "tokenizer"
+    for argv in (
+        [*inputs(scene, *captions[:3]), "--task", "itm"],
+        [*inputs(scene, "is there a red square ?"), "--task", "vqa"],
+        [*inputs(scene, "a [MASK] square")],
+        [*inputs(scene, captions[0]), "--image2", str(scenes[1][0]), "--task", "nlvr2"],
+    ):
+        cpu = predict_json(capsys, checkpoint, tokenizer, *argv, "--device", "cpu")
+        gpu = predict_json(capsys, checkpoint, tokenizer, *argv, "--device", "cuda")
+        assert_close_records(cpu["predictions"], gpu["predictions"], " ".join(argv[-2:]))
+    heatmap = tmp_path / "wpa.png"
+    predict_json(
+        capsys,
+        checkpoint,
+        tokenizer,
+        *inputs(scene, captions[0]),
+        "--device",
+        "cuda",
+        "--heatmap",
+        str(heatmap),
+    )
+    assert heatmap.read_bytes().startswith(PNG_MAGIC)
 
 
 def test_a_tokenizer_of_another_vocabulary(capsys, checkpoint, scenes, tmp_path):

@@ -13,7 +13,7 @@ from ..data.sources.images import BadImage, open_image
 from ..data.transforms import SHARD_IMAGES
 from ..weights.checkpoint_io import UnsafeCheckpointError
 from .modes import MODES, ArgumentError, Inputs, format_table, infer_task
-from .predictor import Predictor, require_head
+from .predictor import Predictor, require_head, run_device
 from .preprocess import input_settings
 
 EPILOG = """examples:
@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (the GPU when there is one, else the CPU), cpu, cuda or cuda:N",
+    )
+    parser.add_argument(
         "--tokenizer",
         help="the checkpoint's tokenizer (name or dir); default: its run's data.tokenizer or the "
         "one its export carries (vilt-convert run), else bert-base-uncased (the released checkpoints')",
@@ -101,6 +106,7 @@ def check_arguments(args: argparse.Namespace) -> Inputs:
 def predict(args: argparse.Namespace) -> dict[str, Any]:
     """Check, load, predict: the result `main` prints (the `--json` object)."""
     inputs = check_arguments(args)
+    device = run_device(args.device)
     task = args.task or infer_task(inputs, heads=None)
     if task is not None:
         MODES[task].check(inputs)
@@ -115,7 +121,7 @@ def predict(args: argparse.Namespace) -> dict[str, Any]:
     mode = MODES[task]
     require_head(checkpoint, mode.head, args.checkpoint, task)
     settings = input_settings(args.checkpoint, args.tokenizer, args.shorter, args.longer)
-    predictor = Predictor.load(checkpoint, args.checkpoint, settings)
+    predictor = Predictor.load(checkpoint, args.checkpoint, settings, device)
     result: dict[str, Any] = {
         "task": task,
         "checkpoint": str(args.checkpoint),

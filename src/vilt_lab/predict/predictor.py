@@ -23,6 +23,7 @@ from ..data.transforms import MinMaxResize
 from ..report.heatmap import align_words, draw_alignment
 from ..weights.checkpoint_io import ViltCheckpoint
 from ..weights.with_heads import ViltWithHeads
+from .modes import ArgumentError
 from .preprocess import InputSettings, Preprocess, pixel_values
 
 
@@ -39,6 +40,27 @@ def require_head(checkpoint: ViltCheckpoint, head: str, source: str, task: str) 
         )
 
 
+def run_device(name: str) -> torch.device:
+    """The device `--device` names: auto is the GPU when there is one, else the CPU; a GPU that
+    is not there is refused before the checkpoint is read."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ArgumentError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ArgumentError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} usable CUDA device(s); "
+            "use --device cpu (or auto)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ArgumentError(f"--device {name}: vilt-predict runs on cpu or cuda")
+    return device
+
+
 @dataclass
 class Predictor:
     """A loaded checkpoint and the preprocessing of its inputs (see the module docstring)."""
@@ -47,11 +69,18 @@ class Predictor:
     tokenizer: PreTrainedTokenizerBase
     preprocess: Preprocess
     source: str
+    device: torch.device
 
     @classmethod
-    def load(cls, checkpoint: ViltCheckpoint, source: str, settings: InputSettings) -> Predictor:
-        """Build the model of a read checkpoint (`build.read_checkpoint(source)`) with the
-        tokenizer and resize of `settings`; a tokenizer of another vocabulary is an error."""
+    def load(
+        cls,
+        checkpoint: ViltCheckpoint,
+        source: str,
+        settings: InputSettings,
+        device: torch.device | str = "cpu",
+    ) -> Predictor:
+        """Build the model of a read checkpoint (`build.read_checkpoint(source)`) on `device` with
+        the tokenizer and resize of `settings`; a tokenizer of another vocabulary is an error."""
         tokenizer = load_tokenizer(settings.tokenizer, key=settings.tokenizer_key)
         if len(tokenizer) != checkpoint.config.vocab_size:
             raise ValueError(
@@ -59,9 +88,10 @@ class Predictor:
                 f"tokenizer {settings.tokenizer} has {len(tokenizer)}: pass the checkpoint's own "
                 "with --tokenizer"
             )
-        model = ViltWithHeads.from_checkpoint(checkpoint).eval()
+        device = torch.device(device)
+        model = ViltWithHeads.from_checkpoint(checkpoint).eval().to(device)
         resize = MinMaxResize(settings.shorter, settings.longer, checkpoint.config.patch_size)
-        return cls(model, tokenizer, Preprocess(resize), source)
+        return cls(model, tokenizer, Preprocess(resize), source, device)
 
     @property
     def heads(self) -> list[str]:
@@ -80,11 +110,17 @@ class Predictor:
 
     @torch.no_grad()
     def logits(self, head: str, batch: dict[str, Any]) -> torch.Tensor:
-        """Head `head`'s float logits on `batch` (see `ViltWithHeads.forward` for their shapes)."""
-        pixels = pixel_values(batch["image"], batch["pixel_mask"])
-        return self.model(
-            head, batch["input_ids"], batch["attention_mask"], pixels, batch["pixel_mask"]
-        ).float()
+        """Head `head`'s float logits on `batch` (see `ViltWithHeads.forward` for their shapes), on
+        the CPU; the batch goes to the model's device, where the images are normalised."""
+        inputs = {
+            key: batch[key].to(self.device) for key in ("input_ids", "attention_mask", "image", "pixel_mask")
+        }
+        pixels = pixel_values(inputs["image"], inputs["pixel_mask"])
+        return (
+            self.model(head, inputs["input_ids"], inputs["attention_mask"], pixels, inputs["pixel_mask"])
+            .float()
+            .cpu()
+        )
 
     def heatmap(self, image_path: Path, text: str, out: Path) -> Path:
         """The word-patch alignment of `text` over the image (the paper's Figure 4) as a PNG."""

@@ -44,18 +44,23 @@ def align_words(
 ) -> WordAlignment:
     """The transport plan between `caption`'s words and `image`'s patches, per word on the grid."""
     backbone.eval()
+    device = next(backbone.parameters()).device  # the transport runs there too; the maps come back
     resized = resize(image.convert("RGB"))
-    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None]
-    pixel_mask = torch.ones(1, *pixels.shape[2:], dtype=torch.long)
+    pixels = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1)[None].to(device)
+    pixel_mask = torch.ones(1, *pixels.shape[2:], dtype=torch.long, device=device)
     encoded = tokenizer(caption, return_tensors="pt", truncation=True, max_length=40)
     output = backbone(
-        encoded["input_ids"], encoded["attention_mask"], normalize_images(pixels, pixel_mask), pixel_mask
+        encoded["input_ids"].to(device),
+        encoded["attention_mask"].to(device),
+        normalize_images(pixels, pixel_mask),
+        pixel_mask,
     )
     text_mask, image_mask = alignment_masks(output.text_mask, output.image_mask)
     cost = cosine_cost(output.text_feats, output.image_feats[:, 1:])
     _, plan = ipot_distance(cost, text_mask, image_mask, beta=beta, iterations=iterations)
+    plan, text_mask = plan.cpu(), text_mask.cpu()
     grid_h, grid_w = (int(v) for v in output.patches.grid_hw[0])
-    index, valid = output.patches.index[0], output.patches.valid[0]
+    index, valid = output.patches.index[0].cpu(), output.patches.valid[0].cpu()
     word_ids = encoded.word_ids(0)
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"][0])
     words, maps = [], []
