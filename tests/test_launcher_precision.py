@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from helpers.configs import fast_config
 from vilt_lab.train import run
@@ -50,3 +51,29 @@ def test_resume_in_another_launch_precision_is_refused(shapes_world, tmp_path, m
     with pytest.raises(ResumeRefused, match="trained in precision 'bf16'"):
         # The finished run's last checkpoint, launched again without bf16.
         run(fast_config(shapes_world, tmp_path, *overrides, "resume=latest"))
+
+
+def test_float32_matmul_precision_holds_for_the_run_only(shapes_world, tmp_path, monkeypatch):
+    """trainer.float32_matmul_precision is in force while the run trains, and put back after."""
+    import vilt_lab.train as train_module
+
+    seen = []
+    real_run = train_module._run
+
+    def recording_run(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_run", recording_run)
+    before = torch.get_float32_matmul_precision()
+    run(
+        fast_config(
+            shapes_world,
+            tmp_path,
+            "trainer.float32_matmul_precision=high",
+            "schedule.max_steps=1",
+            "evaluate=false",
+        )
+    )
+    assert seen == ["high"] and before == "highest"
+    assert torch.get_float32_matmul_precision() == before

@@ -38,7 +38,12 @@ from .training.banner import run_banner
 from .training.checkpoint import checkpoint_step, recover, resume_checkpoint
 from .training.determinism import deterministic_mode
 from .training.lost_peer import LostPeer, is_lost_peer
-from .training.precision import check_resumed_precision, effective_precision, precision_source
+from .training.precision import (
+    check_resumed_precision,
+    effective_precision,
+    float32_matmul_precision,
+    precision_source,
+)
 from .training.preemption import TIME_LIMIT_SIGNALS, Stopped
 from .training.resume_run import config_to_resume
 from .training.run_dir import RunDir, check_resume, format_summary, git_info, resolve_run_dir, run_name
@@ -83,7 +88,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
             "check the launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR)"
         )
     try:
-        with deterministic_mode(settings.trainer.deterministic):
+        with (
+            deterministic_mode(settings.trainer.deterministic),
+            float32_matmul_precision(settings.trainer.float32_matmul_precision),
+        ):
             return _run(cfg, settings, accelerator, overrides or [])
     except Stopped as stop:
         if stop.signum in TIME_LIMIT_SIGNALS and not callable(stop.previous_handler):

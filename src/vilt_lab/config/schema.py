@@ -346,6 +346,12 @@ class TrainerSchema:
         may_change=True,
     )
     fp8: bool = key("float8 linears in the transformer (torchao; changes the numerics)", False)
+    float32_matmul_precision: Literal["highest", "high", "medium"] = key(
+        "fp32 matrix products on CUDA (torch.set_float32_matmul_precision): highest keeps fp32, high "
+        "allows TF32 (Ampere and later; changes the numerics), medium bf16; matters where "
+        "trainer.precision is no and for what autocast leaves in fp32",
+        "highest",
+    )
 
 
 @dataclass(frozen=True)

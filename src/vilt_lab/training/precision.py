@@ -7,8 +7,11 @@ and kept in every checkpoint, and a resume in another one is refused, as a chang
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import torch
 from accelerate import Accelerator
 
 from .run_dir import ResumeRefused
@@ -35,3 +38,21 @@ def check_resumed_precision(state: dict[str, Any], precision: str) -> None:
             f"runs {precision!r}. Launch with --mixed_precision {recorded} or set "
             f"trainer.precision={recorded}, or start a new run (name=<new name>)"
         )
+
+
+@contextmanager
+def float32_matmul_precision(precision: str) -> Iterator[None]:
+    """`trainer.float32_matmul_precision` for a block (a run), the previous setting back afterwards.
+
+    PyTorch computes fp32 matrix products in full fp32 by default ("highest"), even on GPUs whose
+    TF32 tensor cores do them several times faster with a 10-bit mantissa: an fp32 run
+    (`trainer.precision=no`) is slow unless asked otherwise. Under bf16/fp16 autocast most products
+    are already low precision; the setting reaches what autocast keeps in fp32. The patch
+    embedding's convolution follows cuDNN's own TF32 switch (on by default in PyTorch).
+    """
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
