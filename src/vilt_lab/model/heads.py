@@ -50,7 +50,9 @@ class MLMHead(nn.Module):
         self.apply(lambda m: init_weights(m, std))
 
     def forward(self, text_feats: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.transform(text_feats)) + self.bias
+        # The bias inside the matrix product, as HF's tied decoder bias: added after it, an fp32
+        # bias would promote autocast's bf16 logits (tokens x vocabulary) to a second, fp32 copy.
+        return F.linear(self.transform(text_feats), self.decoder.weight, self.bias)
 
 
 class MPPHead(nn.Module):
