@@ -89,6 +89,28 @@ def test_other_grids_match_bilinear_align_corners():
         torch.testing.assert_close(pos[i], ref[sel.index[i]], atol=1e-12, rtol=1e-12)
 
 
+def test_a_bf16_table_interpolates_to_bf16_rounding_of_the_exact_result():
+    """A pure-bf16 model (weights cast, no autocast): coordinates like 10.98 must not round to 11.
+
+    The exact result is fp64 bilinear interpolation of the same bf16 table; ours may differ from
+    it by the one rounding to bf16 (half a bf16 ulp) and a little fp32 arithmetic, not by rows
+    taken from the wrong corner."""
+    G, D = 12, 16
+    table = torch.randn(G * G, D).to(torch.bfloat16)
+    sizes = [(11, 19), (12, 17), (5, 12)]
+    Hp, Wp = 12, 19
+    sel = select_patches(grid_mask(sizes, (Hp, Wp)), -1)
+    pos = interpolate_pos_embed(table, sel)
+    assert pos.dtype == torch.bfloat16
+    spatial = table.double().T.reshape(1, D, G, G)
+    for i, (h, w) in enumerate(sizes):
+        ref = F.interpolate(spatial, size=(h, w), mode="bilinear", align_corners=True)
+        ref = F.pad(ref, (0, Wp - w, 0, Hp - h))[0].flatten(1).T[sel.index[i]]
+        rounding = (ref.to(torch.bfloat16).double() - ref).abs()
+        # Within one bf16 ulp of the exact value (the rounding is at most half of one).
+        assert ((pos[i].double() - ref).abs() <= 2 * rounding.max() + 1e-6).all(), (h, w)
+
+
 def test_patch_validity_from_pixel_mask():
     pm = torch.zeros(2, 64, 96)
     pm[0, :64, :96] = 1

@@ -163,12 +163,16 @@ def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> tor
     Wp = selection.grid[1]
     rows = torch.div(selection.index, Wp, rounding_mode="floor")
     cols = selection.index % Wp
-    h = selection.grid_hw[:, :1].to(table.dtype)
-    w = selection.grid_hw[:, 1:].to(table.dtype)
+    # Coordinates and blend weights in at least fp32: in a bf16 model (weights cast to bf16, no
+    # autocast) a coordinate like 10.98 rounds to 11, so whole rows came from the wrong corner.
+    # For an fp32 table nothing changes, bit for bit; the result is cast back to the table's dtype.
+    compute = torch.promote_types(table.dtype, torch.float32)
+    h = selection.grid_hw[:, :1].to(compute)
+    w = selection.grid_hw[:, 1:].to(compute)
 
     def source(coord: torch.Tensor, size: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # align_corners=True: output index i maps to i * (G - 1) / (size - 1); a size of 1 maps to 0.
-        src = coord.to(table.dtype) * (G - 1) / (size - 1).clamp(min=1)
+        src = coord.to(compute) * (G - 1) / (size - 1).clamp(min=1)
         lo = src.floor().clamp(0, G - 1)
         frac = src - lo
         return lo.long(), (lo + 1).clamp(max=G - 1).long(), frac.unsqueeze(-1)
@@ -181,13 +185,13 @@ def interpolate_pos_embed(table: torch.Tensor, selection: PatchSelection) -> tor
         # (index_put_ with accumulate) adds the many repeated rows with atomic adds from several
         # threads on CPU, so two runs got different gradients at 2 threads; embedding's
         # backward adds them in index order at any thread count (the same sums as one thread).
-        return F.embedding(r * G + c, table)
+        return F.embedding(r * G + c, table).to(compute)
 
     pos = (1 - fr) * ((1 - fc) * corner(r0, c0) + fc * corner(r0, c1)) + fr * (
         (1 - fc) * corner(r1, c0) + fc * corner(r1, c1)
     )
     # Padding positions get no position embedding (HF zero-pads the resized table).
-    return pos * selection.valid.unsqueeze(-1).to(pos.dtype)
+    return (pos * selection.valid.unsqueeze(-1).to(pos.dtype)).to(table.dtype)
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
