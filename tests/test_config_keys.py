@@ -90,3 +90,28 @@ def test_a_declared_key_follows_the_resume_and_naming_rules(monkeypatch, tmp_pat
     assert single_run_name("demo", ["trainer.dummy_size=4"]) == "demo/trainer.dummy_size:4"
     with pytest.raises(run_dir.ResumeRefused, match=r"trainer.dummy_size: 3 \(recorded\) -> 4 \(now\)"):
         run_dir.check_resume(recorded_dir, other)
+
+
+def test_a_run_recorded_before_a_key_existed_resumes_at_its_default(monkeypatch, tmp_path) -> None:
+    """A key declared after a run was recorded counts as recorded at its declared default (the
+    code's behaviour before the key): the same value resumes, another is refused."""
+    monkeypatch.setattr(run_dir, "MAY_CHANGE", may_change_keys(TrainWithDummies))
+    monkeypatch.setattr(
+        run_dir,
+        "DECLARED_DEFAULTS",
+        {**run_dir.DECLARED_DEFAULTS, "trainer.dummy_every": 7, "trainer.dummy_size": 3},
+    )
+    before = OmegaConf.create(demo_values())  # written before the dummies were declared
+    recorded_dir = run_dir.RunDir(tmp_path)
+    recorded_dir.config.write_text(OmegaConf.to_yaml(before))
+    assert (
+        run_dir.check_resume(recorded_dir, OmegaConf.create(demo_values(dummy_every=7, dummy_size=3))) == {}
+    )
+    with pytest.raises(run_dir.ResumeRefused, match=r"trainer.dummy_size: 3 \(recorded\) -> 4 \(now\)"):
+        run_dir.check_resume(recorded_dir, OmegaConf.create(demo_values(dummy_every=7, dummy_size=4)))
+    # The real declarations: a run recorded without a key added since resumes on today's config.
+    today = compose_config(["experiment=demo"])
+    older = OmegaConf.to_container(today, resolve=True)
+    del older["trainer"]["float32_matmul_precision"]
+    recorded_dir.config.write_text(OmegaConf.to_yaml(OmegaConf.create(older)))
+    assert run_dir.check_resume(recorded_dir, today) == {}

@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..config.errors import UserError
-from ..config.keys import may_change_keys
+from ..config.keys import REQUIRED, declared_keys, may_change_keys
 from ..config.schema import TrainSchema
 from .checkpoint import TRAINER_STATE, checkpoint_name, latest_checkpoint, verify
 from .state_io import read_json
@@ -32,6 +32,12 @@ from .storage import write_text_atomically
 # and they are the only keys a resume may change. Everything else (model, objectives, data,
 # seed, schedule, optimizer, precision) defines the run.
 MAY_CHANGE = may_change_keys(TrainSchema)
+# Every key's declared default: what a run recorded before the key existed ran with, since a new
+# key's default is the behaviour the code had without it. Keys of some alternatives of a tagged
+# union (`only`) have per-alternative defaults and are left out.
+DECLARED_DEFAULTS = {
+    k.key: k.default for k in declared_keys(TrainSchema) if k.default is not REQUIRED and not k.only
+}
 
 
 def flat_config(cfg: DictConfig | dict) -> dict[str, Any]:
@@ -63,6 +69,17 @@ def config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> dict[st
     }
 
 
+def with_later_keys(recorded: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """`recorded` with the keys declared after it was written, at their declared defaults: a run
+    from before `augment.mixgen` existed resumes with MixGen off, and is refused with it on."""
+    added = {
+        key: list(value) if isinstance(value, tuple) else value  # a YAML record has lists
+        for key, value in DECLARED_DEFAULTS.items()
+        if key in current and key not in recorded
+    }
+    return {**added, **recorded}
+
+
 class ResumeRefused(UserError, ValueError):
     """A resume whose config differs from the run's record in a key that defines the run."""
 
@@ -73,7 +90,8 @@ def check_resume(run_dir: RunDir, cfg: DictConfig) -> dict[str, tuple[Any, Any]]
     record = run_dir.config
     if not record.is_file():
         return {}
-    changes = config_changes(flat_config(OmegaConf.load(record)), flat_config(cfg))
+    current = flat_config(cfg)
+    changes = config_changes(with_later_keys(flat_config(OmegaConf.load(record)), current), current)
     refused = {k: v for k, v in changes.items() if not may_change(k)}
     if refused:
         lines = "\n".join(f"  {k}: {old!r} (recorded) -> {new!r} (now)" for k, (old, new) in refused.items())
