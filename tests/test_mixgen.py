@@ -104,7 +104,7 @@ def test_the_collate_tokenizes_and_masks_the_mixed_text(shapes_tokenizer) -> Non
     assert batch["image_sizes"] == [s["image"].shape[1:] for s in _samples()]
 
 
-def test_pretraining_streams_mix_and_no_other_stream_does(monkeypatch) -> None:
+def test_pretraining_streams_mix_and_no_other_stream_does(monkeypatch, caplog) -> None:
     monkeypatch.setattr(pipeline, "decodes_on_device", lambda decode: decode == "gpu")  # as with CUDA
     config = LoaderConfig(batch_size=4, mixgen_share=0.25, decode="gpu")
     pairs = ItemSpec(mixes_pairs=True)
@@ -112,6 +112,7 @@ def test_pretraining_streams_mix_and_no_other_stream_does(monkeypatch) -> None:
     assert stream_mixgen(config, pairs, train=False) is None  # evaluation never mixes
     assert stream_mixgen(LoaderConfig(batch_size=4), pairs, train=True) is None  # off by default
     assert stream_mixgen(config, ItemSpec("questions"), train=True) is None  # VQA's labels
+    assert "augment.mixgen.share=0.25 is ignored" in caplog.text
     assert item_decoder(config, train=True).on_device
     assert not item_decoder(config, train=True, mixes=True).on_device  # it blends decoded pixels
 
