@@ -268,7 +268,7 @@ class MixGenSchema:
     """MixGen (vilt_lab.data.mixgen): off unless `share` > 0; every preset has the node."""
 
     share: UnitInterval = key(
-        "the share of each pre-training batch mixed: round(share x batch) pairs, capped at half "
+        "the share of each pre-training micro batch mixed: round(share x micro batch) pairs, capped at half "
         "(0: off; pre-training only: other tasks train unmixed and warn)",
         0.0,
     )
