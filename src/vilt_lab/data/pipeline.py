@@ -4,9 +4,9 @@ Per worker:  shards -> raw samples (bytes) -> items (every question of a VQA ima
 statement of an NLVR2 pair; for captions one item per sample, or one per caption with
 ``data.caption_sampling=per_caption``) -> mix of the sources -> shuffle -> decode (+ RandAugment
 when fine-tuning) + MinMaxResize + the item's text (a random caption, or the item's caption,
-question or statement) -> batch: tokenize (max 40), pad images, ``pixel_mask``, the items'
-``source``, then the task's collate steps (whole-word masking in pre-training, answers and labels
-downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
+question or statement) -> batch: MixGen's pairs (pre-training with ``augment.mixgen``),
+tokenize (max 40), pad images, ``pixel_mask``, the items' ``source``, then the task's collate
+steps (whole-word masking in pre-training, answers and labels downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
 (``vilt_lab.tasks``).
 
 Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
@@ -586,7 +586,7 @@ def pretrain_items(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> Ite
 
 def stream_mixgen(cfg: LoaderConfig, items: ItemSpec, *, train: bool) -> MixGen | None:
     """MixGen for a train stream whose items allow it (``ItemSpec.mixes_pairs``) when
-    ``cfg.mixgen_share`` > 0; a stream of other items trains unmixed, and says so once."""
+    ``cfg.mixgen_share`` > 0; a stream of other items trains unmixed, and says so."""
     if not (train and cfg.mixgen_share > 0):
         return None
     if not items.mixes_pairs:
@@ -606,7 +606,7 @@ def item_decoder(cfg: LoaderConfig, *, train: bool, num_images: int = 1, mixes: 
     if train and cfg.randaugment_ops > 0:
         augment = RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
     resize = MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size)
-    return ItemDecoder(resize, augment, num_images, decodes_on_device(cfg.decode) and not mixes)
+    return ItemDecoder(resize, augment, num_images, not mixes and decodes_on_device(cfg.decode))
 
 
 def _stream(
