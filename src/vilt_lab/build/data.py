@@ -65,6 +65,8 @@ def loader_config(
         image_longer=cfg.augment.longer,
         patch_size=patch_size,
         **augment,
+        mixgen_share=cfg.augment.mixgen.share,
+        mixgen_lam=cfg.augment.mixgen.lam,
         max_text_len=cfg.data.max_text_len,
         text_padding=cfg.data.text_padding,
         decode=cfg.data.decode,

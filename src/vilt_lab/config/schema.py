@@ -26,6 +26,7 @@ Positive = Annotated[float, Bound(">", 0)]
 NonNegative = Annotated[float, Bound(">=", 0)]
 Probability = Annotated[float, Bound(">", 0), Bound("<", 1)]
 Beta = Annotated[float, Bound(">=", 0), Bound("<", 1)]  # Adam's moment decay
+UnitInterval = Annotated[float, Bound(">=", 0), Bound("<=", 1)]
 Text = Annotated[str, NonEmpty()]
 Urls = Annotated[
     Text | Annotated[list[Text], NonEmpty()],
@@ -263,11 +264,24 @@ class RandAugmentSchema:
 
 
 @dataclass(frozen=True)
+class MixGenSchema:
+    """MixGen (vilt_lab.data.mixgen): off unless `share` > 0; every preset has the node."""
+
+    share: UnitInterval = key(
+        "the share of each pre-training micro batch mixed: round(share x micro batch) pairs, capped at half "
+        "(0: off; pre-training only: other tasks train unmixed and warn)",
+        0.0,
+    )
+    lam: UnitInterval = key("MixGen's lambda: a mixed image's weight on its own pixels", 0.5)
+
+
+@dataclass(frozen=True)
 class AugmentSchema:
     name: Text = key("the augment preset: pixelbert or randaugment")
     shorter: PositiveInt = key("MinMaxResize: the shorter side in pixels")
     longer: PositiveInt = key("MinMaxResize: the cap on the longer side in pixels")
     randaugment: RandAugmentSchema | None = key("RandAugment before the resize (null: none)", None)
+    mixgen: MixGenSchema = key("MixGen: image-text pairs mixed in the batch", factory=MixGenSchema)
 
 
 @dataclass(frozen=True)

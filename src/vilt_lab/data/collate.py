@@ -45,6 +45,10 @@ TEXT_BUCKET = 8
 # (vilt_lab.data.masking.MaskingStep) and each task's targets (vilt_lab.data.targets) are steps.
 CollateStep = Callable[[Sequence[dict[str, Any]], BatchEncoding, "torch.Generator | None"], dict[str, Any]]
 
+# samples -> the samples the batch is made of: new pairs made from the decoded ones before
+# anything is tokenized (MixGen, vilt_lab.data.mixgen).
+SampleMix = Callable[[Sequence[dict[str, Any]]], Sequence[dict[str, Any]]]
+
 
 class ItemCollator:
     """``[{"image": uint8 (3, h, w) or "images": [uint8 (3, h, w), ...], "text": str}, ...]`` -> a batch.
@@ -56,7 +60,8 @@ class ItemCollator:
     the samples carry a ``key``; ``source`` (the index of each sample's dataset in the training
     mix, which ITM's same-source negatives read) when they carry a ``source``; for one image per
     item ``image_sizes``, each image's (h, w) before padding; then whatever each of ``steps`` adds
-    (MLM masking in pre-training, the answers of VQA, ...).
+    (MLM masking in pre-training, the answers of VQA, ...). ``mix`` (MixGen in a pre-training
+    stream) first replaces samples by mixed pairs, so every field and step sees the mixed ones.
 
     ``source`` and ``image_sizes`` are lists of ints, not tensors, so they stay on the host when
     the batch moves to the device: the step reads them there (the ITM negatives' draw, the patch
@@ -76,6 +81,7 @@ class ItemCollator:
         max_text_len: int = 40,
         text_padding: str = "longest",
         steps: Sequence[CollateStep] = (),
+        mix: SampleMix | None = None,
     ) -> None:
         if text_padding not in TEXT_PADDING:
             raise ValueError(f"data.text_padding={text_padding!r}: expected one of {TEXT_PADDING}")
@@ -94,11 +100,14 @@ class ItemCollator:
         self._padding = "longest" if bucket else text_padding
         self._pad_to_multiple_of = TEXT_BUCKET if bucket else None
         self.steps = tuple(steps)
+        self.mix = mix
 
     def __call__(
         self, samples: Sequence[dict[str, Any]], generator: torch.Generator | None = None
     ) -> dict[str, Any]:
         """Collate ``samples``; ``generator`` makes the steps' random draws (masking) reproducible."""
+        if self.mix is not None:
+            samples = self.mix(samples)
         encoding = self.tokenizer(
             [sample["text"] for sample in samples],
             padding=self._padding,

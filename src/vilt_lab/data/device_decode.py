@@ -14,7 +14,7 @@ writes it into its slot. The batch keeps the CPU path's layout: uint8 (B, 3, H, 
 
 What the device cannot take is decoded in the worker as before: payloads that are not JPEGs,
 CMYK and YCCK JPEGs, and every image of a stream that augments (RandAugment works on the decoded
-image, before the resize). Pixel values are not bit-identical to the CPU path's: nvJPEG's IDCT
+image, before the resize) or mixes (MixGen blends the decoded pixels in the collate). Pixel values are not bit-identical to the CPU path's: nvJPEG's IDCT
 and chroma upsampling are not libjpeg-turbo's, a large photo is resized from its full size where
 the CPU path first decodes at 1/2, 1/4 or 1/8 scale, and the GPU resize runs in float (PyTorch's
 CUDA bicubic has no uint8 kernel), within a grey level of the uint8 kernel's result

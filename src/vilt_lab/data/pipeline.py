@@ -4,9 +4,9 @@ Per worker:  shards -> raw samples (bytes) -> items (every question of a VQA ima
 statement of an NLVR2 pair; for captions one item per sample, or one per caption with
 ``data.caption_sampling=per_caption``) -> mix of the sources -> shuffle -> decode (+ RandAugment
 when fine-tuning) + MinMaxResize + the item's text (a random caption, or the item's caption,
-question or statement) -> batch: tokenize (max 40), pad images, ``pixel_mask``, the items'
-``source``, then the task's collate steps (whole-word masking in pre-training, answers and labels
-downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
+question or statement) -> batch: MixGen's pairs (pre-training with ``augment.mixgen``),
+tokenize (max 40), pad images, ``pixel_mask``, the items' ``source``, then the task's collate
+steps (whole-word masking in pre-training, answers and labels downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
 (``vilt_lab.tasks``).
 
 Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
@@ -65,6 +65,7 @@ from vilt_lab.data.augment import RandAugment
 from vilt_lab.data.collate import CollateStep, ItemCollator
 from vilt_lab.data.device_decode import DEFERRED, collect_jpegs, decode_or_defer, decodes_on_device
 from vilt_lab.data.masking import MaskingStep
+from vilt_lab.data.mixgen import MixGen
 from vilt_lab.data.shards import (
     count_texts,
     expand_shards,
@@ -108,7 +109,9 @@ class LoaderConfig:
     ``batch_size`` is per rank. Image size: paper data 384 / 639 / 32 (see
     :mod:`vilt_lab.data.transforms`), the shapes world e.g. 96 / 160 / 16. ``randaugment_ops``
     > 0 turns on RandAugment for the train stream (N ops at magnitude ``randaugment_magnitude``
-    on the official 0-30 scale; the paper fine-tunes with 2 and 9); eval streams never augment.
+    on the official 0-30 scale; the paper fine-tunes with 2 and 9); ``mixgen_share`` > 0 turns
+    on MixGen (:mod:`vilt_lab.data.mixgen`) for a train stream of items that allow it
+    (:attr:`ItemSpec.mixes_pairs`). Eval streams never augment.
     """
 
     batch_size: int
@@ -118,6 +121,8 @@ class LoaderConfig:
     patch_size: int = 32
     randaugment_ops: int = 0
     randaugment_magnitude: int = 9
+    mixgen_share: float = 0.0
+    mixgen_lam: float = 0.5
     max_text_len: int = 40
     text_padding: str = "longest"
     shuffle_buffer: int = 5000
@@ -361,12 +366,15 @@ class ItemSpec:
     item per entry, whose ``text`` is the item's text, or ``captions`` (:data:`CAPTIONS`): one
     item per caption; None: one item per sample, with a random caption. ``num_images``: images
     per sample (NLVR2: 2). ``steps``: collate steps after tokenization and padding
-    (:data:`vilt_lab.data.collate.CollateStep`).
+    (:data:`vilt_lab.data.collate.CollateStep`). ``mixes_pairs``: MixGen may mix two items into
+    one (pre-training's image-caption pairs; a question's or statement's label belongs to its
+    one text, and retrieval's pool negatives to one image, so fine-tuning items never mix).
     """
 
     expand_field: str | None = None
     num_images: int = 1
     steps: tuple[CollateStep, ...] = ()
+    mixes_pairs: bool = False
 
 
 # data.caption_sampling -> ItemSpec.expand_field of caption items. per_image: draw an image, then
@@ -573,16 +581,32 @@ def pretrain_items(tokenizer: PreTrainedTokenizerBase, cfg: LoaderConfig) -> Ite
     (benchmarks, tests); a run's items come from its task, pre-training's masking from
     `objective.mlm` (vilt_lab.tasks.pretrain)."""
     masking = MaskingStep(len(tokenizer), tokenizer.mask_token_id, padded_length=cfg.max_text_len)
-    return ItemSpec(steps=(masking,))
+    return ItemSpec(steps=(masking,), mixes_pairs=True)
 
 
-def item_decoder(cfg: LoaderConfig, *, train: bool, num_images: int = 1) -> ItemDecoder:
-    """The decoder of ``cfg``'s image size; RandAugment only for a train stream that asks for it."""
+def stream_mixgen(cfg: LoaderConfig, items: ItemSpec, *, train: bool) -> MixGen | None:
+    """MixGen for a train stream whose items allow it (``ItemSpec.mixes_pairs``) when
+    ``cfg.mixgen_share`` > 0; a stream of other items trains unmixed, and says so."""
+    if not (train and cfg.mixgen_share > 0):
+        return None
+    if not items.mixes_pairs:
+        logger.warning(
+            "augment.mixgen.share=%s is ignored: this task's items are not image-caption pairs to mix "
+            "(MixGen mixes pre-training batches only)",
+            cfg.mixgen_share,
+        )
+        return None
+    return MixGen(cfg.mixgen_share, cfg.mixgen_lam)
+
+
+def item_decoder(cfg: LoaderConfig, *, train: bool, num_images: int = 1, mixes: bool = False) -> ItemDecoder:
+    """The decoder of ``cfg``'s image size; RandAugment only for a train stream that asks for it.
+    A stream that ``mixes`` (MixGen) decodes in the workers: it blends the decoded pixels."""
     augment = None
     if train and cfg.randaugment_ops > 0:
         augment = RandAugment(cfg.randaugment_ops, cfg.randaugment_magnitude)
     resize = MinMaxResize(cfg.image_shorter, cfg.image_longer, cfg.patch_size)
-    return ItemDecoder(resize, augment, num_images, decodes_on_device(cfg.decode))
+    return ItemDecoder(resize, augment, num_images, not mixes and decodes_on_device(cfg.decode))
 
 
 def _stream(
@@ -594,12 +618,13 @@ def _stream(
     train: bool,
     start_step: int = 0,
 ) -> BatchStream:
-    decoder = item_decoder(cfg, train=train, num_images=items.num_images)
+    mixgen = stream_mixgen(cfg, items, train=train)
+    decoder = item_decoder(cfg, train=train, num_images=items.num_images, mixes=mixgen is not None)
     steps = (*items.steps, collect_jpegs) if decoder.on_device else items.steps
     return BatchStream(
         shards,
         decoder,
-        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, steps),
+        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, steps, mixgen),
         cfg,
         shuffle=train,
         partial=not train,

@@ -86,12 +86,11 @@ class PretrainTask(Task):
         return list(objective_settings(cfg)[0])
 
     def items(self, cfg: RunConfig, tokenizer, module) -> ItemSpec:
-        """Caption items (`data.caption_sampling`); whole-word masking only when MLM is selected."""
+        """Caption items (`data.caption_sampling`); whole-word masking only when MLM is selected.
+        MixGen (`augment.mixgen`) may mix them: a caption carries no label of its own."""
         mlm = objective_settings(cfg)[0].get("mlm")
-        if mlm is None:
-            return self.caption_items(cfg)
-        masking = MaskingStep.from_settings(tokenizer, mlm, cfg.data.max_text_len)
-        return self.caption_items(cfg, (masking,))
+        steps = () if mlm is None else (MaskingStep.from_settings(tokenizer, mlm, cfg.data.max_text_len),)
+        return dataclasses.replace(self.caption_items(cfg, steps), mixes_pairs=True)
 
     def evaluator(self, cfg: RunConfig, tokenizer, module, loader, urls) -> MeansEvaluator:
         return MeansEvaluator(
