@@ -215,6 +215,19 @@ def test_retrieval_recall_matches_a_loop_over_images_and_texts() -> None:
     assert 0 < recall["ir_r1"] < recall["ir_r10"] <= 1
 
 
+def test_tied_scores_rank_by_index_whatever_the_other_scores() -> None:
+    """Duplicate captions score exactly alike: the lower index ranks first, whatever the other
+    scores are (topk's order of ties changed with them)."""
+    torch.manual_seed(0)
+    text_image = torch.tensor([0, 1, 1, 0])  # texts 0 and 3 are image 0's, 1 and 2 image 1's
+    for _ in range(20):
+        scores = torch.rand(2, 4)
+        scores[:, 3] = scores[:, 1]  # text 3 (image 0's) duplicates text 1 (image 1's)
+        scores[0, 1] = scores[0, 3] = 2.0  # both are image 0's best: text 1 ranks first, a miss
+        image1_hit = float(int(scores[1].argmax()) in (1, 2))
+        assert retrieval_recall(scores, text_image, ks=(1,))["tr_r1"] == image1_hit / 2
+
+
 @pytest.mark.parametrize(
     ("scores", "text_image", "ks", "message"),
     [

@@ -27,6 +27,7 @@ from helpers.models import tiny_backbone
 from vilt_lab.build.data import build_streams, build_tokenizer
 from vilt_lab.build.task import build_task
 from vilt_lab.build.trainer import build_trainer
+from vilt_lab.data.caption_pool import CaptionPool
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model.embeddings import most_valid_patches, patch_validity
 from vilt_lab.objectives import Passes, sample_negatives
@@ -285,3 +286,26 @@ def test_sources_as_a_tensor_are_refused() -> None:
     backbone, batch = tiny_backbone(), {**make_batch(), "source": torch.zeros(4, dtype=torch.long)}
     with pytest.raises(TypeError, match=r"batch\['source'\] must be a list of ints"):
         build_task_module(backbone, ["itm"])(batch, generator=torch.Generator().manual_seed(0))
+
+
+def test_retrieval_negatives_are_drawn_and_gathered_without_a_sync() -> None:
+    """Retrieval fine-tuning's 15 negatives per image: drawn among the pool's other captions and
+    their tokens gathered where the pool's copy lives, with no syncing op (the pool is copied
+    to a device once, not every step)."""
+    counts = torch.tensor([5, 4, 5, 6])
+    pool = CaptionPool(
+        torch.randint(5, 100, (int(counts.sum()), 12), dtype=torch.int32),
+        torch.randint(3, 13, (int(counts.sum()),)),
+        torch.arange(len(counts)).repeat_interleave(counts),
+        [f"img{i}" for i in range(len(counts))],
+    )
+    generator = torch.Generator().manual_seed(0)
+    images = torch.tensor([0, 3, 1, 2])
+    with SyncCounter() as counter:
+        drawn = pool.draw_negatives(images, 15, generator)
+        input_ids, attention_mask = pool.tokens(drawn.flatten(), torch.device("cpu"))
+    assert counter.calls == {}
+    assert (
+        input_ids.shape == (60, 12)
+        and attention_mask.sum(1).tolist() == pool.lengths[drawn.flatten()].tolist()
+    )

@@ -218,6 +218,28 @@ def test_negatives_exclude_the_images_own_captions(pool) -> None:
     assert (pool.text_image[official] == images[:, None]).any()
 
 
+def test_negatives_are_uniform_over_the_other_captions() -> None:
+    """Each image's negatives spread evenly over every caption but its own (the official draw
+    with its own captions rejected): on images of 1, 2 and 3 captions, 60,000 draws each."""
+    counts = [2, 1, 3, 2]
+    pool = CaptionPool(
+        torch.zeros(sum(counts), 4, dtype=torch.int32),
+        torch.full((sum(counts),), 4),
+        torch.arange(len(counts)).repeat_interleave(torch.tensor(counts)),
+        [f"img{i}" for i in range(len(counts))],
+    )
+    generator = torch.Generator().manual_seed(0)
+    for image in range(len(counts)):
+        drawn = pool.draw_negatives(torch.tensor([image]), 60_000, generator)[0]
+        hits = torch.bincount(drawn, minlength=len(pool)).float()
+        own = pool.text_image == image
+        assert (hits[own] == 0).all()
+        share = hits[~own] / hits.sum()
+        expected = 1 / int((~own).sum())
+        # Binomial standard error at n = 60,000 is under 0.002: 0.006 is three of them.
+        assert (share - expected).abs().max() < 0.006, (image, share)
+
+
 def test_negatives_are_a_function_of_the_generator(pool) -> None:
     images = torch.arange(pool.num_images)
     first = pool.draw_negatives(images, 15, torch.Generator().manual_seed(7))

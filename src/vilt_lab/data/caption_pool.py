@@ -4,7 +4,8 @@ the texts of exact retrieval evaluation.
 Retrieval fine-tuning scores each image against its own caption and 15 captions drawn from the
 whole split (official `draw_false_text = 15`), so the draw needs every caption at hand, not only
 those of the current batch. The pool keeps them as one padded int32 table (COCO's 567K captions
-x 40 tokens is 90 MB) on the host and moves it to the device on first use.
+x 40 tokens is 90 MB) on the host, copies it to a device once, on first use there, and draws and
+gathers on that device, without a host sync.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -20,6 +22,14 @@ from vilt_lab.data.shards import iter_samples
 from vilt_lab.utils.draws import draw_device
 
 TOKENIZE_CHUNK = 4096
+
+
+class _PoolTensors(NamedTuple):
+    token_ids: torch.Tensor
+    lengths: torch.Tensor
+    text_image: torch.Tensor
+    first_caption: torch.Tensor
+    caption_count: torch.Tensor
 
 
 @dataclass
@@ -101,6 +111,33 @@ class CaptionPool:
         """Every caption's token ids at its real length."""
         return [row[:n].tolist() for row, n in zip(self.token_ids, self.lengths.tolist(), strict=True)]
 
+    def __post_init__(self) -> None:
+        # Each image's captions are one contiguous run (from_captions lays them out image by
+        # image): its first caption and count, what a draw needs to skip the image's own.
+        counts = torch.bincount(self.text_image, minlength=self.num_images)
+        self.first_caption = torch.cumsum(counts, 0) - counts
+        self.caption_count = counts
+        self.one_image_only = bool((counts == len(self)).any())
+        self._on_device: dict[torch.device, _PoolTensors] = {}
+
+    def on(self, device: torch.device | str) -> _PoolTensors:
+        """The tables a step reads, on `device`: copied there once, on first use, and kept."""
+        device = torch.device(device)
+        if device not in self._on_device:
+            self._on_device[device] = _PoolTensors(
+                *(
+                    t.to(device)
+                    for t in (
+                        self.token_ids,
+                        self.lengths,
+                        self.text_image,
+                        self.first_caption,
+                        self.caption_count,
+                    )
+                )
+            )
+        return self._on_device[device]
+
     def draw_negatives(
         self,
         images: torch.Tensor,
@@ -110,32 +147,33 @@ class CaptionPool:
     ) -> torch.Tensor:
         """(B, count) long caption indices drawn uniformly for each of the (B,) ``images``.
 
-        With ``exclude_own`` no draw is a caption of the image itself: a draw that hits one is
-        drawn again (rejection keeps the others uniform). The official code draws from the whole
-        split, so a negative can be another caption of the same image, or the positive itself.
-        The draws come from ``generator`` alone (on its device), so a resumed step draws the same.
+        With ``exclude_own`` no draw is a caption of the image itself: each is drawn uniformly
+        among the pool's other captions (a draw over ``len(pool) - own`` slots, the slots from
+        the image's first caption on shifted past its own), with no redraw and so no host sync.
+        The official code draws from the whole split, so a negative can be another caption of
+        the same image, or the positive itself. The draws come from ``generator`` alone (on its
+        device), so a resumed step draws the same.
         """
         device = draw_device(generator)
-        text_image = self.text_image.to(device)
         images = images.to(device)
-        if exclude_own and bool(
-            (torch.bincount(self.text_image, minlength=self.num_images) == len(self)).any()
-        ):
-            raise ValueError("every caption of the pool belongs to one image: no negative can be drawn")
-        drawn = torch.randint(len(self), (images.numel(), count), generator=generator, device=device)
         if not exclude_own:
-            return drawn
-        own = text_image[drawn] == images[:, None]
-        while bool(own.any()):
-            redraw = torch.randint(len(self), (int(own.sum()),), generator=generator, device=device)
-            drawn[own] = redraw
-            own = text_image[drawn] == images[:, None]
-        return drawn
+            return torch.randint(len(self), (images.numel(), count), generator=generator, device=device)
+        if self.one_image_only:
+            raise ValueError("every caption of the pool belongs to one image: no negative can be drawn")
+        pool = self.on(device)
+        first, own = pool.first_caption[images, None], pool.caption_count[images, None]
+        # Uniform on 0 .. len - own - 1: a 62-bit draw modulo a count below 2^31 (bias < 2^-31).
+        wide = torch.randint(0, 2**62, (images.numel(), count), generator=generator, device=device)
+        slot = wide % (len(self) - own)
+        return slot + own * (slot >= first)
 
     def tokens(self, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(input_ids, attention_mask) (len(index), T) long on ``device``, T the longest of them."""
-        index = index.cpu()
-        longest = int(self.lengths[index].max())
-        input_ids = self.token_ids[index, :longest].long()
-        attention_mask = (torch.arange(longest)[None] < self.lengths[index, None]).long()
-        return input_ids.to(device), attention_mask.to(device)
+        """(input_ids, attention_mask) (len(index), T) long on ``device``, T the pool's width (its
+        longest caption): gathered where the pool's copy lives, so the size needs no host sync."""
+        pool = self.on(device)
+        index = index.to(device)
+        input_ids = pool.token_ids[index].long()
+        attention_mask = (
+            torch.arange(input_ids.shape[1], device=device)[None] < pool.lengths[index, None]
+        ).long()
+        return input_ids, attention_mask

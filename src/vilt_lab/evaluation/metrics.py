@@ -110,9 +110,16 @@ def top_ranked(scores: torch.Tensor, k: int = max(RECALL_KS)) -> tuple[torch.Ten
     """The k best texts of each image, (N_images, k), and the k best images of each text,
     (k, N_texts), best first (k clamped to each axis). Recall@k reads prefixes of these lists, and
     an analysis of top-1 picks their first entries: one ranking, so ties fall the same way in both.
+
+    Tied scores rank by index, lowest first (a stable sort): a split's duplicate captions tie
+    exactly, and `torch.topk` orders ties as its algorithm happens to meet them, which changed
+    TR@1 between a one- and a two-process evaluation of the same weights (whose other scores
+    differ in the last bit), and may between devices.
     """
     n_images, n_texts = scores.shape
-    return scores.topk(min(k, n_texts), dim=1).indices, scores.topk(min(k, n_images), dim=0).indices
+    texts = scores.sort(dim=1, descending=True, stable=True).indices[:, : min(k, n_texts)]
+    images = scores.sort(dim=0, descending=True, stable=True).indices[: min(k, n_images)]
+    return texts, images
 
 
 def retrieval_recall(
@@ -128,8 +135,8 @@ def retrieval_recall(
         ks: the cut-offs; one larger than an axis is clamped to its length.
 
     TR@k is the share of images whose k best texts hold at least one of their captions, IR@k the
-    share of texts whose k best images hold their image. Tied scores are ranked in
-    :func:`torch.topk`'s order, which is not specified and may differ between devices.
+    share of texts whose k best images hold their image. Tied scores rank by index, lowest
+    first (:func:`top_ranked`).
 
     Raises:
         ValueError: for a shape, dtype, index or cut-off that does not fit (the message says which).

@@ -112,8 +112,8 @@ def top1_breakdown(
             f"{prefix}_false": (~picked_true).float().mean().item(),
         }
 
-    # The ranking `retrieval_recall` reads: a split's duplicate captions tie, and topk orders ties
-    # by k, so the first picks of the same lists are what the recall counted ("own" is R@1).
+    # The ranking `retrieval_recall` reads: a split's duplicate captions tie, ranked by index, so
+    # the first picks of the same lists are what the recall counted ("own" is R@1).
     top_texts, top_images = top_ranked(scores)
     best_text, best_image = top_texts[:, 0], top_images[0]
     order = [(scores[i, true[i]][:, None] > scores[i, ~true[i]][None, :]).float().mean() for i in images]
