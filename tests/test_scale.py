@@ -1,0 +1,91 @@
+"""ViLT-L/32: its ImageNet starts (`original:` and `timm:` vit_large_patch32_384) map onto
+model=large32, and the pretrain_large32_14m experiment composes and validates.
+
+The weights are checked at their real sizes without allocating them: timm's ViT-L/32 384 and our
+backbone are built on the meta device (shapes and names only). Reading a release file, its hash
+check and the copy into the backbone are size-generic and tested on a small ViT in
+test_original_vit.py and test_timm_init.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from timm.models import get_pretrained_cfg
+
+from vilt_lab.model import ViltBackbone
+from vilt_lab.model.config import get_config
+from vilt_lab.weights import original_vit as ov
+from vilt_lab.weights.checkpoint_io import BACKBONE_PREFIX
+from vilt_lab.weights.timm_vit import vit_backbone_state
+
+LARGE = "vit_large_patch32_384"
+RELEASE_URL = (
+    "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/"
+    "jx_vit_large_p32_384-9b920ba8.pth"
+)
+# What ViLT adds to the ViT and so starts fresh (the paper's text embedder, modality types, pooler).
+NOT_FROM_VIT = {
+    "text_embeddings.word_embeddings.weight",
+    "text_embeddings.position_embeddings.weight",
+    "text_embeddings.token_type_embeddings.weight",
+    "text_embeddings.LayerNorm.weight",
+    "text_embeddings.LayerNorm.bias",
+    "token_type_embeddings.weight",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+}
+
+
+def meta_vit(name: str):
+    """timm's architecture `name` without its classifier, shapes only."""
+    with torch.device("meta"):
+        return timm.create_model(name, pretrained=False, num_classes=0)
+
+
+def meta_backbone_shapes(size: str) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        return {k: v.shape for k, v in ViltBackbone(get_config(size)).state_dict().items()}
+
+
+def test_the_registry_names_googles_vit_l32_release_file() -> None:
+    weights = ov.original_weights(LARGE)
+    assert weights.url == RELEASE_URL
+    assert weights.filename == f"jx_vit_large_p32_384-{weights.sha256}.pth"  # the published prefix
+    assert weights.architecture == LARGE
+
+
+def test_timm_serves_the_same_release_under_the_name() -> None:
+    """timm: and original: give the same weights for ViT-L/32 384 (unlike ViT-B/32's AugReg)."""
+    cfg = get_pretrained_cfg(LARGE)
+    assert cfg.hf_hub_id == f"timm/{LARGE}.orig_in21k_ft_in1k"
+    assert cfg.url == ov.original_weights(LARGE).url
+    assert timm.list_pretrained(f"{LARGE}*") == [f"{LARGE}.orig_in21k_ft_in1k"]
+
+
+def test_every_vit_l32_tensor_has_its_place_in_model_large32() -> None:
+    vit = meta_vit(LARGE)
+    state = vit_backbone_state(vit, LARGE, get_config("large32"))
+    ours = meta_backbone_shapes("large32")
+    vit_names = set(vit.state_dict())
+    assert len(vit_names) == 4 + 24 * 12 + 2  # cls, pos, patch w/b; 12 per block; final norm
+    assert set(state) == {BACKBONE_PREFIX + k for k in vit_names}
+    for name, tensor in state.items():
+        assert tensor.shape == ours[name.removeprefix(BACKBONE_PREFIX)], name
+    assert set(ours) - vit_names == NOT_FROM_VIT  # everything else comes from the ViT
+    assert state[BACKBONE_PREFIX + "pos_embed"].shape == (1, 1 + 12 * 12, 1024)
+    assert state[BACKBONE_PREFIX + "patch_embed.proj.weight"].shape == (1024, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("vit", "size", "wrong"),
+    [
+        (LARGE, "base32", "model.hidden_size: timm 1024, config 768, model.num_layers: timm 24, config 12"),
+        ("vit_base_patch32_384", "large32", "model.hidden_size: timm 768, config 1024"),
+        (LARGE, "base16", "model.patch_size: timm 32, config 16"),
+    ],
+)
+def test_a_vit_of_another_size_is_refused_naming_the_keys(vit: str, size: str, wrong: str) -> None:
+    with pytest.raises(ValueError, match=rf"timm model {vit} does not fit the model config \(.*{wrong}"):
+        vit_backbone_state(meta_vit(vit), vit, get_config(size))
