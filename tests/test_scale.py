@@ -1,5 +1,5 @@
 """ViLT-L/32: its ImageNet starts (`original:` and `timm:` vit_large_patch32_384) map onto
-model=large32, and the pretrain_large32_14m experiment composes and validates.
+model=large32, and the pretrain_large32_14m experiment composes and validates on the 14M mix.
 
 The weights are checked at their real sizes without allocating them: timm's ViT-L/32 384 and our
 backbone are built on the meta device (shapes and names only). Reading a release file, its hash
@@ -9,11 +9,18 @@ test_original_vit.py and test_timm_init.py.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import timm
 import torch
 from timm.models import get_pretrained_cfg
 
+from helpers.configs import compose_config
+from helpers.images import encode_image
+from vilt_lab.config.validation import ConfigError, validate_train_config
+from vilt_lab.data.pipeline import Source, mix_weights
+from vilt_lab.data.shards import ShardWriter, expand_shards
 from vilt_lab.model import ViltBackbone
 from vilt_lab.model.config import get_config
 from vilt_lab.weights import original_vit as ov
@@ -89,3 +96,70 @@ def test_every_vit_l32_tensor_has_its_place_in_model_large32() -> None:
 def test_a_vit_of_another_size_is_refused_naming_the_keys(vit: str, size: str, wrong: str) -> None:
     with pytest.raises(ValueError, match=rf"timm model {vit} does not fit the model config \(.*{wrong}"):
         vit_backbone_state(meta_vit(vit), vit, get_config(size))
+
+
+# The 14M mix on disk, tiny: source -> (split dirs the converters write, captions per image).
+MIX_14M = {
+    "coco": (["pretrain/train", "retrieval/val"], 5),
+    "vg": (["pretrain/train"], 10),
+    "gcc": (["pretrain/train", "pretrain/val"], 1),
+    "sbu": (["pretrain/train"], 1),
+    "cc12m": (["pretrain/train"], 1),
+}
+PROCESSES = 8  # one node of 80 GB GPUs
+IMAGES = PROCESSES  # a shard of one image each: every process gets an evaluation shard
+
+
+def write_14m_roots(base: Path) -> dict[str, Path]:
+    roots = {}
+    for source, (splits, captions) in MIX_14M.items():
+        roots[source] = base / source
+        for split in splits:
+            with ShardWriter(roots[source] / split, source=source, split=split, maxcount=1) as writer:
+                for i in range(IMAGES):
+                    texts = [f"a {source} picture {i} caption {c}" for c in range(captions)]
+                    writer.write(f"{source}{i}", [encode_image((40, 32))], {"id": str(i), "captions": texts})
+    return roots
+
+
+def large32_14m(roots: dict[str, Path], tokenizer: Path, runs: Path, *extra: str):
+    return compose_config(
+        [
+            "experiment=pretrain_large32_14m",
+            *(f"data.roots.{source}={root}" for source, root in roots.items()),
+            f"data.tokenizer={tokenizer}",
+            f"paths.runs_dir={runs}",
+            *extra,
+        ]
+    )
+
+
+def test_the_experiment_is_vilt_l32_on_14m_with_the_papers_recipe() -> None:
+    cfg = compose_config(["experiment=pretrain_large32_14m"])
+    paper = compose_config(["experiment=pretrain_paper"])
+    assert (cfg.model.size, cfg.model.init_from) == ("large32", f"original:{LARGE}")
+    assert cfg.data.name == "14m" and list(cfg.data.sources) == [*paper.data.sources, "cc12m"]
+    assert (cfg.trainer.global_batch_size, cfg.trainer.micro_batch_size) == (4096, 64)
+    assert (cfg.trainer.precision, cfg.trainer.grad_checkpointing) == ("bf16", False)
+    for group in ("objective", "schedule", "optim", "augment", "task"):  # the paper's recipe
+        assert cfg[group] == paper[group], group
+    assert cfg.data.caption_sampling == paper.data.caption_sampling == "per_caption"
+
+
+def test_the_experiment_validates_on_one_node_of_eight(shapes_world: Path, tmp_path: Path) -> None:
+    roots = write_14m_roots(tmp_path / "shards")
+    cfg = large32_14m(roots, shapes_world / "tokenizer", tmp_path / "runs")
+    settings = validate_train_config(cfg, world_size=PROCESSES)  # 64 x 8 accumulation steps x 8
+    sources = [Source(s.urls, s.weight, name) for name, s in settings.data.sources.items()]
+    weights = mix_weights(sources, [expand_shards(s.shards) for s in sources])
+    captions = [IMAGES * per_image for _, per_image in MIX_14M.values()]
+    assert weights == pytest.approx(tuple(c / sum(captions) for c in captions))  # uniform over captions
+
+    odd = large32_14m(roots, shapes_world / "tokenizer", tmp_path / "runs", "trainer.micro_batch_size=48")
+    with pytest.raises(ConfigError, match="global_batch_size"):
+        validate_train_config(odd, world_size=PROCESSES)
+    with pytest.raises(ConfigError, match=r"data.roots.cc12m"):
+        validate_train_config(
+            large32_14m({**roots, "cc12m": tmp_path / "none"}, shapes_world / "tokenizer", tmp_path / "runs"),
+            world_size=PROCESSES,
+        )
