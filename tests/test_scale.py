@@ -98,6 +98,50 @@ def test_a_vit_of_another_size_is_refused_naming_the_keys(vit: str, size: str, w
         vit_backbone_state(meta_vit(vit), vit, get_config(size))
 
 
+# pretrain_large32_14m's memory plan: bytes one block keeps for the backward, a sample, in units
+# of tokens x width, and the bf16 weight copies autocast keeps beside them, in bytes a parameter.
+PLAN_ACTIVATION_BYTES = 44
+PLAN_WEIGHT_COPY_BYTES = 2
+PLAN_TOKENS = 40 + 1 + 200  # text, image [CLS], sampled patches
+
+
+def saved_for_backward(block: torch.nn.Module, batch: int, width: int) -> int:
+    """Bytes of the tensors one training forward of `block` under bf16 autocast keeps for its
+    backward (its parameters and input excluded: they exist anyway)."""
+    x = torch.randn(batch, PLAN_TOKENS, width, requires_grad=True)
+    key_mask = torch.ones(batch, PLAN_TOKENS, dtype=torch.bool)
+    key_mask[:, 30:40] = False  # padded text
+    kept = {p.untyped_storage().data_ptr() for p in (*block.parameters(), x)}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in kept:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with (
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+        torch.autocast("cpu", torch.bfloat16),
+    ):
+        block(x, key_mask)
+    return sum(saved.values())
+
+
+def test_the_memory_plan_counts_what_a_large32_block_keeps_for_its_backward() -> None:
+    """The experiment file's activation arithmetic against the tensors autograd really keeps
+    (on the CPU's bf16 autocast: the same casts as CUDA's; SDPA's fused kernel keeps no S x S)."""
+    torch.manual_seed(0)
+    block = ViltBackbone(get_config("large32", num_layers=1)).blocks[0].train()
+    width = block.norm1.normalized_shape[0]
+    one, two = saved_for_backward(block, 1, width), saved_for_backward(block, 2, width)
+    per_sample = two - one
+    assert per_sample / (PLAN_TOKENS * width) == pytest.approx(PLAN_ACTIVATION_BYTES, rel=0.05)
+    weight_copies = one - per_sample
+    matrices = sum(p.numel() for p in block.parameters() if p.dim() == 2)
+    assert weight_copies == PLAN_WEIGHT_COPY_BYTES * matrices
+
+
 # The 14M mix on disk, tiny: source -> (split dirs the converters write, captions per image).
 MIX_14M = {
     "coco": (["pretrain/train", "retrieval/val"], 5),
