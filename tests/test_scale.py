@@ -1,19 +1,21 @@
 """ViLT-L/32: its ImageNet starts (`original:` and `timm:` vit_large_patch32_384) map onto
 model=large32, and the pretrain_large32_14m experiment composes and validates on the 14M mix.
 
-The weights are checked at their real sizes without allocating them: timm's ViT-L/32 384 and our
-backbone are built on the meta device (shapes and names only). Reading a release file, its hash
-check and the copy into the backbone are size-generic and tested on a small ViT in
-test_original_vit.py and test_timm_init.py.
+The weights are checked twice, without a network: at their real sizes without allocating them
+(timm's ViT-L/32 384 and our backbone on the meta device: shapes and names only), and through
+`model.init_from` on files the tests write, of a ViT-L/32 two blocks deep (every other size real)
+so that a file stays ~100 MB.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 
 from helpers.configs import compose_config
@@ -25,6 +27,7 @@ from vilt_lab.model import ViltBackbone
 from vilt_lab.model.config import get_config
 from vilt_lab.weights import original_vit as ov
 from vilt_lab.weights.checkpoint_io import BACKBONE_PREFIX
+from vilt_lab.weights.init_from import init_model
 from vilt_lab.weights.timm_vit import vit_backbone_state
 
 LARGE = "vit_large_patch32_384"
@@ -96,6 +99,77 @@ def test_every_vit_l32_tensor_has_its_place_in_model_large32() -> None:
 def test_a_vit_of_another_size_is_refused_naming_the_keys(vit: str, size: str, wrong: str) -> None:
     with pytest.raises(ValueError, match=rf"timm model {vit} does not fit the model config \(.*{wrong}"):
         vit_backbone_state(meta_vit(vit), vit, get_config(size))
+
+
+REDUCED_DEPTH = 2
+
+
+@pytest.fixture
+def two_block_vit_l32(monkeypatch) -> None:
+    """timm builds vit_large_patch32_384 REDUCED_DEPTH blocks deep wherever vilt_lab asks for it."""
+    create_model = timm.create_model
+
+    def create_reduced(name: str, *args, **kwargs):
+        if name == LARGE:
+            kwargs.setdefault("depth", REDUCED_DEPTH)
+        return create_model(name, *args, **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", create_reduced)
+
+
+def random_vit_l32_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random ViT-L/32 384 (REDUCED_DEPTH blocks) with its ImageNet classifier, as released."""
+    torch.manual_seed(seed)
+    model = timm.create_model(LARGE, pretrained=False, depth=REDUCED_DEPTH)
+    with torch.no_grad():  # LayerNorms start at 1/0 and the [CLS] at 0: randomise everything
+        for p in model.parameters():
+            p.normal_(0, 0.02)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def reduced_large32() -> ViltBackbone:
+    return ViltBackbone(get_config("large32", num_layers=REDUCED_DEPTH))
+
+
+def assert_every_vit_tensor_loaded(model: ViltBackbone, state: dict[str, torch.Tensor], report) -> None:
+    from_vit = [k for k in state if not k.startswith("head.")]
+    assert len(from_vit) == 4 + REDUCED_DEPTH * 12 + 2  # cls, pos, patch w/b; 12 per block; norm
+    ours = model.state_dict()
+    for key in from_vit:
+        assert torch.equal(ours[key], state[key]), key
+    assert sorted(report.loaded) == sorted(BACKBONE_PREFIX + k for k in from_vit)
+    assert set(report.new) == {BACKBONE_PREFIX + k for k in NOT_FROM_VIT}
+    assert report.adapted == {} and report.unused == []  # the 12 x 12 grid of 384 / 32 as it is
+
+
+def test_original_vit_l32_release_file_loads_into_model_large32(
+    two_block_vit_l32, tmp_path, monkeypatch
+) -> None:
+    state = random_vit_l32_state()
+    path = tmp_path / "jx_vit_large_p32_384-test.pth"
+    torch.save(state, path)  # a plain state dict with the classifier, as the release file is
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    monkeypatch.setitem(ov.ORIGINAL_WEIGHTS, LARGE, ov.OriginalWeights(RELEASE_URL, digest, LARGE))
+    model = reduced_large32()
+    report = init_model(model, {}, f"original:{LARGE}", str(path))
+    assert_every_vit_tensor_loaded(model, state, report)
+    assert report.source == f"original {LARGE} ({path})"
+
+
+def test_timm_vit_l32_weights_load_into_model_large32(two_block_vit_l32, tmp_path) -> None:
+    state = random_vit_l32_state(seed=1)
+    path = tmp_path / f"{LARGE}.safetensors"
+    save_file(state, str(path))  # as the Hub serves timm/vit_large_patch32_384.orig_in21k_ft_in1k
+    model = reduced_large32()
+    report = init_model(model, {}, f"timm:{LARGE}", str(path))
+    assert_every_vit_tensor_loaded(model, state, report)
+
+    base = ViltBackbone(get_config("base32", num_layers=REDUCED_DEPTH))
+    with pytest.raises(
+        ValueError,
+        match=r"timm model vit_large_patch32_384 does not fit .*hidden_size: timm 1024, config 768",
+    ):
+        init_model(base, {}, f"timm:{LARGE}", str(path))
 
 
 # pretrain_large32_14m's memory plan: bytes one block keeps for the backward, a sample, in units
