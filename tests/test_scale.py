@@ -23,7 +23,7 @@ from helpers.images import encode_image
 from vilt_lab.config.validation import ConfigError, validate_train_config
 from vilt_lab.data.pipeline import Source, mix_weights
 from vilt_lab.data.shards import ShardWriter, expand_shards
-from vilt_lab.model import ViltBackbone
+from vilt_lab.model import ITMHead, MLMHead, ViltBackbone
 from vilt_lab.model.config import get_config
 from vilt_lab.weights import original_vit as ov
 from vilt_lab.weights.checkpoint_io import BACKBONE_PREFIX
@@ -200,6 +200,20 @@ def saved_for_backward(block: torch.nn.Module, batch: int, width: int) -> int:
     ):
         block(x, key_mask)
     return sum(saved.values())
+
+
+def test_the_memory_plan_counts_every_trained_parameter() -> None:
+    """370.3M: the backbone, MLM's own decoder and ITM (WPA has no parameters)."""
+    config = get_config("large32")
+    with torch.device("meta"):
+        modules = [
+            ViltBackbone(config),
+            MLMHead(config.hidden_size, config.vocab_size),
+            ITMHead(config.hidden_size),
+        ]
+    backbone, mlm, itm = (sum(p.numel() for p in m.parameters()) for m in modules)
+    assert (round(backbone / 1e6, 1), round(mlm / 1e6, 1), itm) == (338.0, 32.3, 2050)
+    assert round((backbone + mlm + itm) / 1e6, 1) == 370.3
 
 
 def test_the_memory_plan_counts_what_a_large32_block_keeps_for_its_backward() -> None:
