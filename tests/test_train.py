@@ -30,12 +30,14 @@ EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 # The shapes-world experiments run anywhere; the paper's fine-tuning recipes need real data.
 SHAPES_EXPERIMENTS = [e for e in EXPERIMENTS if e == "demo" or e.startswith("finetune_demo_")]
 PAPER_FINETUNING = [e for e in EXPERIMENTS if e.startswith("finetune_") and e not in SHAPES_EXPERIMENTS]
-PAPER_PRETRAINING = [e for e in EXPERIMENTS if e.startswith("pretrain_")]
+# Beyond the paper: its future work on scale (docs/scale.md; tests/test_scale.py checks it).
+FUTURE_WORK = ["pretrain_large32_14m"]
+PAPER_PRETRAINING = [e for e in EXPERIMENTS if e.startswith("pretrain_") and e not in FUTURE_WORK]
 CPU_PROCESS = SimpleNamespace(process_index=0, num_processes=1, device=torch.device("cpu"))
 
 
 def test_every_experiment_is_covered():
-    assert set(EXPERIMENTS) == {*SHAPES_EXPERIMENTS, *PAPER_FINETUNING, *PAPER_PRETRAINING}
+    assert set(EXPERIMENTS) == {*SHAPES_EXPERIMENTS, *PAPER_FINETUNING, *PAPER_PRETRAINING, *FUTURE_WORK}
 
 
 @pytest.mark.parametrize("experiment", PAPER_PRETRAINING)

@@ -242,6 +242,43 @@ def write_img2dataset(
     return expected
 
 
+def write_cc12m_tsv(root: Path, n: int, bad: bool = False, seed: int = 0) -> dict[str, list[str]]:
+    """CC12M's released ``cc12m.tsv`` (``url<TAB>caption``, no header) and the downloaded images
+    at ``images_train/<first 4>/<line as 8 digits>.<ext>``; every third image a PNG under
+    ``.png``, and one caption with the release's ``<PERSON>``. With ``bad``, adds one line per
+    :data:`BAD_IMAGES` case, a line without a tab, invalid UTF-8 and empty captions, and a line
+    ending in CRLF. Returns ``{8-digit line: [caption]}`` of what a conversion keeps."""
+    rng = random.Random(f"cc12m/{seed}")
+    lines: list[bytes] = []
+    expected: dict[str, list[str]] = {}
+
+    def add(data: bytes | None, caption: bytes, ext: str = "jpg", keep: bool = True) -> None:
+        name = f"{len(lines):08d}"
+        if data is not None:
+            _write(root / "images_train" / name[:4] / f"{name}.{ext}", data)
+        lines.append(b"https://example.com/" + name.encode() + b".jpg\t" + caption + b"\n")
+        if keep:
+            expected[name] = [caption.decode()]
+
+    for i in range(n):
+        data, caps = shapes_jpeg(rng)
+        if i % 3 == 2:
+            add(_encode(Image.open(io.BytesIO(data)), "PNG"), caps[0].encode(), "png")
+        else:
+            add(data, (f"<PERSON> looks at {caps[0]}" if i == 1 else caps[0]).encode())
+    if bad:
+        for case, (data, outcome) in BAD_IMAGES.items():
+            add(data, f"a picture for {case}".encode(), keep=outcome in ("kept", "reencoded"))
+        data, caps = shapes_jpeg(rng)
+        add(data, INVALID_UTF8, keep=False)
+        add(data, b"", keep=False)
+        lines.append(b"a line without a tab\n")
+        add(data, caps[1].encode())
+        lines[-1] = lines[-1].replace(b"\n", b"\r\n")
+    _write(root / "cc12m.tsv", b"".join(lines))
+    return expected
+
+
 # ----------------------------------------------------------------------------------------------
 # VQAv2
 

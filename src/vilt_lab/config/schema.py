@@ -217,7 +217,7 @@ class SourceSchema:
 
 @dataclass(frozen=True)
 class DataSchema:
-    """`data`: one conf/data file. Paper datasets have a `root` (4M: `roots.<source>`); the shapes
+    """`data`: one conf/data file. Paper datasets have a `root` (4M, 14M: `roots.<source>`); the shapes
     world adds `generate_n` and `world_seed`, VQA data `answers`."""
 
     name: Text = key("the data config's name")
@@ -248,7 +248,7 @@ class DataSchema:
     val_urls: Urls | None = key("the validation split", None)
     test_urls: Urls | None = key("the test split", None)
     root: Text | None = key("the dataset's directory", None)
-    roots: dict[str, Text] = key("the 4M mix: each source's directory", factory=dict)
+    roots: dict[str, Text] = key("a mix (4m, 14m): each source's directory", factory=dict)
     answers: Text | None = key("VQA: the answers.json the labels index", None)
     generate_n: Count | None = key("the shapes world's training scenes, written on first use", None)
     world_seed: int = key("the shapes world's seed", 0)

@@ -25,6 +25,7 @@ SOURCES: dict[str, str] = {
     "vg": "vilt_lab.data.sources.vg",
     "gcc": "vilt_lab.data.sources.gcc",
     "sbu": "vilt_lab.data.sources.sbu",
+    "cc12m": "vilt_lab.data.sources.cc12m",
     "vqav2": "vilt_lab.data.sources.vqav2",
     "nlvr2": "vilt_lab.data.sources.nlvr2",
 }

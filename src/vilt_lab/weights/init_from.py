@@ -5,6 +5,7 @@
                                                           timm 1.0's are AugReg, not the paper's)
     model.init_from=original:vit_base_patch32_384         the original release the official code
                                                           loaded (downloaded, SHA-256 checked)
+    model.init_from=original:vit_large_patch32_384        the same release's ViT-L/32, for model=large32
     model.init_from=original:vit_base_patch32_384 model.init_file=/weights/jx_vit_base_p32_384-830016f5.pth
                                                           the same weights from a local file
     model.init_from=/ckpt/vilt_200k_mlm_itm               a vilt_lab checkpoint directory

@@ -7,6 +7,12 @@ b319eb5b, after 0.4.9) timm gave that name the AugReg weights, another training 
 architecture; timm 1.0 knows only those (`augreg_in21k_ft_in1k`, its default, and `augreg_in1k`),
 so `timm:vit_base_patch32_384` no longer gives the paper's start.
 
+ViLT-L/32 (`model=large32`) starts from the same release's ViT-L/32 384,
+`jx_vit_large_p32_384-9b920ba8.pth` (24 blocks of 1024, 16 heads). timm never retrained that
+one: timm 1.0 serves it from the Hub as `vit_large_patch32_384.orig_in21k_ft_in1k` (the name's
+only tag, its pretrained config still naming this file), so there `timm:` and `original:` give the
+same weights, from the Hub or from the GitHub release.
+
 Each name below is a release file. It is downloaded once into torch hub's cache
 (`torch.hub.get_dir()/checkpoints`, i.e. `$TORCH_HOME/hub/checkpoints`, where timm 0.3/0.4 and
 so the official code kept it: a machine that ran them has it already), its SHA-256 is checked on
@@ -56,6 +62,12 @@ ORIGINAL_WEIGHTS = {
         # convention). The full digest is unknown to us, so this is a 32-bit check of the file.
         sha256="830016f5",
         architecture="vit_base_patch32_384",
+    ),
+    "vit_large_patch32_384": OriginalWeights(
+        url="https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-vitjx/"
+        "jx_vit_large_p32_384-9b920ba8.pth",
+        sha256="9b920ba8",  # the published prefix, as for ViT-B/32 above
+        architecture="vit_large_patch32_384",
     ),
 }
 

@@ -4,6 +4,9 @@ The backbone's parameter names are timm's (`patch_embed.proj`, `cls_token`, `pos
 `blocks.{i}.*`, `norm`), so a plain timm `VisionTransformer` maps by name. The paper starts from
 `vit_base_patch32_384` (ImageNet-21k, fine-tuned on 1k at 384) as timm 0.3 released it; timm 1.0's
 weights of that name are a later training (vilt_lab.weights.original_vit has the original ones).
+ViLT-L/32 takes `vit_large_patch32_384` (the Hub's `timm/vit_large_patch32_384.orig_in21k_ft_in1k`,
+the original release again). Nothing here depends on the size: `vit_backbone_state` checks the
+ViT's width, depth, heads, patch and MLP against the model config and refuses any difference.
 """
 
 from __future__ import annotations

@@ -1,18 +1,23 @@
-"""GCC and SBU: web image-caption pairs, read from either of the two layouts people have on disk.
+"""GCC, SBU and CC12M: web image-caption pairs, read from img2dataset's tars or a listing.
 
-* The official ViLT layout: ``ROOT/images_<split>/<first 4 chars of name>/<name>`` and an
+Each source has its listing layout (a converter hands its planner to :func:`convert_web_captions`;
+img2dataset's tars, when there are, take precedence):
+
+* The official ViLT layout (GCC, SBU): ``ROOT/images_<split>/<first 4 chars of name>/<name>`` and an
   annotation file, a JSON list of ``[image_path, caption]`` pairs. Pairs are grouped by image file
   name (an image listed twice gets both captions); the image is looked up in the layout first,
   then at ``ROOT/<image_path>``.
 * img2dataset's output: uncompressed tars of ``KEY.jpg`` (or ``.png`` / ``.webp``), ``KEY.txt``
   (the caption) and ``KEY.json``, found in ``ROOT/<split>/*.tar`` or, for train, ``ROOT/*.tar``.
   Images are read straight out of the tars (by byte offset) in the workers.
+* CC12M's released TSV: :mod:`vilt_lab.data.sources.cc12m`.
 """
 
 from __future__ import annotations
 
 import argparse
 import tarfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from vilt_lab.data.shards import IMAGE_EXTENSIONS
@@ -22,6 +27,9 @@ from vilt_lab.data.sources.raw import decode_text, find_file, read_json
 from vilt_lab.data.sources.runner import SplitPlan
 
 NO_IMAGE_IN_TAR = "no image in the tar"
+
+# A source's listing layout: (root, output split, its short name, the listing file) -> plan.
+ListingPlanner = Callable[[Path, str, str, Path], SplitPlan]
 
 
 def img2dataset_tars(root: Path, split: str) -> list[Path]:
@@ -80,22 +88,29 @@ def plan_img2dataset(tars: list[Path], split: str) -> SplitPlan:
     return plan
 
 
-def plan_web_captions(root: Path, split: str, annotation: Path) -> SplitPlan:
+def plan_web_captions(
+    root: Path, split: str, listing: Path, plan_listing: ListingPlanner = plan_annotation_list
+) -> SplitPlan:
     """Output ``split`` (``pretrain/train``...) from img2dataset tars when there are, else the
-    official layout with its ``annotation`` file."""
+    source's listing layout: ``plan_listing`` with its ``listing`` file."""
     short_split = split.rsplit("/", 1)[-1]
     tars = img2dataset_tars(root, short_split)
     if tars:
         return plan_img2dataset(tars, split)
-    return plan_annotation_list(root, split, short_split, annotation)
+    return plan_listing(root, split, short_split, listing)
 
 
-def convert_web_captions(args: argparse.Namespace, source: str, annotations: dict[str, str]) -> None:
-    """Run ``vilt-shards gcc`` / ``sbu``: ``annotations`` maps each output split to its annotation
-    file name under ``--root`` (used when there are no img2dataset tars)."""
+def convert_web_captions(
+    args: argparse.Namespace,
+    source: str,
+    listings: dict[str, str],
+    plan_listing: ListingPlanner = plan_annotation_list,
+) -> None:
+    """Run ``vilt-shards gcc`` / ``sbu`` / ``cc12m``: ``listings`` maps each output split to its
+    listing file name under ``--root``, read by ``plan_listing`` when there are no img2dataset tars."""
     options = runner.options_from_args(args, source)
 
     def plan(split: str) -> SplitPlan:
-        return plan_web_captions(options.raw_root, split, options.raw_root / annotations[split])
+        return plan_web_captions(options.raw_root, split, options.raw_root / listings[split], plan_listing)
 
-    runner.report(runner.convert_splits(options, runner.selected(args, list(annotations)), plan))
+    runner.report(runner.convert_splits(options, runner.selected(args, list(listings)), plan))
