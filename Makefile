@@ -49,7 +49,7 @@ params: install ## print ViLT-B/32's parameter counts in the paper's Table 6 acc
 table6: install ## the paper's Table 6 here (params, counted FLOPs, B=1 latency): experiments/table6/result.md [ARGS='--repeats 50']
 	$(PYTHON) -m vilt_lab.bench table6 $(ARGS)
 
-# One target per raw-dataset converter: coco f30k vg gcc sbu vqav2 nlvr2 (docs/data.md, "Datasets").
+# One target per raw-dataset converter: coco f30k vg gcc sbu cc12m vqav2 nlvr2 (docs/data.md, "Datasets").
 shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=/shards/coco [ARGS='--resize-shorter 384']
 	@test -n "$(RAW)" -a -n "$(OUT)" || { echo "usage: make shards-$* RAW=/raw/$* OUT=/shards/$* [ARGS='--split ...']"; exit 2; }
 	$(PYTHON) -m vilt_lab.data.cli $* --root $(RAW) --out $(OUT) $(ARGS)
