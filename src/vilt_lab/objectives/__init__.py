@@ -35,8 +35,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 # The paper's pre-training loss is MLM + ITM + 0.1 * WPA (reference Sec. 2.5); MPP was added
-# with weight 1 in the ablation; MIM's 1 is VLC's and MAE's (their only loss or an equal share).
-# Configs set the weights; these are the defaults.
+# with weight 1 in the ablation, and MIM takes the same. Configs set the weights; these are the
+# defaults.
 ITM_WEIGHT = 1.0
 MLM_WEIGHT = 1.0
 WPA_WEIGHT = 0.1
