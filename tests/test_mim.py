@@ -25,12 +25,13 @@ from vilt_lab.training.tracking import reset_accelerate_state
 from vilt_lab.weights.with_heads import ViltWithHeads
 
 PATCH = 16
+TINY_WIDTH = 64  # the tiny preset's hidden size
 # A decoder small enough for the tiny backbone: one block of two 32-channel heads.
 TINY_DECODER = {"decoder_depth": 1, "decoder_width": 64}
 
 
 def tiny_mim(target: str = "normalized", ratio: float = 0.6) -> MIMObjective:
-    return MIMObjective(64, PATCH, ratio=ratio, target=target, **TINY_DECODER)
+    return MIMObjective(TINY_WIDTH, PATCH, ratio=ratio, target=target, **TINY_DECODER)
 
 
 def valid_patches(h: int, w: int) -> int:
