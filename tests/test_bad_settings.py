@@ -63,7 +63,7 @@ BAD_SETTINGS = {
     ),
     "unknown objective": (
         ["+objective.captioning.weight=1"],
-        r"objective\.captioning=\{'weight': 1\}: unknown key; objective has itm, mlm, mpp, wpa",
+        r"objective\.captioning=\{'weight': 1\}: unknown key; objective has itm, mim, mlm, mpp, wpa",
     ),
     "run name nan": (["name=nan"], r"name=nan: expected a string .*quote it, e\.g\. 'name=\"nan\"'"),
     "run name 123": (["name=123"], r"name=123: expected a string .*quote it, e\.g\. 'name=\"123\"'"),

@@ -53,7 +53,7 @@ MISTAKES = {
         ["objective=[itm,mlx]"],
         [
             r"objective=mlx: no such option; did you mean mlm\?",
-            r"objective has itm, mlm, mlm_light, mpp, wpa",
+            r"objective has itm, mim, mlm, mlm_light, mpp, wpa",
         ],
     ),
     "bad value type": (
@@ -266,7 +266,7 @@ def test_a_group_lists_the_options_of_every_config_dir(tmp_path):
     err = hydra_error(["objective=captionin"])
     message = explain_hydra_error(err, TrainSchema, ["--config-dir", str(tmp_path)])
     assert message.startswith("objective=captionin: no such option; did you mean captioning?")
-    assert "captioning, itm, mlm" in message
+    assert "captioning, itm, mim, mlm" in message
 
 
 def test_config_dirs_reads_every_spelling():

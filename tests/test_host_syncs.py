@@ -309,3 +309,23 @@ def test_retrieval_negatives_are_drawn_and_gathered_without_a_sync() -> None:
         input_ids.shape == (60, 12)
         and attention_mask.sum(1).tolist() == pool.lengths[drawn.flatten()].tolist()
     )
+
+
+@pytest.mark.parametrize("target", ["normalized", "raw", "mpp"])
+def test_a_step_with_masked_image_modelling_makes_no_sync(target: str) -> None:
+    """The demo's objectives with `mim` added (its mask drawn as sorted random keys, its count
+    of masked patches kept on the device): forward and backward on a batch with the collate's
+    image sizes, 20 of up to 36 patches sampled."""
+    task = build_task_module(
+        tiny_backbone(),
+        ["itm", "mlm", "wpa", "mim"],
+        max_image_len=20,
+        objective_kwargs={"mim": {"target": target, "decoder_depth": 1, "decoder_width": 64}},
+    )
+    batch = make_batch()
+    task(batch, generator=torch.Generator().manual_seed(0))["loss"].backward()  # lazy state built
+    with SyncCounter() as counter:
+        out = task(batch, generator=torch.Generator().manual_seed(1))
+        out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["mim/count"] > 0
+    assert dict(counter.calls) == {}

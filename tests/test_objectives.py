@@ -139,11 +139,11 @@ def test_task_loss_is_the_weighted_sum() -> None:
 
 
 def test_default_weights_and_registry() -> None:
-    assert DEFAULT_WEIGHTS == {"itm": 1.0, "mlm": 1.0, "wpa": 0.1, "mpp": 1.0}
+    assert DEFAULT_WEIGHTS == {"itm": 1.0, "mlm": 1.0, "wpa": 0.1, "mpp": 1.0, "mim": 1.0}
     assert set(DEFAULT_WEIGHTS) <= set(OBJECTIVES)  # every pre-training objective has a default weight
     task = build_task_module(tiny_backbone(), ["itm", "wpa"])
     assert task.weights == {"itm": 1.0, "wpa": 0.1}
-    with pytest.raises(KeyError, match=r"'itc'.*'irtr', 'itm', 'mlm', 'mpp', 'nlvr2', 'vqa', 'wpa'"):
+    with pytest.raises(KeyError, match=r"'itc'.*'irtr', 'itm', 'mim', 'mlm', 'mpp', 'nlvr2', 'vqa', 'wpa'"):
         build_objective("itc", task.backbone.config)
     with pytest.raises(KeyError, match="mlm"):
         TaskModule(task.backbone, {"itm": task.objectives["itm"]}, weights={"mlm": 1.0})

@@ -16,9 +16,11 @@ from ..data.device_decode import DECODE
 from ..data.masking import WHOLE_WORD_RULES
 from ..data.pipeline import CAPTION_SAMPLING, PER_IMAGE
 from ..model.config import SIZES, ViltConfig
+from ..model.heads import MIMDecoder
 from ..objectives.irtr import DRAW_FALSE_TEXT
 from ..objectives.itm import ITM_NEGATIVES, SAME_SOURCE
-from .typed_check import Allowed, Bound, NonEmpty
+from ..objectives.mim import MIM_TARGETS, NORMALIZED
+from .typed_check import Allowed, Bound, MultipleOf, NonEmpty
 
 PositiveInt = Annotated[int, Bound(">=", 1)]
 Count = Annotated[int, Bound(">=", 0)]
@@ -140,6 +142,19 @@ class MPPSchema(ObjectiveSchema):
 
 
 @dataclass(frozen=True)
+class MIMSchema(ObjectiveSchema):
+    ratio: Probability = key("the share of each image's valid patches masked (VLC: 0.6)", 0.6)
+    target: Literal[MIM_TARGETS] = key(
+        "normalized: MAE's per-patch normalised pixels; raw: VLC's pixels; mpp: MPP's mean-colour bins",
+        NORMALIZED,
+    )
+    decoder_depth: PositiveInt = key("transformer blocks of the light decoder", 2)
+    decoder_width: Annotated[int, Bound(">=", MIMDecoder.HEAD_DIM), MultipleOf(MIMDecoder.HEAD_DIM)] = key(
+        f"the decoder's width (heads of {MIMDecoder.HEAD_DIM} channels, as MAE's 512-wide decoder)", 512
+    )
+
+
+@dataclass(frozen=True)
 class ObjectivesSchema:
     """`objective`: the pre-training objectives conf/objective holds (the downstream tasks'
     objectives take their settings from `task.*`)."""
@@ -148,6 +163,7 @@ class ObjectivesSchema:
     mlm: MLMSchema | None = key("masked language modelling", None)
     wpa: WPASchema | None = key("word-patch alignment (optimal transport on the ITM pass)", None)
     mpp: MPPSchema | None = key("masked patch prediction (the paper's ablation)", None)
+    mim: MIMSchema | None = key("masked image modelling (a light decoder predicts masked patches)", None)
 
 
 # ------------------------------------------------------------------------------------ task

@@ -52,6 +52,19 @@ class Bound:
 
 
 @dataclass(frozen=True)
+class MultipleOf:
+    """``Annotated[int, MultipleOf(32)]``: a whole multiple of ``factor``."""
+
+    factor: int
+
+    def allows(self, value: Any) -> bool:
+        return value % self.factor == 0
+
+    def describe(self) -> str:
+        return f"a multiple of {self.factor}"
+
+
+@dataclass(frozen=True)
 class NonEmpty:
     """A string, list or mapping with at least one character, element or key."""
 

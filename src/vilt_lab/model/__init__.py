@@ -2,7 +2,7 @@
 
 from .backbone import BackboneOutput, ViltBackbone
 from .config import SIZES, ViltConfig, get_config
-from .heads import ITMHead, MLMHead, MPPHead, NLVR2Head, RetrievalHead, VQAHead, build_head
+from .heads import ITMHead, MIMDecoder, MLMHead, MPPHead, NLVR2Head, RetrievalHead, VQAHead, build_head
 
 
 def create_backbone(name: str, **overrides) -> ViltBackbone:
@@ -14,6 +14,7 @@ __all__ = [
     "SIZES",
     "BackboneOutput",
     "ITMHead",
+    "MIMDecoder",
     "MLMHead",
     "MPPHead",
     "NLVR2Head",

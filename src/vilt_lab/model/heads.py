@@ -10,6 +10,7 @@ from torch import nn
 
 from .config import ViltConfig
 from .init import init_weights
+from .transformer import Block
 
 
 class PredictionHeadTransform(nn.Module):
@@ -68,6 +69,44 @@ class MPPHead(nn.Module):
     def forward(self, image_feats: torch.Tensor) -> torch.Tensor:
         """(B, L, D) -> (B, L, 3, bins) logits."""
         return self.decoder(self.transform(image_feats)).unflatten(-1, (3, self.bins))
+
+
+class MIMDecoder(nn.Module):
+    """Masked image modelling: a light MAE-style transformer over one pass's image tokens.
+
+    Linear(hidden -> width), `depth` pre-norm `Block`s (MLP ratio 4, heads of `HEAD_DIM`
+    channels, as MAE's 512-wide, 16-head decoder), LayerNorm, Linear(width -> outputs): the
+    per-patch target (patch_size^2 * 3 pixels, or 3 x 256 mean-colour bins). No position table of
+    its own: unlike MAE, whose decoder inserts the mask tokens, here they enter the backbone before
+    its position embeddings (as MPP's), so every token already says where it is.
+    """
+
+    HEAD_DIM = 32
+
+    def __init__(
+        self, hidden_size: int, width: int, depth: int, outputs: int, eps: float = 1e-6, std: float = 0.02
+    ) -> None:
+        super().__init__()
+        if width % self.HEAD_DIM:
+            raise ValueError(f"MIM decoder width {width} is not a multiple of {self.HEAD_DIM}")
+        self.width, self.depth, self.outputs = width, depth, outputs
+        self.embed = nn.Linear(hidden_size, width)
+        self.blocks = nn.ModuleList(
+            Block(width, width // self.HEAD_DIM, 4 * width, eps=eps) for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(width, eps=eps)
+        self.predict = nn.Linear(width, outputs)
+        self.apply(lambda m: init_weights(m, std))
+
+    def forward(self, image_feats: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + L, D) image [CLS] and patch features, (B, 1 + L) bool mask -> (B, L, outputs).
+
+        The image [CLS] takes part (as MAE's) and is always valid, so no query attends to nothing.
+        """
+        x = self.embed(image_feats)
+        for block in self.blocks:
+            x = block(x, image_mask)
+        return self.predict(self.norm(x[:, 1:]))
 
 
 class MLPClassifier(nn.Module):
@@ -132,13 +171,14 @@ class RetrievalHead(nn.Module):
 
 
 # Head name (as in `heads.<name>.*` checkpoint keys and `objective.<name>`) -> constructor of the
-# head for a backbone config. Sizes that a config does not fix (answers, MPP bins) are keyword
+# head for a backbone config. Sizes that a config does not fix (answers, MPP bins, the MIM decoder's) are keyword
 # arguments, stored with a checkpoint's head list.
 HEAD_FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "itm": lambda config: ITMHead(config.hidden_size),
     # BERT's eps, which the text embedding shares: 1e-12 in the official model, HF's one eps in HF's.
     "mlm": lambda config: MLMHead(config.hidden_size, config.vocab_size, eps=config.text_ln_eps),
     "mpp": lambda config, bins=256: MPPHead(config.hidden_size, bins),
+    "mim": lambda config, width, depth, outputs: MIMDecoder(config.hidden_size, width, depth, outputs),
     "vqa": lambda config, num_labels=3129: VQAHead(config.hidden_size, num_labels),
     "nlvr2": lambda config, num_labels=2: NLVR2Head(config.hidden_size, num_labels),
     "irtr": lambda config: RetrievalHead(config.hidden_size),

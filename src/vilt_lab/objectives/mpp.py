@@ -14,11 +14,21 @@ from torch import nn
 
 from vilt_lab.data.masking import IGNORE_INDEX
 from vilt_lab.model import BackboneOutput, MPPHead, ViltBackbone, ViltConfig
-from vilt_lab.model.embeddings import patch_validity
+from vilt_lab.model.embeddings import PatchSelection, patch_validity
 from vilt_lab.utils.draws import draw_device
 
 from .base import Objective
 from .passes import Passes
+
+# patch_mean_rgb's classes per channel: every uint8 value.
+MEAN_RGB_BINS = 256
+
+
+def new_mask_token(hidden_size: int) -> nn.Parameter:
+    """A learnable (1, 1, hidden) mask token, trunc-normal with std 0.02 (the official fix)."""
+    token = nn.Parameter(torch.zeros(1, 1, hidden_size))
+    nn.init.trunc_normal_(token, std=0.02)
+    return token
 
 
 def patch_mean_rgb(image: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -35,6 +45,43 @@ def patch_mean_rgb(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     return torch.div(sums, patch_size * patch_size, rounding_mode="floor").flatten(2).transpose(1, 2)
 
 
+def kept_masked(masked_patches: torch.Tensor, patches: PatchSelection) -> torch.Tensor:
+    """(B, L) bool: which positions of a pass hold a masked patch, of (B, Hp, Wp) `masked_patches`.
+
+    Only masked patches that the pass kept (max_image_len may drop some) and that are not fill.
+    """
+    return masked_patches.flatten(1).gather(1, patches.index) & patches.valid
+
+
+def mean_rgb_loss(
+    logits: torch.Tensor,
+    image: torch.Tensor,
+    patch_size: int,
+    patches: PatchSelection,
+    masked_patches: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """MPP's loss: 256-way cross-entropy per channel of the masked, kept patches' mean colour.
+
+    logits: (B, L, 3, bins) for the pass's L image positions; image: the batch's uint8 images.
+    Returns "loss", "accuracy" and "count" (patch-channel entries), as `Objective.forward`.
+    """
+    index = patches.index  # (B, L) grid index of each kept patch
+    selected = kept_masked(masked_patches, patches)
+    targets = patch_mean_rgb(image, patch_size)
+    targets = targets.gather(1, index.unsqueeze(-1).expand(-1, -1, 3))  # (B, L, 3)
+    labels = torch.where(selected.unsqueeze(-1), targets, IGNORE_INDEX)
+    per_entry = F.cross_entropy(
+        logits.flatten(0, 2), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    entries = (labels != IGNORE_INDEX).sum()
+    count = entries.clamp(min=1)
+    # Sum / count: no masked patch gives loss 0 with zero gradients, not NaN (see MLM).
+    loss = per_entry.float().sum() / count
+    correct = (logits.detach().argmax(-1) == labels) & (labels != IGNORE_INDEX)
+    # count: what loss and accuracy average over (patch-channel entries), for per-entry means.
+    return {"loss": loss, "accuracy": correct.sum() / count, "count": entries.float()}
+
+
 class MPPObjective(Objective):
     """256-way cross-entropy per channel on the masked, kept patches of a pass with unmasked text.
 
@@ -46,9 +93,8 @@ class MPPObjective(Objective):
     def __init__(self, hidden_size: int, probability: float = 0.15) -> None:
         super().__init__()
         self.probability = probability
-        self.head = MPPHead(hidden_size)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, hidden_size))
-        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.head = MPPHead(hidden_size, MEAN_RGB_BINS)
+        self.mask_token = new_mask_token(hidden_size)
 
     @classmethod
     def from_config(cls, config: ViltConfig, **kwargs: float) -> MPPObjective:
@@ -82,20 +128,5 @@ class MPPObjective(Objective):
             return output, masked_patches
 
         output, masked_patches = passes.get("mpp", compute)
-        index = output.patches.index  # (B, L) grid index of each kept patch
-        # Masked patches that the pass kept (max_image_len may drop some) and that are not fill.
-        selected = masked_patches.flatten(1).gather(1, index) & output.patches.valid
-        targets = patch_mean_rgb(batch["image"], patch_size)
-        targets = targets.gather(1, index.unsqueeze(-1).expand(-1, -1, 3))  # (B, L, 3)
-        labels = torch.where(selected.unsqueeze(-1), targets, IGNORE_INDEX)
         logits = self.head(output.image_feats[:, 1:])  # (B, L, 3, bins)
-        per_entry = F.cross_entropy(
-            logits.flatten(0, 2), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
-        )
-        entries = (labels != IGNORE_INDEX).sum()
-        count = entries.clamp(min=1)
-        # Sum / count: no masked patch gives loss 0 with zero gradients, not NaN (see MLM).
-        loss = per_entry.float().sum() / count
-        correct = (logits.detach().argmax(-1) == labels) & (labels != IGNORE_INDEX)
-        # count: what loss and accuracy average over (patch-channel entries), for per-entry means.
-        return {"loss": loss, "accuracy": correct.sum() / count, "count": entries.float()}
+        return mean_rgb_loss(logits, batch["image"], patch_size, output.patches, masked_patches)

@@ -1,6 +1,6 @@
 """The task module: the backbone plus a task's objectives, one weighted loss (what DDP wraps).
 
-Every task trains one of these: pre-training with its selected objectives (itm, mlm, wpa, mpp),
+Every task trains one of these: pre-training with its selected objectives (itm, mlm, wpa, mpp, mim),
 fine-tuning with its own (vqa, nlvr2, irtr). Every trainable parameter has to take part in every
 step's loss (no `find_unused_parameters`): parameters that no objective uses are frozen here.
 """

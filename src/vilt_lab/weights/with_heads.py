@@ -111,7 +111,8 @@ class ViltWithHeads(nn.Module):
     ) -> torch.Tensor:
         """Logits of head `head` with all patches of every image (as at evaluation).
 
-        mlm: (B, T, vocab) on the text features; mpp: (B, L, 3, bins) on the patch features;
+        mlm: (B, T, vocab) on the text features; mpp: (B, L, 3, bins) on the patch features; mim:
+        (B, L, outputs) from its decoder over the image tokens;
         itm, vqa: (B, labels) and irtr: (B,) on the pooled vector. nlvr2 takes two images per
         text, `pixel_values` (B, 2, 3, H, W) and `pixel_mask` (B, 2, H, W) as HF's
         `ViltForImagesAndTextClassification`, and runs image i with modality type i + 1.
@@ -135,10 +136,12 @@ class ViltWithHeads(nn.Module):
             ]
             return module(*pooled)
         # The last block computes only what the head reads: the text for MLM, the [CLS] for pooled heads.
-        rows = {"mlm": input_ids.shape[1], "mpp": None}.get(head, 1)
+        rows = {"mlm": input_ids.shape[1], "mpp": None, "mim": None}.get(head, 1)
         out = self.backbone(input_ids, attention_mask, pixel_values, pixel_mask, rows=rows)
         if head == "mlm":
             return module(out.text_feats)
         if head == "mpp":
             return module(out.image_feats[:, 1:])
+        if head == "mim":
+            return module(out.image_feats, out.image_mask)
         return module(out.pooled)
