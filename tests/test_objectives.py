@@ -191,7 +191,7 @@ def test_wpa_aligns_words_and_patches_only(monkeypatch: pytest.MonkeyPatch) -> N
     assert torch.equal(seen["image_mask"].sum(1), patch_counts)
     assert seen["cost"].shape == (B, T, int(patch_counts.max()))
     assert seen["cost"].dtype == torch.float32
-    assert seen["kwargs"] == {"beta": 0.5, "iterations": 50, "k": 1}
+    assert seen["kwargs"] == {"beta": 0.5, "iterations": 50, "k": 1, "iteration": wpa_module.ipot_iteration}
 
 
 def test_wpa_loss_is_positives_minus_negatives(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -246,4 +246,8 @@ def build_task(
             dynamic=cfg.trainer.compile_dynamic,
             mode=cfg.trainer.compile_mode,
         )
+        # torch.compile's default mode: a CUDA-graph mode would overwrite an iteration's outputs
+        # with the next replay while the loop still reads them.
+        for objective in module.objectives.values():
+            objective.compile_loops(dynamic=cfg.trainer.compile_dynamic)
     return module

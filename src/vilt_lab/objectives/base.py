@@ -52,6 +52,8 @@ class Objective(nn.Module):
         ``__init__``; None for an objective without parameters to keep (WPA).
     ``head_spec()`` ({}): the head's build arguments beyond the backbone config (and its label
         names), as a checkpoint's head list stores them; read only where ``head`` is set.
+    ``compile_loops(**options)`` (nothing): compile the objective's own loops for
+        ``trainer.compile`` (WPA's IPOT iteration).
     ``predict(batch, backbone, passes)`` ({}): per-sample predictions ``{key: (B, ...)}``,
         reported as ``"<name>/<key>"``; called without gradients, with every patch and no random
         draw. Empty for objectives that predict nothing (pre-training's).
@@ -79,6 +81,11 @@ class Objective(nn.Module):
 
     def head_spec(self) -> dict[str, Any]:
         return {}
+
+    def compile_loops(self, **options: Any) -> None:
+        """`trainer.compile` beside the backbone's blocks: `torch.compile` (with ``options``)
+        the objective's own iterative code, where launching many small kernels is its cost
+        (WPA's IPOT). Nothing by default."""
 
     def predict(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes

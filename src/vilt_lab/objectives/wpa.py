@@ -7,6 +7,9 @@ official code's `1e4 * pad` trick, so padding rows and columns of the plan are e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +27,7 @@ def ipot_distance(
     beta: float = 0.5,
     iterations: int = 50,
     k: int = 1,
+    iteration: IPOTIteration | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Batched IPOT with uniform marginals over the valid entries.
 
@@ -33,6 +37,8 @@ def ipot_distance(
         beta: proximal parameter (the kernel is exp(-C / beta)). Every beta converges to the exact
             transport; with k = 1, beta 0.1 needed more iterations than 0.5 on random costs.
         iterations: outer proximal-point iterations (>= 1); k: Sinkhorn steps per iteration (>= 1).
+        iteration: what runs one of them (`ipot_iteration`, or its compiled form:
+            `WPAObjective.compile_loops`); None: `ipot_iteration`.
 
     Returns:
         distance: (B,) sum(C * T); differentiable with respect to `cost` only.
@@ -58,8 +64,37 @@ def ipot_distance(
     # Autocast would run the plan's einsums (batched matmuls) in half precision, against the
     # float32 promised above (they did, under bf16 autocast, until the speed levers' bf16 check).
     with torch.no_grad(), torch.autocast(device_type=cost.device.type, enabled=False):
-        plan = _ipot_plan(cost.detach(), text_mask, image_mask, joint, beta, iterations, k)
+        plan = _ipot_plan(
+            cost.detach(), text_mask, image_mask, joint, beta, iterations, k, iteration or ipot_iteration
+        )
     return (cost * plan).sum((1, 2)), plan
+
+
+def ipot_iteration(
+    kernel: torch.Tensor,
+    plan: torch.Tensor,
+    sigma: torch.Tensor,
+    delta: torch.Tensor,
+    m: torch.Tensor,
+    n: torch.Tensor,
+    text_mask: torch.Tensor,
+    image_mask: torch.Tensor,
+    k: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One proximal-point iteration of IPOT: (plan, sigma, delta) after it.
+
+    About a dozen small kernels, run `iterations` times a step (50 in the paper's recipe): on a
+    GPU the launches, not the arithmetic, are the cost. One function so `torch.compile` can fuse
+    it once and every iteration reuse the graph.
+    """
+    q = kernel * plan
+    for _ in range(k):
+        delta = torch.where(image_mask, 1.0 / (n * torch.einsum("bmn,bm->bn", q, sigma)), 0.0)
+        sigma = torch.where(text_mask, 1.0 / (m * torch.einsum("bmn,bn->bm", q, delta)), 0.0)
+    return sigma.unsqueeze(2) * q * delta.unsqueeze(1), sigma, delta
+
+
+IPOTIteration = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def _ipot_plan(
@@ -70,6 +105,7 @@ def _ipot_plan(
     beta: float,
     iterations: int,
     k: int,
+    iteration: IPOTIteration,
 ) -> torch.Tensor:
     """The IPOT transport plan (B, M, N); see `ipot_distance`."""
     m = text_mask.sum(1, keepdim=True).to(cost.dtype)  # (B, 1)
@@ -80,11 +116,7 @@ def _ipot_plan(
     plan = joint.to(cost.dtype)
     kernel = torch.where(joint, torch.exp(-cost / beta), 0.0)
     for _ in range(iterations):
-        q = kernel * plan
-        for _ in range(k):
-            delta = torch.where(image_mask, 1.0 / (n * torch.einsum("bmn,bm->bn", q, sigma)), 0.0)
-            sigma = torch.where(text_mask, 1.0 / (m * torch.einsum("bmn,bn->bm", q, delta)), 0.0)
-        plan = sigma.unsqueeze(2) * q * delta.unsqueeze(1)
+        plan, sigma, delta = iteration(kernel, plan, sigma, delta, m, n, text_mask, image_mask, k)
     return plan
 
 
@@ -112,11 +144,19 @@ def cosine_cost(text: torch.Tensor, image: torch.Tensor, eps: float = 1e-5) -> t
         return 1.0 - text @ image.transpose(1, 2)
 
 
-def wpa_distance(output: BackboneOutput, beta: float = 0.5, iterations: int = 50, k: int = 1) -> torch.Tensor:
+def wpa_distance(
+    output: BackboneOutput,
+    beta: float = 0.5,
+    iterations: int = 50,
+    k: int = 1,
+    iteration: IPOTIteration | None = None,
+) -> torch.Tensor:
     """IPOT distance (B,) between each pair's words and patches in one backbone pass."""
     text_mask, image_mask = alignment_masks(output.text_mask, output.image_mask)
     cost = cosine_cost(output.text_feats, output.image_feats[:, 1:])
-    distance, _ = ipot_distance(cost, text_mask, image_mask, beta=beta, iterations=iterations, k=k)
+    distance, _ = ipot_distance(
+        cost, text_mask, image_mask, beta=beta, iterations=iterations, k=k, iteration=iteration
+    )
     return distance
 
 
@@ -140,6 +180,11 @@ class WPAObjective(Objective):
         self.iterations = iterations
         self.k = k
         self.negatives = negatives
+        self.iteration: IPOTIteration = ipot_iteration
+
+    def compile_loops(self, **options: Any) -> None:
+        """`trainer.compile`: IPOT's iteration as one compiled graph, reused by all 50."""
+        self.iteration = torch.compile(ipot_iteration, **options)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}, iterations={self.iterations}, k={self.k}, negatives={self.negatives}"
@@ -153,7 +198,7 @@ class WPAObjective(Objective):
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
         result = itm_pass(batch, backbone, passes, self.negatives)
-        distance = wpa_distance(result.output, self.beta, self.iterations, self.k)
+        distance = wpa_distance(result.output, self.beta, self.iterations, self.k, self.iteration)
         positive = result.labels == 1
         sign = torch.where(positive, 1.0, -1.0).to(distance.dtype)
         loss = (sign * distance).sum() / distance.shape[0]
