@@ -212,7 +212,10 @@ def test_shipped_tables_plan_and_render_from_any_directory(tmp_path, monkeypatch
     assert report_main(["render", "shapes/table5", "--runs", str(runs)]) == 0
     assert (runs / "table5-shapes" / "result.md").is_file()
     assert report_main(["plan", "table9", "--runs", str(runs)]) == 2
-    assert "the shipped tables: shapes/table5, table2, table3, table4, table5" in capsys.readouterr().err
+    assert (
+        "the shipped tables: shapes/future, shapes/table5, table2, table3, table4, table5"
+        in capsys.readouterr().err
+    )
 
 
 def makefile_targets() -> set[str]:
