@@ -7,11 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+import yaml
+
 from helpers.configs import compose_config
 from vilt_lab.report.cli import main as report_main
 from vilt_lab.report.definitions import load_catalog, load_table
 from vilt_lab.report.plan import table_runs
 from vilt_lab.report.render import render
+from vilt_lab.training.run_dir import RunDir
 
 SHAPES = Path(__file__).resolve().parents[1] / "experiments" / "shapes"
 ROWS = ("fs_baseline", "fs_mixgen", "fs_mim", "fs_mixgen_mim", "fs_mpp")
@@ -134,3 +138,33 @@ def test_missing_seeded_runs_are_listed_with_their_commands(tmp_path):
         and f"seed=2 name=fs_mpp-s2 paths.runs_dir={tmp_path} resume=auto" in text
     )
     assert "- `fs_mpp-s0--zs_shapes`: `python -m vilt_lab.eval task=irtr data=shapes_retrieval " in text
+
+
+@pytest.mark.slow
+def test_a_seeded_row_runs_resumes_and_renders(shapes_world, tmp_path, capsys):
+    """The baseline row at 4 steps and two seeds through `vilt-report run`: two pre-training runs
+    at their own seed, the columns read from them over both; a second run reruns nothing. (The
+    zero-shot columns are left out: their evaluations are what table5-shapes' test runs, and
+    each costs a minute.)"""
+    folder = tmp_path / "shapes"
+    (folder / "future").mkdir(parents=True)
+    entry = yaml.safe_load((SHAPES / "runs.yaml").read_text())["pretrain"]["fs_baseline"]
+    entry = {**entry, "seeds": 2, "overrides": ["schedule.max_steps=4", "logger.mode=disabled"]}
+    table = yaml.safe_load((SHAPES / "future" / "table.yaml").read_text())
+    table["rows"] = table["rows"][:1]
+    table["columns"] = {key: column for key, column in table["columns"].items() if "recipe" not in column}
+    (folder / "runs.yaml").write_text(yaml.safe_dump({"pretrain": {"fs_baseline": entry}}))
+    (folder / "recipes.yaml").write_text((SHAPES / "recipes.yaml").read_text())
+    (folder / "future" / "table.yaml").write_text(yaml.safe_dump(table))
+    root, data = tmp_path / "runs", f"data.root={shapes_world}"
+    command = ["run", str(folder / "future"), "--runs", str(root), "--set", data]
+    assert report_main(command) == 0
+    for seed in (0, 1):
+        assert yaml.safe_load(RunDir(root / f"fs_baseline-s{seed}").config.read_text())["seed"] == seed
+    capsys.readouterr()
+    assert report_main(command) == 0
+    assert capsys.readouterr().out.count("done: ") == 2
+    text = render(load_table(folder / "future"), load_catalog(folder), root)
+    assert "2 of 2 runs done." in text and "not run" not in text
+    cells = [line for line in text.splitlines() if line.startswith("| baseline | ")]
+    assert len(cells) == 2 and all(" ± " in line for line in cells)
