@@ -125,6 +125,9 @@ def test_cells_are_mean_and_sample_std_and_rows_are_weighed_against_the_spread(t
     assert "| +MIM | held-out MLM accuracy | +0.00 | 0.00 | no |" in lines
     assert "| +MIM | zero-shot TR@10 | – | – | fewer than 2 seeds read |" in lines
     assert "|Δ| > 2 × SE, SE = sqrt(s1²/n1 + s2²/n2)" in text and "Paper" not in text
+    out = tmp_path / "result.md"
+    assert report_main(["render", str(SHAPES / "future"), "--runs", str(tmp_path), "--out", str(out)]) == 0
+    assert "![ours per row](result.png)" in out.read_text() and out.with_suffix(".png").stat().st_size > 1000
 
 
 def test_missing_seeded_runs_are_listed_with_their_commands(tmp_path):

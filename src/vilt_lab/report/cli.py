@@ -40,7 +40,7 @@ def _render(args: argparse.Namespace) -> int:
     result.parent.mkdir(parents=True, exist_ok=True)
     text = render(table, catalog, args.runs)
     bars = draw_cells(table, catalog, args.runs, result.with_suffix(".png"))
-    text += f"\n![paper vs ours]({bars.name})\n"
+    text += f"\n![{'paper vs ours' if table.with_paper else 'ours per row'}]({bars.name})\n"
     curves = draw_curves(table, catalog, args.runs, result.with_name(f"{result.stem}-curves.png"))
     if curves is not None:
         text += f"\n![training curves]({curves.name})\n"

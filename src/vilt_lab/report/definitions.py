@@ -51,6 +51,11 @@ class Table:
     # seed spread (report/spread.py); None: no such comparison.
     baseline: str | None = None
 
+    @property
+    def with_paper(self) -> bool:
+        """Whether any row carries the paper's numbers (a table of our own runs alone has none)."""
+        return any(row.paper for row in self.rows)
+
 
 @dataclass(frozen=True)
 class Catalog:

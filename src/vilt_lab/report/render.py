@@ -126,8 +126,7 @@ def render(table: Table, catalog: Catalog, root: Path) -> str:
     """The markdown of result.md (never fails on missing runs: they are listed with commands). A
     table without paper numbers has no Paper column; one with a baseline row ends in the rows'
     differences from it against their seed spread."""
-    with_paper = any(row.paper for row in table.rows)
-    if with_paper:
+    if table.with_paper:
         compared = (
             "Δ = ours − paper." if table.difference else "Different worlds: compare trends, not values."
         )
@@ -150,7 +149,7 @@ def render(table: Table, catalog: Catalog, root: Path) -> str:
         for column in table.columns:
             cell = cells[row.label, column.key] = read_cell(column, row, table, catalog, root)
             missing += [m for m in cell.missing if m not in missing]
-            if not with_paper:
+            if not table.with_paper:
                 lines.append(f"| {row.label} | {column.label} | {cell.ours} |")
                 continue
             paper = row.paper.get(column.key, "–")
