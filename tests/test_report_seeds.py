@@ -12,7 +12,7 @@ import yaml
 
 from helpers.configs import compose_config
 from vilt_lab.report.cli import main as report_main
-from vilt_lab.report.definitions import load_catalog, load_table
+from vilt_lab.report.definitions import Column, Row, Table, load_catalog, load_table
 from vilt_lab.report.plan import table_runs
 from vilt_lab.report.render import render
 from vilt_lab.training.run_dir import RunDir
@@ -45,6 +45,27 @@ def test_seeds_expand_into_a_run_each_with_its_own_evaluation(tmp_path):
     zero_shot = runs["fs_mim-s2--zs_shapes"].command(tmp_path)
     assert f"checkpoint={tmp_path / 'fs_mim-s2'}" in zero_shot
     assert f"out_dir={tmp_path / 'fs_mim-s2--zs_shapes'}" in zero_shot
+
+
+def test_fine_tuning_runs_start_from_each_pre_training_seed_and_average_per_seed(tmp_path):
+    """A fine-tuning column (two fine-tuning seeds) on a row pre-trained over three seeds: six
+    runs, each from its own pre-training run; the cell is over the three pre-training seeds, each
+    the mean of its fine-tuning seeds: (10+20)/2, (30+40)/2, (50+60)/2 -> 35 ± 20."""
+    column = Column(key="ir", label="IR@1", recipe="irtr", metrics=("eval/irtr/ir_r1",), scale=100, seeds=2)
+    table = Table(
+        name="t", title="t", columns=(column,), rows=(Row(label="baseline", pretrain="fs_baseline"),)
+    )
+    runs = {spec.id: spec for spec in table_runs(table, load_catalog(SHAPES))}
+    finetune = [spec for spec in runs.values() if spec.kind == "finetune"]
+    assert sorted(spec.id for spec in finetune) == [
+        f"fs_baseline-s{p}--irtr-s{f}" for p in range(3) for f in range(2)
+    ]
+    assert f"model.init_from={tmp_path / 'fs_baseline-s2'}" in runs["fs_baseline-s2--irtr-s1"].command(
+        tmp_path
+    )
+    for index, spec in enumerate(finetune):
+        _finish(tmp_path / spec.id, {"eval/irtr/ir_r1": (index + 1) / 10})
+    assert "| baseline | IR@1 | 35.00 ± 20.00 |" in render(table, load_catalog(SHAPES), tmp_path)
 
 
 def test_runs_are_ordered_seed_by_seed_and_finished_ones_are_skipped(tmp_path, capsys):
