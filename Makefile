@@ -119,3 +119,14 @@ table5-shapes-run: install ## the shapes-world Table 5's missing runs on 2 CPU c
 
 table5-shapes: table5-shapes-run ## the shapes-world Table 5 end to end (38.5 minutes measured): experiments/table5/result-shapes.md
 	$(REPORT) render experiments/shapes/table5 --runs $(SHAPES_RUNS) --out experiments/table5/result-shapes.md
+
+# The paper's future work on the shapes world (experiments/shapes/future/): the demo's pre-training,
+# +MixGen, +MIM, +both and MPP, three seeds each (15 runs), a zero-shot retrieval evaluation of
+# each; then experiments/shapes/future/result.md, every row against the baseline's seed spread.
+.PHONY: future-shapes future-shapes-run
+future-shapes-run: install ## the shapes-world future-work table's missing runs on 2 CPU cores (resumable)
+	OMP_NUM_THREADS=1 $(REPORT) run experiments/shapes/future --runs $(SHAPES_RUNS) \
+		--launch '$(PYTHON) -m torch.distributed.run --standalone --nproc_per_node $(DEMO_PROCS) -m' $(ARGS)
+
+future-shapes: future-shapes-run ## MixGen and MIM on the shapes world over 3 seeds: experiments/shapes/future/result.md
+	$(REPORT) render experiments/shapes/future --runs $(SHAPES_RUNS) --out experiments/shapes/future/result.md

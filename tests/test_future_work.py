@@ -54,7 +54,9 @@ def test_the_future_table_plans_each_switch_on_the_final_recipe() -> None:
     assert "objective=[itm,mlm,wpa,mim]" in pretrain["pt200k_mixgen_mim"]
     assert "data=14m" in pretrain["pt200k_14m"]
     # ViLT-L/32's fine-tuning builds ViLT-L/32 too; the others keep their recipe's size.
-    large = [spec for spec in runs.values() if spec.kind == "finetune" and spec.depends_on == "pt200k_large32"]
+    large = [
+        spec for spec in runs.values() if spec.kind == "finetune" and spec.depends_on == "pt200k_large32"
+    ]
     assert large and all("model=large32" in spec.overrides for spec in large)
     base = [spec for spec in runs.values() if spec.kind == "finetune" and spec.depends_on == "pt200k_14m"]
     assert base and not any("model=large32" in spec.overrides for spec in base)

@@ -213,7 +213,8 @@ def test_shipped_tables_plan_and_render_from_any_directory(tmp_path, monkeypatch
     assert (runs / "table5-shapes" / "result.md").is_file()
     assert report_main(["plan", "table9", "--runs", str(runs)]) == 2
     assert (
-        "the shipped tables: future, shapes/table5, table2, table3, table4, table5" in capsys.readouterr().err
+        "the shipped tables: future, shapes/future, shapes/table5, table2, table3, table4, table5"
+        in capsys.readouterr().err
     )
 
 

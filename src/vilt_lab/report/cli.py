@@ -7,9 +7,9 @@ vilt-report run table5 [--launch 'accelerate launch --num_processes 8 --mixed_pr
 vilt-report run table5 --slurm [--slurm-set partition=gpu --slurm-set time=2-00:00:00]   # all at once
 vilt-report heatmap CHECKPOINT IMAGE "a caption" --out wpa.png   # the paper's Figure 4
 
-TABLE is a shipped table's name (table2 ... table6, shapes/table5: they come with the package, so
-this runs from any directory) or a folder of your own holding table.yaml beside runs.yaml and
-recipes.yaml.
+TABLE is a shipped table's name (table2 ... table6, shapes/table5, shapes/future: they come with
+the package, so this runs from any directory) or a folder of your own holding table.yaml beside
+runs.yaml and recipes.yaml.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _render(args: argparse.Namespace) -> int:
     result.parent.mkdir(parents=True, exist_ok=True)
     text = render(table, catalog, args.runs)
     bars = draw_cells(table, catalog, args.runs, result.with_suffix(".png"))
-    text += f"\n![paper vs ours]({bars.name})\n"
+    text += f"\n![{'paper vs ours' if table.with_paper else 'ours per row'}]({bars.name})\n"
     curves = draw_curves(table, catalog, args.runs, result.with_name(f"{result.stem}-curves.png"))
     if curves is not None:
         text += f"\n![training curves]({curves.name})\n"
@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, handler in (("render", _render), ("plan", _plan), ("run", _run)):
         command = sub.add_parser(name)
         command.add_argument(
-            "table", type=Path, help="a shipped table (table2 ... table6, shapes/table5) or a table folder"
+            "table",
+            type=Path,
+            help="a shipped table (table2 ... table6, shapes/table5, shapes/future) or a table folder",
         )
         command.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="where the tables' runs live")
         command.set_defaults(handler=handler)

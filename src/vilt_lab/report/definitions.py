@@ -1,6 +1,7 @@
-"""What a table is: columns (a recipe and the metric read from its runs), rows (a pre-training
-run and the paper's numbers), read from `experiments/tableN/table.yaml`; and the run catalogue
-(`experiments/runs.yaml`, `experiments/recipes.yaml`) the tables name their runs from."""
+"""What a table is: columns (a recipe and the metric read from its runs, or a metric of the
+pre-training run itself), rows (a pre-training run and the paper's numbers), read from
+`experiments/tableN/table.yaml`; and the run catalogue (`experiments/runs.yaml`,
+`experiments/recipes.yaml`) the tables name their runs from."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import yaml
 
 @dataclass(frozen=True)
 class Column:
-    """One column: the runs of `recipe` on a row's pre-training, and the metric(s) read from them.
+    """One column: the runs of `recipe` on a row's pre-training, and the metric(s) read from them;
+    without a recipe, the metric(s) of the pre-training run's own final evaluation.
 
     metrics: one metric, or several shown as a/b/c (R@1/5/10); scale: x100 for fractions shown
     in percent; seeds: fine-tuning seeds averaged (mean +- std); zero_shot: a second reading
@@ -21,7 +23,7 @@ class Column:
 
     key: str
     label: str
-    recipe: str
+    recipe: str | None
     metrics: tuple[str, ...]
     scale: float = 1.0
     seeds: int = 1
@@ -45,15 +47,27 @@ class Table:
     # False where ours and the paper's measure different worlds (the shapes edition): the paper's
     # numbers are shown for their trends, and no ours - paper column is computed.
     difference: bool = True
+    # The label of the row every other row is compared with, difference of means against the
+    # seed spread (report/spread.py); None: no such comparison.
+    baseline: str | None = None
+
+    @property
+    def with_paper(self) -> bool:
+        """Whether any row carries the paper's numbers (a table of our own runs alone has none)."""
+        return any(row.paper for row in self.rows)
 
 
 @dataclass(frozen=True)
 class Catalog:
-    """Pre-training runs by id, and the recipes run on top of them."""
+    """Pre-training runs by id, and the recipes run on top of them. A pre-training entry with
+    `seeds: N` (N > 1) stands for N runs, `seed=0` ... `seed=N-1`."""
 
     pretrain: dict[str, dict[str, Any]]
     finetune: dict[str, dict[str, Any]]
     eval: dict[str, dict[str, Any]]
+
+    def pretrain_seeds(self, pretrain: str) -> int:
+        return int(self.pretrain[pretrain].get("seeds", 1))
 
     def recipe_kind(self, recipe: str) -> str:
         if recipe in self.finetune:
@@ -72,7 +86,7 @@ def _column(key: str, values: dict[str, Any], where: str) -> Column:
     return Column(
         key=key,
         label=str(values.get("label", key)),
-        recipe=str(values["recipe"]),
+        recipe=str(values["recipe"]) if "recipe" in values else None,
         metrics=tuple(metric) if isinstance(metric, list) else (str(metric),),
         scale=float(values.get("scale", 1.0)),
         seeds=int(values.get("seeds", 1)),
@@ -124,12 +138,16 @@ def load_table(folder: Path) -> Table:
                 paper={k: str(v) for k, v in row.get("paper", {}).items()},
             )
         )
+    baseline = data.get("baseline")
+    if baseline is not None and baseline not in [row.label for row in rows]:
+        raise KeyError(f"{path}: baseline {baseline!r} is no row's label")
     return Table(
         name=str(data.get("name", Path(folder).resolve().name)),
         title=str(data["title"]),
         columns=columns,
         rows=tuple(rows),
         difference=bool(data.get("difference", True)),
+        baseline=None if baseline is None else str(baseline),
     )
 
 

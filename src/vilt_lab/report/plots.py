@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from ..training.metrics_log import read_metrics
@@ -20,18 +21,24 @@ def pyplot():
 
 
 def draw_cells(table: Table, catalog: Catalog, root: Path, out: Path) -> Path:
-    """One panel per column: the paper's first number and ours per row (ours missing: no bar)."""
+    """One panel per column: the paper's first number and ours per row (ours missing: no bar); a
+    table without paper numbers draws ours alone, with its seeds' standard deviation as error bars."""
     plt = pyplot()
     columns = table.columns
     figure, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.6), squeeze=False)
     for axis, column in zip(axes[0], columns, strict=True):
         positions = range(len(table.rows))
-        paper = [(paper_numbers(row.paper.get(column.key, "")) or [float("nan")])[0] for row in table.rows]
-        ours = [
-            (read_cell(column, row, table, catalog, root).numbers or [float("nan")])[0] for row in table.rows
-        ]
-        axis.bar([p - 0.2 for p in positions], paper, width=0.4, label="paper")
-        axis.bar([p + 0.2 for p in positions], ours, width=0.4, label="ours")
+        cells = [read_cell(column, row, table, catalog, root) for row in table.rows]
+        ours = [(cell.numbers or [float("nan")])[0] for cell in cells]
+        if not table.with_paper:
+            spread = [statistics.stdev(c.samples) if len(c.samples) > 1 else 0.0 for c in cells]
+            axis.bar(list(positions), ours, width=0.6, yerr=spread, capsize=3, label="ours")
+        else:
+            paper = [
+                (paper_numbers(row.paper.get(column.key, "")) or [float("nan")])[0] for row in table.rows
+            ]
+            axis.bar([p - 0.2 for p in positions], paper, width=0.4, label="paper")
+            axis.bar([p + 0.2 for p in positions], ours, width=0.4, label="ours")
         axis.set_xticks(list(positions), [str(i + 1) for i in positions])
         axis.set_title(column.label, fontsize=9)
         axis.set_xlabel("row")
