@@ -5,6 +5,7 @@ and the future-work table of the shapes world (`make future-shapes`) plans its r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,8 +87,11 @@ def test_the_switches_reach_their_rows_and_nothing_else(tmp_path):
         assert ("augment.mixgen.share=0.25" in command) == (row in ("fs_mixgen", "fs_mixgen_mim"))
         assert ("'objective=[itm,mlm_light,wpa,mim]'" in command) == (row in ("fs_mim", "fs_mixgen_mim"))
         assert ("'objective=[itm,mlm_light,wpa,mpp]'" in command) == (row == "fs_mpp")
-        # No switch is given a value of its own beyond the share: the defaults stand.
-        assert "mixgen.lam" not in command and "objective.mim." not in command
+        # No switch is given a value of its own beyond the share and MIM's decoder width (sized to
+        # the tiny model: its default is ViLT-B's): ratio, target, weight and depth stay defaults.
+        mim_settings = re.findall(r"objective\.mim\.\S+", command)
+        assert "mixgen.lam" not in command
+        assert mim_settings == (["objective.mim.decoder_width=64"] if "mim=on" in command else [])
 
 
 def test_the_rows_that_exist_today_compose_at_their_seed(tmp_path):

@@ -95,7 +95,13 @@ def _chains(column: Column, row: Row, pretrain: RunSpec, group: str, catalog: Ca
         finetune = RunSpec(
             id=f"{pretrain.id}--{recipe}-s{seed}",
             kind="finetune",
-            overrides=(f"experiment={spec['experiment']}", *spec.get("overrides", ()), f"seed={seed}"),
+            overrides=(
+                f"experiment={spec['experiment']}",
+                *spec.get("overrides", ()),
+                # What every run on this pre-training needs (ViLT-L/32's fine-tuning builds its size).
+                *catalog.pretrain[row.pretrain].get("finetune_overrides", ()),
+                f"seed={seed}",
+            ),
             depends_on=pretrain.id,
             group=group,
             tags=tags,
