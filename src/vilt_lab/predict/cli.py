@@ -9,11 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..data.sources.images import BadImage, open_image
 from ..data.transforms import SHARD_IMAGES
 from ..weights.checkpoint_io import UnsafeCheckpointError
 from .modes import MODES, ArgumentError, Inputs, format_table, infer_task
-from .predictor import Predictor, require_head, run_device
+from .predictor import Predictor, require_head
 from .preprocess import input_settings
 
 EPILOG = """examples:
@@ -80,6 +82,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="resize: longer side at most; default: its run's or its export's, else 639 (the paper's)",
     )
     return parser
+
+
+def run_device(name: str) -> torch.device:
+    """The device `--device` names: auto is the GPU when there is one, else the CPU; a GPU that
+    is not there is refused before the checkpoint is read."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ArgumentError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ArgumentError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} usable CUDA device(s); "
+            "use --device cpu (or auto)"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise ArgumentError(f"--device {name}: vilt-predict runs on cpu or cuda")
+    return device
 
 
 def check_arguments(args: argparse.Namespace) -> Inputs:

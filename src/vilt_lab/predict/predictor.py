@@ -23,7 +23,6 @@ from ..data.transforms import MinMaxResize
 from ..report.heatmap import align_words, draw_alignment
 from ..weights.checkpoint_io import ViltCheckpoint
 from ..weights.with_heads import ViltWithHeads
-from .modes import ArgumentError
 from .preprocess import InputSettings, Preprocess, pixel_values
 
 
@@ -38,27 +37,6 @@ def require_head(checkpoint: ViltCheckpoint, head: str, source: str, task: str) 
             f"checkpoint {source} has no {head} head, which --task {task} needs "
             f"(its heads: {', '.join(sorted(checkpoint.heads)) or 'none'})"
         )
-
-
-def run_device(name: str) -> torch.device:
-    """The device `--device` names: auto is the GPU when there is one, else the CPU; a GPU that
-    is not there is refused before the checkpoint is read."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ArgumentError(f"--device {name}: not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and (
-        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
-    ):
-        raise ArgumentError(
-            f"--device {name}: this machine has {torch.cuda.device_count()} usable CUDA device(s); "
-            "use --device cpu (or auto)"
-        )
-    if device.type not in ("cpu", "cuda"):
-        raise ArgumentError(f"--device {name}: vilt-predict runs on cpu or cuda")
-    return device
 
 
 @dataclass
