@@ -329,3 +329,22 @@ def test_a_step_with_masked_image_modelling_makes_no_sync(target: str) -> None:
         out["loss"].backward()
     assert torch.isfinite(out["loss"]) and out["mim/count"] > 0
     assert dict(counter.calls) == {}
+
+
+def test_batch_one_latency_calls_make_no_sync() -> None:
+    """Table 6's timed call (image tokens + the transformer at batch 1) syncs nowhere: the two
+    reads of whether anything is padded happen once, before the clock, and the whole grid's
+    patch count is passed on instead of counted on the device."""
+    from vilt_lab.bench.latency import time_visual_embedding_and_transformer
+    from vilt_lab.measure.dummy_inputs import dummy_inputs
+
+    backbone = tiny_backbone().eval()
+    inputs = dummy_inputs(backbone.config, (64, 96), 12)
+    with torch.inference_mode(), SyncCounter() as counter:
+        text = backbone.embed_text(inputs.input_ids)
+        time_visual_embedding_and_transformer(
+            backbone, text, inputs.attention_mask, inputs.pixel_values, inputs.pixel_mask, warmup=1, repeats=2
+        )
+    # text_mask.all() and pixel_mask.all(), read once; and per call encode's check that an
+    # unpadded call has no padding, which it makes on CPU tensors only (free there, none on a GPU).
+    assert counter.calls == {"aten.is_nonzero.default": 2 + 3}
