@@ -29,6 +29,8 @@ def test_batches_are_the_streams_full_batches() -> None:
     stream = MIXED * 4  # 12 items: 4 of each shape
     assert batch_sizes(stream, 3, image_buckets=False) == [MIXED] * 4
     assert batch_sizes(stream, 3, image_buckets=True) == [[size] * 3 for size in MIXED]  # one left each
+    leftovers = batch_sizes(stream, 3, image_buckets=True, finite=True)[3:]
+    assert leftovers == [[size] for size in MIXED]  # an exact pass emits them, oldest first
 
 
 @pytest.mark.slow
