@@ -8,7 +8,7 @@ import json
 import pytest
 
 from vilt_lab.bench.__main__ import main
-from vilt_lab.bench.canvas import batch_sizes, image_shapes_of, padding_per_useful, sequence_shapes_of
+from vilt_lab.bench.canvas import batch_sizes, image_shapes_of, padding_per_useful, sequence_shapes_of, spread
 
 # Patch 16: (32, 48) and (48, 32) have 6 patches each, (32, 32) 4; their canvas is (48, 48), 9 each.
 MIXED = [(32, 48), (48, 32), (32, 32)]
@@ -29,8 +29,8 @@ def test_batches_are_the_streams_full_batches() -> None:
     stream = MIXED * 4  # 12 items: 4 of each shape
     assert batch_sizes(stream, 3, image_buckets=False) == [MIXED] * 4
     assert batch_sizes(stream, 3, image_buckets=True) == [[size] * 3 for size in MIXED]  # one left each
-    leftovers = batch_sizes(stream, 3, image_buckets=True, finite=True)[3:]
-    assert leftovers == [[size] for size in MIXED]  # an exact pass emits them, oldest first
+    timed = spread([[(i, i)] for i in range(10)], 3)
+    assert timed == [[(0, 0)], [(3, 3)], [(6, 6)]]  # evenly over the run, not its first batches
 
 
 @pytest.mark.slow

@@ -20,10 +20,12 @@ shape per batch (`vilt_lab.data.canvas`, what ``data.image_buckets=true`` does).
   (``trainer.compile`` with ``trainer.compile_dynamic=false``), each per text length (5 with
   ``data.text_padding=bucket``);
 * step time: forward and backward of a small backbone through `Passes.run` (the path training
-  takes) over the same first items of the stream both ways (the buckets' partial batches
-  included), per item; every text is 40 word pieces, so a bucket runs without an attention mask
-  (the collate's ``unpadded`` flag) and a padded batch with one. The two ways alternate in
-  rounds, so load from other processes falls on both alike.
+  takes), per item, over full batches of each way spread evenly over the run (`spread`): each way's
+  batches as a training stream makes them, its shapes in proportion. Every text is 40 word pieces,
+  so a bucket runs without an attention mask (the collate's ``unpadded`` flag) and a padded batch
+  with one. The two ways alternate in rounds, so load from other processes falls on both alike.
+  (Timing the same few items both ways would leave the buckets mostly partial batches, which a
+  training stream never makes and which cost a CPU two to three times as much per item.)
 """
 
 from __future__ import annotations
@@ -92,17 +94,20 @@ IMAGE_SETS = (
 )
 
 
-def batch_sizes(
-    sizes: list[Size], batch_size: int, image_buckets: bool, *, finite: bool = False
-) -> list[list[Size]]:
-    """The image sizes of each batch a `BatchStream` makes of items of ``sizes`` (its `Batcher`,
-    fed items whose images are shape-only meta tensors): the full batches of a training stream, or
-    with ``finite`` also the partial ones an exact pass emits at its end."""
+def batch_sizes(sizes: list[Size], batch_size: int, image_buckets: bool) -> list[list[Size]]:
+    """The image sizes of each full batch a training `BatchStream` makes of items of ``sizes``:
+    its `Batcher`, fed items whose images are shape-only (meta) tensors."""
     batches = batcher(batch_size, image_buckets)
-    made = [batch for h, w in sizes if (batch := batches.add({"image": torch.empty(3, h, w, device="meta")}))]
-    if finite:
-        made.extend(batches.leftovers())
-    return [[tuple(item["image"].shape[-2:]) for item in batch] for batch in made]
+    full = (batches.add({"image": torch.empty(3, h, w, device="meta")}) for h, w in sizes)
+    return [[tuple(item["image"].shape[-2:]) for item in batch] for batch in full if batch is not None]
+
+
+def spread(batches: list[list[Size]], count: int) -> list[list[Size]]:
+    """``count`` batches evenly spaced over ``batches``: a sample of the run's shapes in proportion
+    to how often they come (a way's first batches would be its commonest shapes)."""
+    if len(batches) < count:
+        raise ValueError(f"{len(batches)} full batches, fewer than the {count} to time")
+    return batches[:: len(batches) // count][:count]
 
 
 def patches(size: Size, patch: int) -> int:
@@ -202,24 +207,18 @@ def benchmark_set(
     torch.manual_seed(seed)
     backbone = ViltBackbone(image_set.model).train()
     generator = torch.Generator().manual_seed(seed)
-    # The same items both ways: the first timed_batches x batch_size of the stream, which the
-    # buckets make into as many batches as it takes (partial ones included).
-    timed_items = sizes[: timed_batches * batch_size]
-    if len(timed_items) < timed_batches * batch_size:
-        raise ValueError(f"{items} items make fewer than {timed_batches} batches of {batch_size}")
     timed = {
         image_buckets: [
-            model_batch(b, generator, image_set.model.vocab_size)
-            for b in batch_sizes(timed_items, batch_size, image_buckets, finite=True)
+            model_batch(b, generator, image_set.model.vocab_size) for b in spread(batches, timed_batches)
         ]
-        for image_buckets in (False, True)
+        for image_buckets, batches in ((False, padded), (True, bucketed))
     }
     step_seconds(backbone, timed[False][0])  # warm-up: first-call allocations
     per_round: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(rounds):
         for image_buckets, batches in timed.items():
             per_round[image_buckets].append(sum(step_seconds(backbone, b) for b in batches))
-    per_item = {k: 1000 * statistics.median(v) / len(timed_items) for k, v in per_round.items()}
+    per_item = {k: 1000 * statistics.median(v) / (timed_batches * batch_size) for k, v in per_round.items()}
     r = image_set.resize
     return CanvasResult(
         name=image_set.name,
@@ -246,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="items per batch")
     parser.add_argument(
-        "--timed-batches", type=int, default=4, help="items timed: this many batches' worth, each round"
+        "--timed-batches", type=int, default=4, help="full batches per way timed in each round"
     )
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds (the median counts)")
     parser.add_argument("--seed", type=int, default=0)
