@@ -18,7 +18,8 @@ from vilt_lab.build.data import loader_config
 from vilt_lab.data.canvas import Batcher, batcher, image_shapes
 from vilt_lab.data.collate import UNPADDED, ItemCollator
 from vilt_lab.data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader
-from vilt_lab.model import ViltBackbone
+from vilt_lab.model import ViltBackbone, get_config
+from vilt_lab.objectives.nlvr2 import NLVR2Objective
 from vilt_lab.objectives.passes import Passes
 
 SHAPES = dict(image_shorter=96, image_longer=160, patch_size=16, shuffle_buffer=64, shuffle_initial=16)
@@ -107,6 +108,29 @@ def test_buckets_equal_the_padded_batch_in_values_and_gradients(shapes_tokenizer
     for name, grad in padded_grads.items():
         torch.testing.assert_close(bucket_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
         torch.testing.assert_close(masked_grads[name], bucket_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_nlvr2_pairs_of_one_shape_run_unmasked_with_the_padded_batch_logits(shapes_tokenizer) -> None:
+    items = _items(shapes_tokenizer)
+    pairs = [{"images": [item["image"]] * 2, "text": item["text"], "key": item["key"]} for item in items]
+    collate = ItemCollator(shapes_tokenizer)
+    torch.manual_seed(0)
+    backbone = ViltBackbone(get_config("tiny", num_modality_types=3)).eval()
+    objective = NLVR2Objective.from_config(backbone.config).eval()
+    buckets = Batcher(2, image_shapes)
+    bucketed = [collate(batch) for pair in pairs if (batch := buckets.add(pair)) is not None]
+    masks, handle = _key_masks(backbone)
+    with torch.no_grad():
+        padded_logits = objective.logits(collate(pairs), backbone, Passes())
+        bucket_logits = {
+            key: row
+            for batch in bucketed
+            for key, row in zip(batch["keys"], objective.logits(batch, backbone, Passes()), strict=True)
+        }
+    handle.remove()
+    assert masks[0] is not None and all(mask is None for mask in masks[2:])  # two passes a batch
+    for key, row in zip((pair["key"] for pair in pairs), padded_logits, strict=True):
+        torch.testing.assert_close(bucket_logits[key], row, rtol=1e-5, atol=1e-6)
 
 
 def test_the_unpadded_flag_needs_one_image_shape_and_one_text_length(shapes_tokenizer) -> None:
