@@ -20,13 +20,11 @@ shape per batch (`vilt_lab.data.canvas`, what ``data.image_buckets=true`` does).
   (``trainer.compile`` with ``trainer.compile_dynamic=false``), each per text length (5 with
   ``data.text_padding=bucket``);
 * step time: forward and backward of a small backbone through `Passes.run` (the path training
-  takes), per item, over full batches of each way spread evenly over the run (`spread`): each way's
-  batches as a training stream makes them, its shapes in proportion. Every text is 40 word pieces,
-  so a bucket runs without an attention mask (the collate's ``unpadded`` flag) and a padded batch
-  with one. The two ways alternate in rounds, so load from other processes falls on both alike,
-  and each batch's best round counts.
-  (Timing the same few items both ways would leave the buckets mostly partial batches, which a
-  training stream never makes and which cost a CPU two to three times as much per item.)
+  takes), per item over the run: one batch per step shape (`step_shapes`) timed, weighted by how
+  many of the run's batches have that shape. Every text is 40 word pieces, so a bucket runs
+  without an attention mask (the collate's ``unpadded`` flag) and a padded batch with one; the
+  buckets are timed once more with the mask kept, which parts the two savings. The ways alternate
+  in rounds, so load from other processes falls on all alike, and each batch's best round counts.
 """
 
 from __future__ import annotations
@@ -49,6 +47,7 @@ from vilt_lab.model import ViltBackbone, ViltConfig, get_config
 from vilt_lab.objectives.passes import Passes
 
 TEXT_LEN = 40
+PADDED, BUCKETED, BUCKETED_MASKED = "padded", "bucketed", "bucketed with the mask"
 Size = tuple[int, int]  # an image's (height, width) after MinMaxResize
 
 
@@ -102,12 +101,19 @@ def batch_sizes(sizes: list[Size], batch_size: int, image_buckets: bool) -> list
     return [[tuple(item["image"].shape[-2:]) for item in batch] for batch in full if batch is not None]
 
 
-def spread(batches: list[list[Size]], count: int) -> list[list[Size]]:
-    """``count`` batches evenly spaced over ``batches``: a sample of the run's shapes in proportion
-    to how often they come (a way's first batches would be its commonest shapes)."""
-    if len(batches) < count:
-        raise ValueError(f"{len(batches)} full batches, fewer than the {count} to time")
-    return batches[:: len(batches) // count][:count]
+def step_shapes(batches: list[list[Size]], patch: int) -> list[tuple[list[Size], int]]:
+    """One batch per distinct step shape among ``batches`` (padded height and width, image
+    positions: what a step's cost depends on besides the batch size) and how many batches it
+    stands for: timing those and weighting by the counts gives the run's mean step cost."""
+    groups: dict[tuple[int, int, int], list[list[Size]]] = {}
+    for sizes in batches:
+        key = (
+            max(h for h, _ in sizes),
+            max(w for _, w in sizes),
+            max(patches(size, patch) for size in sizes),
+        )
+        groups.setdefault(key, []).append(sizes)
+    return [(group[0], len(group)) for group in groups.values()]
 
 
 def patches(size: Size, patch: int) -> int:
@@ -182,6 +188,7 @@ class CanvasResult:
     bucketed_sequence_shapes: int
     ms_per_item: float
     bucketed_ms_per_item: float
+    bucketed_masked_ms_per_item: float
 
     def lines(self) -> list[str]:
         return [
@@ -193,13 +200,12 @@ class CanvasResult:
             f"(batch size, image positions) (compiled blocks, per text length) {self.sequence_shapes} -> "
             f"{self.bucketed_sequence_shapes}",
             f"  step {self.ms_per_item:.2f} -> {self.bucketed_ms_per_item:.2f} ms/item "
-            f"({self.ms_per_item / self.bucketed_ms_per_item:.2f}x)",
+            f"({self.ms_per_item / self.bucketed_ms_per_item:.2f}x; the buckets with the mask kept "
+            f"{self.bucketed_masked_ms_per_item:.2f})",
         ]
 
 
-def benchmark_set(
-    image_set: ImageSet, items: int, batch_size: int, timed_batches: int, rounds: int, seed: int
-) -> CanvasResult:
+def benchmark_set(image_set: ImageSet, items: int, batch_size: int, rounds: int, seed: int) -> CanvasResult:
     """The figures of one image set (see the module docstring)."""
     sizes = image_set.sizes(items, seed)
     patch = image_set.resize.patch
@@ -207,20 +213,25 @@ def benchmark_set(
     torch.manual_seed(seed)
     backbone = ViltBackbone(image_set.model).train()
     generator = torch.Generator().manual_seed(seed)
-    timed = {
-        image_buckets: [
-            model_batch(b, generator, image_set.model.vocab_size) for b in spread(batches, timed_batches)
-        ]
-        for image_buckets, batches in ((False, padded), (True, bucketed))
-    }
+    vocab = image_set.model.vocab_size
+    ways = {}
+    for way, batches in ((PADDED, padded), (BUCKETED, bucketed)):
+        ways[way] = [(model_batch(b, generator, vocab), n) for b, n in step_shapes(batches, patch)]
+    # The buckets again with the mask kept: what dropping it is worth, apart from the padding.
+    ways[BUCKETED_MASKED] = [({**batch, UNPADDED: False}, n) for batch, n in ways[BUCKETED]]
     # Each batch's best of the rounds: on a shared machine the least disturbed run is the one
     # that measures the work (a median still carried twofold swings from other processes).
-    best = {k: [float("inf")] * len(batches) for k, batches in timed.items()}
+    best = {way: [float("inf")] * len(timed) for way, timed in ways.items()}
     for _ in range(rounds):
-        for image_buckets, batches in timed.items():
-            for i, batch in enumerate(batches):
-                best[image_buckets][i] = min(best[image_buckets][i], step_seconds(backbone, batch))
-    per_item = {k: 1000 * sum(v) / (timed_batches * batch_size) for k, v in best.items()}
+        for way, timed in ways.items():
+            for i, (batch, _count) in enumerate(timed):
+                best[way][i] = min(best[way][i], step_seconds(backbone, batch))
+    per_item = {
+        way: 1000
+        * sum(t * n for t, (_b, n) in zip(best[way], timed, strict=True))
+        / (batch_size * sum(n for _b, n in timed))
+        for way, timed in ways.items()
+    }
     r = image_set.resize
     return CanvasResult(
         name=image_set.name,
@@ -235,8 +246,9 @@ def benchmark_set(
         bucketed_image_shapes=image_shapes_of(bucketed),
         sequence_shapes=sequence_shapes_of(padded, patch),
         bucketed_sequence_shapes=sequence_shapes_of(bucketed, patch),
-        ms_per_item=per_item[False],
-        bucketed_ms_per_item=per_item[True],
+        ms_per_item=per_item[PADDED],
+        bucketed_ms_per_item=per_item[BUCKETED],
+        bucketed_masked_ms_per_item=per_item[BUCKETED_MASKED],
     )
 
 
@@ -246,9 +258,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--items", type=int, default=4096, help="items per image set (token and shape counts)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="items per batch")
-    parser.add_argument(
-        "--timed-batches", type=int, default=4, help="full batches per way timed in each round"
-    )
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (each batch's best counts)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
@@ -257,13 +266,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> list[CanvasResult]:
     """Run the benchmark from parsed options; one line per image set."""
-    items, batch_size, timed_batches, rounds = (
-        (64, 4, 1, 1) if args.tiny else (args.items, args.batch_size, args.timed_batches, args.rounds)
-    )
+    items, batch_size, rounds = (64, 4, 1) if args.tiny else (args.items, args.batch_size, args.rounds)
     print(hardware_line(describe_hardware(torch.device("cpu"))), flush=True)
     results = []
     for image_set in IMAGE_SETS:
-        result = benchmark_set(image_set, items, batch_size, timed_batches, rounds, args.seed)
+        result = benchmark_set(image_set, items, batch_size, rounds, args.seed)
         print("\n".join(result.lines()), flush=True)
         results.append(result)
     if args.json:
