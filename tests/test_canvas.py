@@ -185,6 +185,24 @@ def test_the_bucketed_train_stream_is_deterministic_for_a_seed(shapes_world: Pat
     assert [b["keys"] for b in first(seed=1)] != [b["keys"] for b in reference]
 
 
+def test_a_resume_reads_the_same_bucketed_batches_past_its_position(
+    shapes_world: Path, shapes_tokenizer
+) -> None:
+    """What a resume after a stop does (`Trainer._open_stream`): the stream started at the saved
+    step, read up to the micro-batches already read; with two workers taking turns."""
+    source = Source(shapes_world / "pretrain" / "train")
+    config = _config(num_workers=2, image_buckets=True)
+
+    def stream():
+        return iter(build_train_loader(source, shapes_tokenizer, config, start_step=7))
+
+    uninterrupted = [batch["keys"] for batch in islice(stream(), 5)]
+    resumed = stream()
+    for _ in range(3):
+        next(resumed)
+    assert [batch["keys"] for batch in islice(resumed, 2)] == uninterrupted[3:]
+
+
 @pytest.mark.parametrize("image_buckets", [False, True])
 def test_the_loader_reads_data_image_buckets(image_buckets: bool, tmp_path: Path) -> None:
     cfg = compose_config([f"data.image_buckets={str(image_buckets).lower()}", f"paths.runs_dir={tmp_path}"])
