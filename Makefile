@@ -58,6 +58,10 @@ shards-%: install ## raw dataset -> shards: make shards-coco RAW=/data/coco OUT=
 bench-loader: install ## time our sample pipeline against HF's ViltImageProcessor on one core (prints the ratio last)
 	$(PYTHON) -m vilt_lab.bench loader $(ARGS)
 
+.PHONY: bench-canvas
+bench-canvas: install ## image canvases (data.image_buckets) on the CPU: padded tokens, batch shapes, step time [ARGS='--json']
+	$(PYTHON) -m vilt_lab.bench canvas $(ARGS)
+
 # NO_INSTALL=1: no pip (a GPU node or cluster without a network): the package from this
 # checkout (PYTHONPATH=src), its dependencies already importable; docs/benchmarks.md says more.
 .PHONY: bench-model

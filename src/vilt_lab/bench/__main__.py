@@ -6,6 +6,7 @@ python -m vilt_lab.bench latency             # ViLT's visual embedding + transfo
 python -m vilt_lab.bench table6              # the paper's Table 6 here: experiments/table6/result.md
 python -m vilt_lab.bench model               # ours vs HF ViltModel: pre-training step, latency, throughput, retrieval
 python -m vilt_lab.bench model --tiny        # seconds, for the test suite
+python -m vilt_lab.bench canvas              # image canvases: padded tokens, batch shapes, step time (CPU)
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from vilt_lab.bench import latency, loader, model, table6
+from vilt_lab.bench import canvas, latency, loader, model, table6
 
-BENCHMARKS = {"loader": loader, "latency": latency, "table6": table6, "model": model}
+BENCHMARKS = {"loader": loader, "latency": latency, "table6": table6, "model": model, "canvas": canvas}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -258,6 +258,10 @@ class DataSchema:
         "cpu",
         may_change=True,
     )
+    image_buckets: bool = key(
+        "batch items of one image shape together: no image padding, a few batch shapes",
+        False,
+    )
     caption_sampling: Literal[tuple(CAPTION_SAMPLING)] = key(
         "per_image: an image, then one caption; per_caption: every caption an item", PER_IMAGE
     )

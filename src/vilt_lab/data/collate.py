@@ -34,6 +34,18 @@ def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return batch, pixel_mask
 
 
+def one_shape(images: Sequence[torch.Tensor]) -> bool:
+    """Whether the images share one (h, w): `pad_images` then pads none of them."""
+    return len({tuple(image.shape[-2:]) for image in images}) == 1
+
+
+# The batch's host-side flag: no image is padded and every text fills the batch's length, so no
+# position of a pass over the batch's own texts and images is padding (`ViltBackbone.encode`'s
+# `unpadded`: no attention mask, flash attention on CUDA). A Python bool, decided here on the CPU
+# where the shapes are known, so the step never reads a mask on the device to find out. A pass
+# that swaps in other texts (retrieval's negatives) must not carry it over.
+UNPADDED = "unpadded"
+
 TEXT_PADDING = ("longest", "max_length", "bucket")
 # data.text_padding=bucket pads to the next multiple of this: at most max_text_len / 8 text
 # lengths (5 at 40), so a model compiled for static shapes (trainer.compile_dynamic=false) compiles
@@ -59,9 +71,11 @@ class ItemCollator:
     HF's `ViltForImagesAndTextClassification` takes them; ``keys`` (the samples' shard keys) when
     the samples carry a ``key``; ``source`` (the index of each sample's dataset in the training
     mix, which ITM's same-source negatives read) when they carry a ``source``; for one image per
-    item ``image_sizes``, each image's (h, w) before padding; then whatever each of ``steps`` adds
-    (MLM masking in pre-training, the answers of VQA, ...). ``mix`` (MixGen in a pre-training
-    stream) first replaces samples by mixed pairs, so every field and step sees the mixed ones.
+    item ``image_sizes``, each image's (h, w) before padding; `UNPADDED` (a bool: nothing padded,
+    e.g. items of one image shape from `vilt_lab.data.canvas` with texts of one length); then
+    whatever each of ``steps`` adds (MLM masking in pre-training, the answers of VQA, ...).
+    ``mix`` (MixGen in a pre-training stream) first replaces samples by mixed pairs, so every
+    field and step sees the mixed ones.
 
     ``source`` and ``image_sizes`` are lists of ints, not tensors, so they stay on the host when
     the batch moves to the device: the step reads them there (the ITM negatives' draw, the patch
@@ -120,11 +134,14 @@ class ItemCollator:
         batch: dict[str, Any] = {"keys": [sample["key"] for sample in samples]} if "key" in samples[0] else {}
         if "images" in samples[0]:
             per_item = len(samples[0]["images"])
-            image, pixel_mask = pad_images([image for sample in samples for image in sample["images"]])
+            images = [image for sample in samples for image in sample["images"]]
+            image, pixel_mask = pad_images(images)
             image, pixel_mask = image.unflatten(0, (-1, per_item)), pixel_mask.unflatten(0, (-1, per_item))
         else:
-            image, pixel_mask = pad_images([sample["image"] for sample in samples])
+            images = [sample["image"] for sample in samples]
+            image, pixel_mask = pad_images(images)
             batch["image_sizes"] = [tuple(sample["image"].shape[1:]) for sample in samples]
+        batch[UNPADDED] = one_shape(images) and bool(encoding["attention_mask"].all())
         if "source" in samples[0]:
             batch["source"] = [int(sample["source"]) for sample in samples]
         batch.update(

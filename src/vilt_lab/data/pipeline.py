@@ -4,9 +4,10 @@ Per worker:  shards -> raw samples (bytes) -> items (every question of a VQA ima
 statement of an NLVR2 pair; for captions one item per sample, or one per caption with
 ``data.caption_sampling=per_caption``) -> mix of the sources -> shuffle -> decode (+ RandAugment
 when fine-tuning) + MinMaxResize + the item's text (a random caption, or the item's caption,
-question or statement) -> batch: MixGen's pairs (pre-training with ``augment.mixgen``),
-tokenize (max 40), pad images, ``pixel_mask``, the items' ``source``, then the task's collate
-steps (whole-word masking in pre-training, answers and labels downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
+question or statement) -> batch (with ``data.image_buckets``, items of one image shape:
+:mod:`vilt_lab.data.canvas`): MixGen's pairs (pre-training with ``augment.mixgen``), tokenize
+(max 40), pad images, ``pixel_mask``, the items' ``source``, then the task's collate steps
+(whole-word masking in pre-training, answers and labels downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
 (``vilt_lab.tasks``).
 
 Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
@@ -62,6 +63,7 @@ from transformers import PreTrainedTokenizerBase
 from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.augment import RandAugment
+from vilt_lab.data.canvas import batcher
 from vilt_lab.data.collate import CollateStep, ItemCollator
 from vilt_lab.data.device_decode import DEFERRED, collect_jpegs, decode_or_defer, decodes_on_device
 from vilt_lab.data.masking import MaskingStep
@@ -132,6 +134,7 @@ class LoaderConfig:
     world_size: int = 1
     pin_memory: bool = False
     decode: str = "cpu"  # data.decode (vilt_lab.data.device_decode)
+    image_buckets: bool = False  # data.image_buckets (vilt_lab.data.canvas)
 
 
 def stream_seed(seed: int, start_step: int, epoch: int, rank: int, worker: int) -> int:
@@ -507,19 +510,20 @@ class BatchStream(IterableDataset):
             # Shuffle raw samples, before decoding: the buffer holds small encoded bytes, not
             # decoded images (open_clip's order).
             raw = wds.shuffle(cfg.shuffle_buffer, cfg.shuffle_initial, rng=rng)(raw)
-        batch: list[dict[str, Any]] = []
+        batches = batcher(cfg.batch_size, cfg.image_buckets)
         for sample in raw:
             try:
-                batch.append(self.decoder(sample, rng))
+                item = self.decoder(sample, rng)
             except Exception as err:  # noqa: BLE001 - any defect of one sample must not stop training
                 skips.record(f"{sample.get('__url__')}:{sample.get('__key__')}", err)
                 continue
             skips.success()
-            if len(batch) == cfg.batch_size:
+            batch = batches.add(item)
+            if batch is not None:
                 yield {**self.collator(batch, generator), "skipped": skips.pop()}
-                batch = []
-        if batch and self.partial:
-            yield {**self.collator(batch, generator), "skipped": skips.pop()}
+        if self.partial:
+            for batch in batches.leftovers():
+                yield {**self.collator(batch, generator), "skipped": skips.pop()}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -264,10 +264,11 @@ class ViltBackbone(nn.Module):
         rows: int | None = None,
         image_index: torch.Tensor | None = None,
         max_patches: int | None = None,
+        unpadded: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, int, PatchSelection]:
         """Joint sequence after the final norm: (B, T + 1 + L, D), its mask, T, the patch selection.
 
-        rows: see `encode` (features and mask then hold the first `rows` positions).
+        rows, unpadded: see `encode` (features and mask then hold the first `rows` positions).
         image_index, max_patches: see `embed_image` (pair i sees image image_index[i]).
         """
         # Text first: in training both embeddings draw dropout masks from the global RNG, so the order
@@ -284,7 +285,7 @@ class ViltBackbone(nn.Module):
             image_index=image_index,
             max_patches=max_patches,
         )
-        x, mask = self.encode(text, attention_mask, image, image_mask, rows=rows)
+        x, mask = self.encode(text, attention_mask, image, image_mask, rows=rows, unpadded=unpadded)
         return x, mask, input_ids.shape[1], selection
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -306,6 +307,7 @@ class ViltBackbone(nn.Module):
         rows: int | None = None,
         image_index: torch.Tensor | None = None,
         max_patches: int | None = None,
+        unpadded: bool = False,
     ) -> BackboneOutput:
         """One pass over a batch of (text, image) pairs.
 
@@ -325,6 +327,8 @@ class ViltBackbone(nn.Module):
                 once, however many pairs show it.
             max_patches: the most valid patches of the pairs' images, when the caller knows it
                 from the image sizes (`most_valid_patches`): saves `select_patches`' host sync.
+            unpadded: the caller knows that no text and no image is padded (the collate's flag,
+                `vilt_lab.data.collate.UNPADDED`): attention runs without a mask (`encode`).
         """
         x, mask, T, selection = self.forward_features(
             input_ids,
@@ -339,6 +343,7 @@ class ViltBackbone(nn.Module):
             rows=rows,
             image_index=image_index,
             max_patches=max_patches,
+            unpadded=unpadded,
         )
         has_text, has_image = rows is None or rows >= T, rows is None
         return BackboneOutput(

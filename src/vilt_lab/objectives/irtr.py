@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from vilt_lab.data.caption_pool import CaptionPool
+from vilt_lab.data.collate import UNPADDED
 from vilt_lab.model import RetrievalHead, ViltBackbone, ViltConfig
 from vilt_lab.utils.draws import draw_device
 
@@ -108,7 +109,7 @@ class IRTRObjective(Objective):
             image_index = torch.cat([image_index, other_images.flatten()])
         output = passes.run(
             backbone,
-            {**batch, "attention_mask": attention_mask},
+            {**batch, "attention_mask": attention_mask, UNPADDED: False},  # negatives may be padded
             input_ids,
             image_index=image_index,
             serves=(IRTR_PASS,),

@@ -14,7 +14,7 @@ from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import NLVR2Head, ViltBackbone, ViltConfig
 
 from .base import Objective
-from .passes import Passes
+from .passes import Passes, unpadded
 
 NUM_IMAGES = 2
 
@@ -52,6 +52,7 @@ class NLVR2Objective(Objective):
                 image_token_type_idx=i + 1,
                 generator=passes.generator,
                 rows=1,  # the two passes are NLVR2's own and only their pooled [CLS] is read
+                unpadded=unpadded(batch),
             ).pooled
             for i in range(NUM_IMAGES)
         ]

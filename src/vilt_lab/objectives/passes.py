@@ -19,6 +19,7 @@ from typing import TypeVar
 
 import torch
 
+from vilt_lab.data.collate import UNPADDED
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import BackboneOutput, ViltBackbone
 from vilt_lab.model.embeddings import most_valid_patches
@@ -49,6 +50,12 @@ def halves(output: BackboneOutput) -> tuple[BackboneOutput, BackboneOutput]:
         return value.chunk(2)[part] if torch.is_tensor(value) else value
 
     return half(output, 0), half(output, 1)
+
+
+def unpadded(batch: dict[str, torch.Tensor]) -> bool:
+    """The collate's host-side flag (`UNPADDED`): no position of a pass over the batch's texts and
+    images is padding, so the pass may skip the attention mask. False for a batch without it."""
+    return bool(batch.get(UNPADDED, False))
 
 
 class Passes:
@@ -118,7 +125,8 @@ class Passes:
         serves: tuple[str, ...] = (),
         max_patches: int | None = None,
     ) -> BackboneOutput:
-        """One backbone pass on `input_ids` (with the batch's attention mask) and the batch's images.
+        """One backbone pass on `input_ids` (with the batch's attention mask) and the batch's images,
+        without an attention mask when the collate found nothing padded (`unpadded`).
 
         image_index: optional (B,) long; pair i then sees the image of pair image_index[i] (each
             image is projected to patches once, however many pairs show it).
@@ -142,6 +150,7 @@ class Passes:
             rows=self.rows_for(serves, input_ids.shape[1]),
             image_index=image_index,
             max_patches=max_patches,
+            unpadded=unpadded(batch),
         )
 
     def rows_for(self, serves: tuple[str, ...], text_len: int) -> int | None:

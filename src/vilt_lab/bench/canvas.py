@@ -1,0 +1,278 @@
+"""Image canvases (``data.image_buckets``) on the CPU: padded image tokens, batch shapes, step time.
+
+Two image-size distributions, each at its own MinMaxResize setting:
+
+* the shapes world's scenes (``sample_scene``'s sizes) at 96 / 160 / 16, the demo's;
+* a synthetic set with COCO's image sizes at the paper's 384 / 639 / 32: mostly 640x480 and
+  480x640, the rest with a 640 (now and then 500) longer side and any shorter side from 320 up
+  (a stand-in written from COCO's well-known sizes, not its measured histogram).
+
+A stream of items of those sizes is batched twice, as a training `BatchStream` batches it (full
+batches): in stream order, each batch padded to its largest image (the default), and one image
+shape per batch (`vilt_lab.data.canvas`, what ``data.image_buckets=true`` does). For each way:
+
+* padding per useful image patch, twice: of the transformer's image positions (each image is
+  filled up to the batch's most patches, `select_patches`; where the compute goes) and of the
+  pixels (each image padded to the batch's largest height and width: what the patch projection
+  and the normalisation go over). Text is left out: its padding is ``data.text_padding``'s;
+* batch shapes, twice: distinct padded (H, W), the graphs a static compile of the whole model
+  would build, and distinct (batch size, image positions), the graphs of the compiled blocks
+  (``trainer.compile`` with ``trainer.compile_dynamic=false``), each per text length (5 with
+  ``data.text_padding=bucket``);
+* step time: forward and backward of a small backbone through `Passes.run` (the path training
+  takes), per item over the run: one batch per step shape (`step_shapes`) timed, weighted by how
+  many of the run's batches have that shape. Every text is 40 word pieces, so a bucket runs
+  without an attention mask (the collate's ``unpadded`` flag) and a padded batch with one; the
+  buckets are timed once more with the mask kept, which parts the two savings. The ways alternate
+  in rounds, so load from other processes falls on all alike, and each batch's best round counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+
+from vilt_lab.bench.hardware import describe_hardware, hardware_line
+from vilt_lab.data.canvas import batcher
+from vilt_lab.data.collate import UNPADDED, one_shape, pad_images
+from vilt_lab.data.sources.shapes import sample_scene
+from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize
+from vilt_lab.model import ViltBackbone, ViltConfig, get_config
+from vilt_lab.objectives.passes import Passes
+
+TEXT_LEN = 40
+PADDED, BUCKETED, BUCKETED_MASKED = "padded", "bucketed", "bucketed with the mask"
+Size = tuple[int, int]  # an image's (height, width) after MinMaxResize
+
+
+def coco_like_size(rng: random.Random) -> tuple[int, int]:
+    """An original (width, height) drawn from a COCO-like mix of image sizes."""
+    fixed = ((640, 480), (480, 640), (640, 427), (427, 640))
+    pick = rng.choices(range(len(fixed) + 1), weights=(45, 15, 15, 5, 20))[0]
+    if pick < len(fixed):
+        return fixed[pick]
+    longer = 640 if rng.random() < 0.9 else 500
+    shorter = rng.randint(min(320, longer), longer)
+    return (longer, shorter) if rng.random() < 0.75 else (shorter, longer)
+
+
+def shapes_world_size(rng: random.Random) -> tuple[int, int]:
+    """A shapes-world scene's (width, height)."""
+    scene = sample_scene(rng)
+    return scene.width, scene.height
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A distribution of original image sizes, the resize it is trained at and the small model."""
+
+    name: str
+    draw: Callable[[random.Random], tuple[int, int]]
+    resize: MinMaxResize
+    model: ViltConfig
+
+    def sizes(self, n: int, seed: int) -> list[Size]:
+        rng = random.Random(seed)
+        return [self.resize.size(*self.draw(rng))[::-1] for _ in range(n)]
+
+
+IMAGE_SETS = (
+    ImageSet("shapes world", shapes_world_size, MinMaxResize(96, 160, 16), get_config("tiny")),
+    ImageSet(
+        "COCO-like",
+        coco_like_size,
+        MinMaxResize(PAPER_SHORTER, PAPER_LONGER, 32),
+        ViltConfig(hidden_size=192, num_layers=4, num_heads=3, patch_size=32, vocab_size=1000),
+    ),
+)
+
+
+def batch_sizes(sizes: list[Size], batch_size: int, image_buckets: bool) -> list[list[Size]]:
+    """The image sizes of each full batch a training `BatchStream` makes of items of ``sizes``:
+    its `Batcher`, fed items whose images are shape-only (meta) tensors."""
+    batches = batcher(batch_size, image_buckets)
+    full = (batches.add({"image": torch.empty(3, h, w, device="meta")}) for h, w in sizes)
+    return [[tuple(item["image"].shape[-2:]) for item in batch] for batch in full if batch is not None]
+
+
+def step_shapes(batches: list[list[Size]], patch: int) -> list[tuple[list[Size], int]]:
+    """One batch per distinct step shape among ``batches`` (padded height and width, image
+    positions: what a step's cost depends on besides the batch size) and how many batches it
+    stands for: timing those and weighting by the counts gives the run's mean step cost."""
+    groups: dict[tuple[int, int, int], list[list[Size]]] = {}
+    for sizes in batches:
+        key = (
+            max(h for h, _ in sizes),
+            max(w for _, w in sizes),
+            max(patches(size, patch) for size in sizes),
+        )
+        groups.setdefault(key, []).append(sizes)
+    return [(group[0], len(group)) for group in groups.values()]
+
+
+def patches(size: Size, patch: int) -> int:
+    """An image's patch count (MinMaxResize makes both sides multiples of the patch)."""
+    return size[0] // patch * (size[1] // patch)
+
+
+def padding_per_useful(batches: list[list[Size]], patch: int, *, canvas: bool) -> float:
+    """Padding per image patch over ``batches``: of the sequence (each image filled up to the
+    batch's most patches, the transformer's image positions) or, ``canvas``, of the pixels (each
+    image padded to the batch's largest height and width, what the patch projection computes)."""
+    useful = padded = 0
+    for sizes in batches:
+        own = [patches(size, patch) for size in sizes]
+        widest = patches((max(h for h, _ in sizes), max(w for _, w in sizes)), patch) if canvas else max(own)
+        useful += sum(own)
+        padded += widest * len(sizes) - sum(own)
+    return padded / useful
+
+
+def image_shapes_of(batches: list[list[Size]]) -> int:
+    """Distinct padded (H, W) among the batches: the graphs of a whole-model static compile."""
+    return len({(max(h for h, _ in sizes), max(w for _, w in sizes)) for sizes in batches})
+
+
+def sequence_shapes_of(batches: list[list[Size]], patch: int) -> int:
+    """Distinct (batch size, image positions) among the batches: the graphs of the compiled
+    blocks (``trainer.compile``) per text length."""
+    return len({(len(sizes), max(patches(size, patch) for size in sizes)) for sizes in batches})
+
+
+def model_batch(sizes: list[Size], generator: torch.Generator, vocab_size: int) -> dict:
+    """A loader-like batch of random images of ``sizes`` and 40-piece texts (none padded)."""
+    images = [torch.randint(0, 256, (3, h, w), generator=generator, dtype=torch.uint8) for h, w in sizes]
+    image, pixel_mask = pad_images(images)
+    input_ids = torch.randint(5, vocab_size, (len(sizes), TEXT_LEN), generator=generator)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "image": image,
+        "pixel_mask": pixel_mask,
+        "image_sizes": list(sizes),
+        UNPADDED: one_shape(images),
+    }
+
+
+def step_seconds(backbone: ViltBackbone, batch: dict) -> float:
+    """One forward and backward through `Passes.run`, timed."""
+    start = time.perf_counter()
+    output = Passes().run(backbone, batch, batch["input_ids"])
+    output.pooled.float().square().sum().backward()
+    backbone.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
+
+
+@dataclass
+class CanvasResult:
+    """One image set's figures: padded batches (first of each pair) against one image shape per
+    batch (``bucketed_``)."""
+
+    name: str
+    setting: str
+    items: int
+    batch_size: int
+    sequence_padding: float
+    bucketed_sequence_padding: float
+    canvas_padding: float
+    bucketed_canvas_padding: float
+    image_shapes: int
+    bucketed_image_shapes: int
+    sequence_shapes: int
+    bucketed_sequence_shapes: int
+    ms_per_item: float
+    bucketed_ms_per_item: float
+    bucketed_masked_ms_per_item: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.name} ({self.setting}, {self.items} items, batches of {self.batch_size}), padded -> bucketed:",
+            f"  padded image positions per useful one (transformer) {self.sequence_padding:.3f} -> "
+            f"{self.bucketed_sequence_padding:.3f}; padded pixels' patches per useful one (patch projection) "
+            f"{self.canvas_padding:.3f} -> {self.bucketed_canvas_padding:.3f}",
+            f"  batch image shapes (whole-model static compile) {self.image_shapes} -> {self.bucketed_image_shapes}; "
+            f"(batch size, image positions) (compiled blocks, per text length) {self.sequence_shapes} -> "
+            f"{self.bucketed_sequence_shapes}",
+            f"  step {self.ms_per_item:.2f} -> {self.bucketed_ms_per_item:.2f} ms/item "
+            f"({self.ms_per_item / self.bucketed_ms_per_item:.2f}x; the buckets with the mask kept "
+            f"{self.bucketed_masked_ms_per_item:.2f})",
+        ]
+
+
+def benchmark_set(image_set: ImageSet, items: int, batch_size: int, rounds: int, seed: int) -> CanvasResult:
+    """The figures of one image set (see the module docstring)."""
+    sizes = image_set.sizes(items, seed)
+    patch = image_set.resize.patch
+    padded, bucketed = batch_sizes(sizes, batch_size, False), batch_sizes(sizes, batch_size, True)
+    torch.manual_seed(seed)
+    backbone = ViltBackbone(image_set.model).train()
+    generator = torch.Generator().manual_seed(seed)
+    vocab = image_set.model.vocab_size
+    ways = {}
+    for way, batches in ((PADDED, padded), (BUCKETED, bucketed)):
+        ways[way] = [(model_batch(b, generator, vocab), n) for b, n in step_shapes(batches, patch)]
+    # The buckets again with the mask kept: what dropping it is worth, apart from the padding.
+    ways[BUCKETED_MASKED] = [({**batch, UNPADDED: False}, n) for batch, n in ways[BUCKETED]]
+    # Each batch's best of the rounds: on a shared machine the least disturbed run is the one
+    # that measures the work (a median still carried twofold swings from other processes).
+    best = {way: [float("inf")] * len(timed) for way, timed in ways.items()}
+    for _ in range(rounds):
+        for way, timed in ways.items():
+            for i, (batch, _count) in enumerate(timed):
+                best[way][i] = min(best[way][i], step_seconds(backbone, batch))
+    per_item = {
+        way: 1000
+        * sum(t * n for t, (_b, n) in zip(best[way], timed, strict=True))
+        / (batch_size * sum(n for _b, n in timed))
+        for way, timed in ways.items()
+    }
+    r = image_set.resize
+    return CanvasResult(
+        name=image_set.name,
+        setting=f"MinMaxResize {r.shorter}/{r.longer}/{r.patch}",
+        items=items,
+        batch_size=batch_size,
+        sequence_padding=padding_per_useful(padded, patch, canvas=False),
+        bucketed_sequence_padding=padding_per_useful(bucketed, patch, canvas=False),
+        canvas_padding=padding_per_useful(padded, patch, canvas=True),
+        bucketed_canvas_padding=padding_per_useful(bucketed, patch, canvas=True),
+        image_shapes=image_shapes_of(padded),
+        bucketed_image_shapes=image_shapes_of(bucketed),
+        sequence_shapes=sequence_shapes_of(padded, patch),
+        bucketed_sequence_shapes=sequence_shapes_of(bucketed, patch),
+        ms_per_item=per_item[PADDED],
+        bucketed_ms_per_item=per_item[BUCKETED],
+        bucketed_masked_ms_per_item=per_item[BUCKETED_MASKED],
+    )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options."""
+    parser.add_argument(
+        "--items", type=int, default=4096, help="items per image set (token and shape counts)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32, help="items per batch")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds (each batch's best counts)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
+    parser.add_argument("--tiny", action="store_true", help="64 items, batches of 4, one round (for tests)")
+
+
+def run(args: argparse.Namespace) -> list[CanvasResult]:
+    """Run the benchmark from parsed options; one line per image set."""
+    items, batch_size, rounds = (64, 4, 1) if args.tiny else (args.items, args.batch_size, args.rounds)
+    print(hardware_line(describe_hardware(torch.device("cpu"))), flush=True)
+    results = []
+    for image_set in IMAGE_SETS:
+        result = benchmark_set(image_set, items, batch_size, rounds, args.seed)
+        print("\n".join(result.lines()), flush=True)
+        results.append(result)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results]), flush=True)
+    return results
