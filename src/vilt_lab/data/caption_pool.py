@@ -27,7 +27,6 @@ TOKENIZE_CHUNK = 4096
 class _PoolTensors(NamedTuple):
     token_ids: torch.Tensor
     lengths: torch.Tensor
-    text_image: torch.Tensor
     first_caption: torch.Tensor
     caption_count: torch.Tensor
 
@@ -124,18 +123,8 @@ class CaptionPool:
         """The tables a step reads, on `device`: copied there once, on first use, and kept."""
         device = torch.device(device)
         if device not in self._on_device:
-            self._on_device[device] = _PoolTensors(
-                *(
-                    t.to(device)
-                    for t in (
-                        self.token_ids,
-                        self.lengths,
-                        self.text_image,
-                        self.first_caption,
-                        self.caption_count,
-                    )
-                )
-            )
+            tables = (self.token_ids, self.lengths, self.first_caption, self.caption_count)
+            self._on_device[device] = _PoolTensors(*(t.to(device) for t in tables))
         return self._on_device[device]
 
     def draw_negatives(

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from vilt_lab.model import BackboneOutput, MIMDecoder, ViltBackbone, ViltConfig
+from vilt_lab.model import MIMDecoder, ViltBackbone, ViltConfig
 from vilt_lab.model.embeddings import patch_validity
 from vilt_lab.utils.draws import draw_device
 
 from .base import Objective
-from .mpp import MEAN_RGB_BINS, kept_masked, mean_rgb_loss, new_mask_token
+from .mpp import MEAN_RGB_BINS, kept_masked, masked_image_pass, mean_rgb_loss, new_mask_token
 from .passes import Passes
 
 NORMALIZED, RAW, MPP = "normalized", "raw", "mpp"
@@ -119,17 +119,9 @@ class MIMObjective(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
-        H, W = batch["image"].shape[-2:]
-        grid = (H // self.patch_size, W // self.patch_size)
-
-        def compute() -> tuple[BackboneOutput, torch.Tensor]:
-            masked_patches = self.sample_mask(batch["pixel_mask"], grid, passes)
-            output = passes.run(
-                backbone, batch, batch["input_ids"], masked_patches=masked_patches, mask_token=self.mask_token
-            )
-            return output, masked_patches
-
-        output, masked_patches = passes.get("mim", compute)
+        output, masked_patches = masked_image_pass(
+            batch, backbone, passes, "mim", self.sample_mask, self.mask_token
+        )
         predictions = self.head(output.image_feats, output.image_mask)  # (B, L, outputs)
         if self.target == MPP:
             logits = predictions.unflatten(-1, (3, MEAN_RGB_BINS))

@@ -8,6 +8,8 @@ official code replaced only 80% of the chosen patches and never created its mask
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +84,31 @@ def mean_rgb_loss(
     return {"loss": loss, "accuracy": correct.sum() / count, "count": entries.float()}
 
 
+def masked_image_pass(
+    batch: dict[str, torch.Tensor],
+    backbone: ViltBackbone,
+    passes: Passes,
+    key: str,
+    sample_mask: Callable[[torch.Tensor, tuple[int, int], Passes], torch.Tensor],
+    mask_token: torch.Tensor,
+) -> tuple[BackboneOutput, torch.Tensor]:
+    """The pass of an objective that masks patches (MPP, MIM): unmasked text, the (B, Hp, Wp)
+    patches `sample_mask(pixel_mask, grid, passes)` picks replaced by `mask_token`; computed once
+    per step under `key` in `passes`. Returns the pass and the mask."""
+    patch_size = backbone.config.patch_size
+    H, W = batch["image"].shape[-2:]
+    grid = (H // patch_size, W // patch_size)
+
+    def compute() -> tuple[BackboneOutput, torch.Tensor]:
+        masked_patches = sample_mask(batch["pixel_mask"], grid, passes)
+        output = passes.run(
+            backbone, batch, batch["input_ids"], masked_patches=masked_patches, mask_token=mask_token
+        )
+        return output, masked_patches
+
+    return passes.get(key, compute)
+
+
 class MPPObjective(Objective):
     """256-way cross-entropy per channel on the masked, kept patches of a pass with unmasked text.
 
@@ -116,17 +143,10 @@ class MPPObjective(Objective):
     def forward(
         self, batch: dict[str, torch.Tensor], backbone: ViltBackbone, passes: Passes
     ) -> dict[str, torch.Tensor]:
-        patch_size = backbone.config.patch_size
-        H, W = batch["image"].shape[-2:]
-        grid = (H // patch_size, W // patch_size)
-
-        def compute() -> tuple[BackboneOutput, torch.Tensor]:
-            masked_patches = self.sample_mask(batch["pixel_mask"], grid, passes)
-            output = passes.run(
-                backbone, batch, batch["input_ids"], masked_patches=masked_patches, mask_token=self.mask_token
-            )
-            return output, masked_patches
-
-        output, masked_patches = passes.get("mpp", compute)
+        output, masked_patches = masked_image_pass(
+            batch, backbone, passes, "mpp", self.sample_mask, self.mask_token
+        )
         logits = self.head(output.image_feats[:, 1:])  # (B, L, 3, bins)
-        return mean_rgb_loss(logits, batch["image"], patch_size, output.patches, masked_patches)
+        return mean_rgb_loss(
+            logits, batch["image"], backbone.config.patch_size, output.patches, masked_patches
+        )
