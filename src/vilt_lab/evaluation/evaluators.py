@@ -70,7 +70,7 @@ class MeansEvaluator:
             means.add(out, default_weight=n)
             total += n
         module.train(was_training)
-        keys = sorted(means.sums)
+        keys = means.keys()
         if accelerator is not None and accelerator.num_processes > 1:
             # A process whose share ran out early may lack keys: agree on their union first.
             keys_all = accelerator.gather_for_metrics([keys], use_gather_object=True)

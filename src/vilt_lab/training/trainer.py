@@ -320,7 +320,7 @@ class Trainer:
 
     def _log_train(self, interval: LogInterval, grad_norm: torch.Tensor | None, bar) -> None:
         acc, running, busy = self.acc, interval.means, interval.step_s
-        keys = sorted(running.sums)
+        keys = running.keys()
         # Collective: every process reaches this at the same step (with the same keys).
         sums = acc.reduce(torch.tensor(running.vector(keys), device=acc.device, dtype=torch.float64), "sum")
         skipped = acc.reduce(torch.tensor([float(self.samples_skipped)], device=acc.device), reduction="sum")

@@ -15,7 +15,7 @@ host wait for each step to finish before queueing the next).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -28,34 +28,90 @@ def is_scalar(value: object) -> bool:
 
 
 @dataclass
+class _Group:
+    """Running sums of keys that come together with one kind of weight: a vector per group, so
+    adding a micro-batch costs a few device kernels however many metrics it has (a kernel per
+    metric per operation would be some 40 tiny launches per micro-step)."""
+
+    keys: tuple[str, ...]
+    sums: torch.Tensor
+    weights: torch.Tensor | float  # one per key (their counts), or the default weight for all
+
+    def tensors(self) -> list[torch.Tensor]:
+        """What `read` expects, in its order: the sums, then the weights if they are a tensor."""
+        return [self.sums, self.weights] if torch.is_tensor(self.weights) else [self.sums]
+
+    def read(self, values: Iterator[float]) -> Iterator[tuple[str, float, float]]:
+        """(key, sum, weight) from the flat host values of `tensors`."""
+        sums = [next(values) for _ in self.keys]
+        weights = (
+            [next(values) for _ in self.keys]
+            if torch.is_tensor(self.weights)
+            else [float(self.weights)] * len(sums)
+        )
+        return zip(self.keys, sums, weights, strict=True)
+
+
+@dataclass
 class WeightedMeans:
     """Running weighted sums of scalar outputs; see the module docstring for the weights."""
 
-    sums: dict[str, torch.Tensor | float] = field(default_factory=dict)
-    weights: dict[str, torch.Tensor | float] = field(default_factory=dict)
+    groups: dict[tuple[bool, tuple[str, ...]], _Group] = field(default_factory=dict)
     updates: int = 0
 
     def add(self, outputs: Mapping[str, object], default_weight: float = 1.0) -> None:
         """Add one micro-batch's outputs; non-scalar outputs are ignored."""
+        counts: dict[str, torch.Tensor] = {}
+        plain: list[str] = []
         for key, value in outputs.items():
             if not is_scalar(value) or key.rpartition("/")[2] == COUNT:
                 continue
             prefix = key.rpartition("/")[0]
             count = outputs.get(f"{prefix}/{COUNT}") if prefix else None
-            weight = count.detach().double().reshape(()) if is_scalar(count) else default_weight
-            self.sums[key] = self.sums.get(key, 0.0) + value.detach().double().reshape(()) * weight
-            self.weights[key] = self.weights.get(key, 0.0) + weight
+            if is_scalar(count):
+                counts[key] = count
+            else:
+                plain.append(key)
+        if counts:
+            keys = tuple(counts)
+            weights = _stacked(counts, keys)
+            self._add((True, keys), _stacked(outputs, keys) * weights, weights)
+        if plain:
+            keys = tuple(plain)
+            self._add((False, keys), _stacked(outputs, keys) * default_weight, default_weight)
         self.updates += 1
+
+    def _add(
+        self, signature: tuple[bool, tuple[str, ...]], sums: torch.Tensor, weights: torch.Tensor | float
+    ) -> None:
+        group = self.groups.get(signature)
+        if group is None:
+            self.groups[signature] = _Group(signature[1], sums, weights)
+        else:
+            group.sums = group.sums + sums
+            group.weights = group.weights + weights
+
+    def keys(self) -> list[str]:
+        """The metrics seen so far, sorted."""
+        return sorted({k for group in self.groups.values() for k in group.keys})
 
     def vector(self, keys: Iterable[str]) -> list[float]:
         """Sums then weights of ``keys`` (0 for keys never seen here), for one cross-process sum."""
-        keys = list(keys)
-        values = [self.sums.get(k, 0.0) for k in keys] + [self.weights.get(k, 0.0) for k in keys]
-        tensors = [i for i, v in enumerate(values) if torch.is_tensor(v)]
-        if tensors:  # one read of every tensor together: the only wait for the device
-            for i, v in zip(tensors, torch.stack([values[i] for i in tensors]).tolist(), strict=True):
-                values[i] = v
-        return [float(v) for v in values]
+        totals = {k: [0.0, 0.0] for k in keys}
+        groups = list(self.groups.values())
+        if groups:  # one read of every group together: the only wait for the device
+            values = iter(torch.cat([t.reshape(-1) for g in groups for t in g.tensors()]).tolist())
+            for group in groups:
+                for key, key_sum, key_weight in group.read(values):
+                    if key in totals:
+                        totals[key][0] += key_sum
+                        totals[key][1] += key_weight
+        return [s for s, _ in totals.values()] + [w for _, w in totals.values()]
+
+
+def _stacked(outputs: Mapping[str, object], keys: tuple[str, ...]) -> torch.Tensor:
+    """The scalar tensors of ``keys`` as one float64 vector: one stack and one cast."""
+    return torch.stack([outputs[k].detach().reshape(()) for k in keys]).double()  # type: ignore[union-attr]
 
 
 def means_from_vector(keys: list[str], vector: list[float]) -> dict[str, float]:
