@@ -169,3 +169,32 @@ def test_inductor_runs_the_whole_inference_embedding_in_a_few_ops(fresh_dynamo: 
     assert sum(eager_ops.values()) > 80
     assert compiled_ops == {"aten::convolution": 1, "aten::sort": 1}
     torch.testing.assert_close(tokens, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graphs_replay_around_a_fresh_patch_choice(fresh_dynamo: None) -> None:
+    """`trainer.compile_mode=reduce-overhead` with sampled patches: the graphs before and after the
+    patch choice are replayed, the choice is drawn anew each call (eager, never recorded), and
+    each call gives eager's patches for its seed and eager's tokens up to rounding."""
+    pixel_values, pixel_mask, most = (t.cuda() if torch.is_tensor(t) else t for t in image_inputs())
+    eager, compiled = tiny_backbone().cuda().eval(), tiny_backbone().cuda().eval()
+    compile_backbone(compiled, dynamic=False, mode="reduce-overhead")
+    choices = []
+    with torch.no_grad():
+        for seed in range(4):  # the compile, the recording, then replays
+            out = [
+                backbone.image_tokens(
+                    pixel_values,
+                    pixel_mask,
+                    max_image_len=20,
+                    max_patches=most,
+                    generator=torch.Generator("cuda").manual_seed(seed),
+                )
+                for backbone in (compiled, eager)
+            ]
+            (tokens, _, selection), (ref_tokens, _, ref_selection) = out
+            assert torch.equal(selection.index, ref_selection.index), seed
+            torch.testing.assert_close(tokens, ref_tokens, rtol=1e-4, atol=1e-4)
+            choices.append(selection.index.clone())
+    assert len({tuple(choice.flatten().tolist()) for choice in choices}) == len(choices)
