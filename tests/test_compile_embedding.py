@@ -59,12 +59,14 @@ def image_inputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, int]:
 
 
 # What a pass asks of the embedding: 20 of up to 36 valid patches drawn from the generator (eager,
-# between two graphs), with the count known or counted on the device; every patch kept (one
-# graph); MPP's masked patches on images that rows share (ITM's negatives).
+# between two graphs), with the count known or counted on the device (eager too); every patch
+# kept (one graph when the count is known); MPP's masked patches on images that rows share (ITM's
+# negatives).
 CALLS = {
     "sampled": {"max_image_len": 20, "known_count": True},
     "sampled, counted on the device": {"max_image_len": 20, "known_count": False},
     "every patch": {"max_image_len": -1, "known_count": True},
+    "every patch, counted on the device": {"max_image_len": -1, "known_count": False},
     "shared and masked images": {"max_image_len": 30, "known_count": True, "shared": True, "masked": True},
 }
 

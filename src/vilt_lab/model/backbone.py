@@ -238,6 +238,7 @@ class ViltBackbone(nn.Module):
         if masked_patches is not None and mask_token is None:
             raise ValueError("masked_patches needs a mask_token")
         if max_patches is not None and not 0 < max_image_len < max_patches:
+            # Every valid patch kept (`select_patches` draws nothing) and their count known.
             tokens, mask, index, valid, grid_hw = self.embed_image_in_raster_order(
                 pixel_values,
                 pixel_mask,
@@ -252,6 +253,7 @@ class ViltBackbone(nn.Module):
                 pixel_values.shape[-1] // self.config.patch_size,
             )
             return tokens, mask, PatchSelection(index=index, valid=valid, grid_hw=grid_hw, grid=grid)
+        # A draw from the generator, or a count read from the device: eager, between two steps.
         patches, patch_valid = self.project_patches(
             pixel_values, pixel_mask, image_index, masked_patches, mask_token
         )
