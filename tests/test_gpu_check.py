@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = ["demo_bf16", "base32_bf16", "bench_model", "demo_compile", "sync_debug", "decode", "gpu_tests"]
+STEPS = [
+    "demo_bf16",
+    "base32_bf16",
+    "bench_model",
+    "demo_compile",
+    "latency_compile",
+    "sync_debug",
+    "decode",
+    "gpu_tests",
+]
 
 
 @pytest.mark.slow
@@ -49,6 +58,8 @@ def test_the_dry_run_takes_every_step_and_summarises_them(tmp_path: Path) -> Non
     assert rows["demo_bf16"]["figures"]["steps"] == 3 and rows["demo_bf16"]["figures"]["eval"]
     assert rows["demo_compile"]["figures"]["compiled_graphs"] >= 1
     assert rows["bench_model"]["figures"]["model"] == "tiny"
+    latency = rows["latency_compile"]["figures"]
+    assert latency["compiled"] and latency["compile_mode"] == "reduce-overhead" and latency["median_ms"] > 0
     assert len(rows["sync_debug"]["figures"]["syncs_per_step"]) == 2  # counted only on CUDA
     assert {"cpu", "gpu", "agreement"} <= rows["decode"]["figures"].keys()
     assert rows["gpu_tests"]["figures"]["tests"] >= 1

@@ -1,4 +1,4 @@
-"""Compiled blocks with static shapes (trainer.compile=true, compile_dynamic=false) stay compiled
+"""The compiled backbone with static shapes (trainer.compile=true, compile_dynamic=false) stay compiled
 over the text lengths a run meets, in training and evaluation: every block shares one code
 object, so dynamo's recompile limit (8) is shared too and two lengths used to exhaust it, after
 which every new shape ran eager without a word. A backend that counts graph calls shows it
@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 from helpers.batches import make_batch
 from helpers.models import tiny_backbone
 from vilt_lab.tasks.module import build_task_module
-from vilt_lab.training.speed_levers import RecompileLimitWatch, compile_blocks, recompile_limit_hits
+from vilt_lab.training.speed_levers import RecompileLimitWatch, compile_backbone, recompile_limit_hits
 
 TEXT_LENGTHS = (16, 24, 32)
 
@@ -56,7 +56,7 @@ def fresh_dynamo(monkeypatch: pytest.MonkeyPatch):
 
 
 def compiled_calls_per_pass(task, backend: CountingBackend, length: int, seed: int) -> tuple[int, int]:
-    """Compiled block calls of a training step and of an evaluation pass on texts of ``length``."""
+    """Compiled graph calls (blocks and visual embedding) of a training step and of an evaluation pass on texts of ``length``."""
     start = backend.calls
     task.train()
     task(padded_batch(length, seed), generator=torch.Generator().manual_seed(seed))["loss"].backward()
@@ -71,10 +71,12 @@ def compiled_calls_per_pass(task, backend: CountingBackend, length: int, seed: i
 def test_three_text_lengths_stay_compiled_in_training_and_evaluation(fresh_dynamo: None) -> None:
     task = build_task_module(tiny_backbone(), ["itm", "mlm"])
     backend = CountingBackend()
-    compile_blocks(task.backbone, dynamic=False, backend=backend)
-    block_calls = 2 * len(task.backbone.blocks)  # the ITM pass and the MLM pass
+    compile_backbone(task.backbone, dynamic=False, backend=backend)
+    # The ITM pass and the MLM pass: each block, and the visual embedding (one graph: every patch
+    # kept and their count known from the image sizes).
+    graph_calls = 2 * (len(task.backbone.blocks) + 1)
     for seed, length in enumerate(TEXT_LENGTHS):
-        assert compiled_calls_per_pass(task, backend, length, seed) == (block_calls, block_calls), length
+        assert compiled_calls_per_pass(task, backend, length, seed) == (graph_calls, graph_calls), length
     assert recompile_limit_hits() == 0
     assert counters["stats"]["unique_graphs"] == backend.graphs
     assert backend.graphs > 8  # more than the default limit allows one code object
@@ -86,7 +88,7 @@ def test_a_fallback_to_eager_is_warned_in_the_run_log(
 ) -> None:
     task = build_task_module(tiny_backbone(), ["itm", "mlm"])
     backend = CountingBackend()
-    compile_blocks(task.backbone, dynamic=False, backend=backend)
+    compile_backbone(task.backbone, dynamic=False, backend=backend)
     torch._dynamo.config.recompile_limit = 2  # what 8 is to a long run, in two lengths
     watch = RecompileLimitWatch()
     with caplog.at_level(logging.WARNING, logger="vilt_lab.training.speed_levers"):

@@ -59,6 +59,60 @@ def test_latency_benchmark_runs_on_the_tiny_model() -> None:
     json.dumps(result.to_dict())  # what --json prints
 
 
+def test_compiled_latency_benchmark_runs_the_compiled_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--compile`: the timed calls run the graphs `compile_backbone` made during the warm-up
+    (dynamo's eager backend here: the structure, not inductor's code), and the result says so."""
+    from torch._dynamo.utils import counters
+
+    from vilt_lab.bench.__main__ import build_parser
+    from vilt_lab.bench.latency import COMPILED_WARMUP, compile_options_from_args
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", torch._dynamo.config.recompile_limit)
+    torch._dynamo.reset()
+    counters.clear()
+    graph_calls = []
+
+    def backend(graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
+        def run(*args: torch.Tensor):
+            graph_calls.append(graph)
+            return graph.forward(*args)
+
+        return run
+
+    backbone = ViltBackbone(get_config("tiny"))
+    result = measure_latency(
+        backbone, torch.device("cpu"), repeats=2, image_hw=(64, 96), compile_options={"backend": backend}
+    )
+    torch._dynamo.reset()
+    # Every call (warm-up and timed): the visual embedding's one graph and each block's.
+    assert len(graph_calls) == (COMPILED_WARMUP + 2) * (1 + len(backbone.blocks))
+    assert counters["stats"]["unique_graphs"] <= 1 + len(backbone.blocks)  # compiled in the first call
+    assert (result.compiled, result.compile_mode, result.warmup) == (True, None, COMPILED_WARMUP)
+    assert json.loads(json.dumps(result.to_dict()))["compiled"] is True
+    assert "the compile among them" in result.line()
+    with pytest.raises(ValueError, match=f"warmup >= {COMPILED_WARMUP}"):
+        measure_latency(
+            backbone, torch.device("cpu"), warmup=1, repeats=1, compile_options={"backend": backend}
+        )
+
+    def options(*argv: str):
+        return compile_options_from_args(build_parser().parse_args(["latency", *argv]))
+
+    assert options() is None
+    assert options("--compile") == {"mode": None}
+    assert options("--compile", "--compile-mode", "reduce-overhead") == {"mode": "reduce-overhead"}
+    with pytest.raises(ValueError, match="needs --compile"):
+        options("--compile-mode", "reduce-overhead")
+    # --json prints the JSON; --json PATH writes it there (as bench/gpu_check.sh asks).
+    assert [
+        build_parser().parse_args(["latency", *argv]).json for argv in ([], ["--json"], ["--json", "x.json"])
+    ] == [
+        None,
+        "-",
+        "x.json",
+    ]
+
+
 def test_table6_writes_result_md_with_every_row(tmp_path: Path) -> None:
     ours = Table6Measurement(
         params=87_528_192,

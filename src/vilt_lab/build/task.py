@@ -19,7 +19,7 @@ from ..model import ViltBackbone, ViltConfig, get_config
 from ..tasks import TASKS, TaskModule, build_task_module, get_task
 from ..tasks.pretrain import mark_unmarked_selection
 from ..training.run_dir import RunDir, is_run_checkpoint
-from ..training.speed_levers import compile_blocks, convert_to_fp8
+from ..training.speed_levers import compile_backbone, convert_to_fp8
 from ..weights.checkpoint_io import (
     TOKENIZER_DIR,
     WEIGHTS_NAME,
@@ -241,7 +241,7 @@ def build_task(
     if cfg.trainer.fp8:
         convert_to_fp8(backbone)
     if cfg.trainer.compile:
-        compile_blocks(
+        compile_backbone(
             backbone,
             dynamic=cfg.trainer.compile_dynamic,
             mode=cfg.trainer.compile_mode,

@@ -332,7 +332,9 @@ class TrainerSchema:
         "samples per forward pass of one process (accumulation makes up the rest)", may_change=True
     )
     precision: Literal["bf16", "fp16", "no"] | None = key("mixed precision (null: the launcher's)")
-    compile: bool = key("torch.compile each transformer block", False, may_change=True)
+    compile: bool = key(
+        "torch.compile the backbone: each transformer block and the visual embedding", False, may_change=True
+    )
     grad_checkpointing: bool = key("recompute each block in the backward pass", False, may_change=True)
     compile_dynamic: bool = key(
         "shape-generic compiled kernels (false: one graph per shape)", True, may_change=True

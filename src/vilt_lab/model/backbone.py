@@ -114,28 +114,29 @@ class ViltBackbone(nn.Module):
         """
         return set()
 
-    def embed_image(
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Text tokens ready for the joint sequence: BERT embedding plus modality-type row 0, (B, T, D).
+
+        Depends on the text alone, so a caller pairing one text with many images can embed it once.
+        """
+        return self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+
+    # The visual embedding's steps that read no generator and no tensor value on the host:
+    # `speed_levers.compile_backbone` compiles them with the blocks. The random patch choice
+    # between the first two (`select_patches` with a generator) stays eager, out of every graph
+    # and every CUDA graph.
+    COMPILED_IMAGE_STEPS = ("project_patches", "place_patches", "embed_image_in_raster_order")
+
+    def project_patches(
         self,
         pixel_values: torch.Tensor,
         pixel_mask: torch.Tensor,
-        *,
-        max_image_len: int = -1,
-        generator: torch.Generator | None = None,
-        masked_patches: torch.Tensor | None = None,
-        mask_token: torch.Tensor | None = None,
-        image_index: torch.Tensor | None = None,
-        max_patches: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
-        """Patch tokens with the image [CLS] in front: (B, 1 + L, D), mask (B, 1 + L), selection.
-
-        masked_patches: optional (B, Hp, Wp) bool; those patches are replaced by `mask_token`
-        before position embeddings are added (masked patch prediction).
-        image_index: optional (B,) long; row i is then built from image image_index[i] of
-            `pixel_values` and `pixel_mask` (which may hold fewer images than B rows).
-        max_patches: the most valid patches of the rows' images when the caller knows it
-            (`most_valid_patches` of the collate's image sizes); None counts them on the device,
-            one host sync (`select_patches`).
-        """
+        image_index: torch.Tensor | None,
+        masked_patches: torch.Tensor | None,
+        mask_token: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's projected patches (B, Hp*Wp, D), masked ones replaced by `mask_token`, and
+        which of them hold image (B, Hp, Wp) bool; arguments as in `image_tokens`."""
         x = self.patch_embed(pixel_values)  # (N_images, D, Hp, Wp)
         if image_index is not None:
             # Index after the patch projection, not before: pairs that share an image (retrieval's
@@ -153,25 +154,55 @@ class ViltBackbone(nn.Module):
         B, D, Hp, Wp = x.shape
         x = x.flatten(2).transpose(1, 2)  # (B, Hp*Wp, D)
         if masked_patches is not None:
-            if mask_token is None:
-                raise ValueError("masked_patches needs a mask_token")
             x = torch.where(masked_patches.reshape(B, -1, 1), mask_token.to(x.dtype), x)
-        selection = select_patches(
-            patch_validity(pixel_mask, (Hp, Wp)), max_image_len, generator, most=max_patches
-        )
-        x = x.gather(1, selection.index.unsqueeze(-1).expand(-1, -1, D))
+        return x, patch_validity(pixel_mask, (Hp, Wp))
+
+    def place_patches(
+        self,
+        patches: torch.Tensor,
+        index: torch.Tensor,
+        valid: torch.Tensor,
+        grid_hw: torch.Tensor,
+        grid: tuple[int, int],
+        token_type_idx: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chosen patches (a `PatchSelection`'s tensors) as image tokens: gathered, their
+        positions interpolated, the image [CLS] in front, dropout, the modality-type row added.
+        Returns (B, 1 + L, D) tokens and their (B, 1 + L) bool mask."""
+        B, _, D = patches.shape
+        selection = PatchSelection(index=index, valid=valid, grid_hw=grid_hw, grid=grid)
+        x = patches.gather(1, index.unsqueeze(-1).expand(-1, -1, D))
         x = x + interpolate_pos_embed(self.pos_embed[0, 1:], selection)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, -1, -1)
         x = self.pos_drop(torch.cat([cls, x], dim=1))
-        mask = torch.cat([selection.valid.new_ones(B, 1), selection.valid], dim=1)
-        return x, mask, selection
+        mask = torch.cat([valid.new_ones(B, 1), valid], dim=1)
+        return x + self.token_type_embeddings.weight[token_type_idx], mask
 
-    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Text tokens ready for the joint sequence: BERT embedding plus modality-type row 0, (B, T, D).
+    def embed_image_in_raster_order(
+        self,
+        pixel_values: torch.Tensor,
+        pixel_mask: torch.Tensor,
+        image_index: torch.Tensor | None,
+        masked_patches: torch.Tensor | None,
+        mask_token: torch.Tensor | None,
+        max_patches: int,
+        token_type_idx: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole visual embedding when every valid patch is kept and their count is known on
+        the host: nothing random and nothing read from the device, so one function (one graph
+        when compiled). Returns tokens, mask and the selection's index, valid and grid_hw.
 
-        Depends on the text alone, so a caller pairing one text with many images can embed it once.
+        It calls the class's own steps, not the instance's compiled ones, so a compiled call of
+        it traces them into its one graph.
         """
-        return self.text_embeddings(input_ids) + self.token_type_embeddings.weight[0]
+        patches, patch_valid = ViltBackbone.project_patches(
+            self, pixel_values, pixel_mask, image_index, masked_patches, mask_token
+        )
+        selection = select_patches(patch_valid, most=max_patches)
+        tokens, mask = ViltBackbone.place_patches(
+            self, patches, selection.index, selection.valid, selection.grid_hw, selection.grid, token_type_idx
+        )
+        return tokens, mask, selection.index, selection.valid, selection.grid_hw
 
     def image_tokens(
         self,
@@ -186,27 +217,51 @@ class ViltBackbone(nn.Module):
         image_index: torch.Tensor | None = None,
         max_patches: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, PatchSelection]:
-        """Image tokens ready for the joint sequence: `embed_image` plus the modality-type row.
+        """Image tokens ready for the joint sequence: the image [CLS] and the chosen patches with
+        their positions, plus the modality-type row.
 
         Returns (B, 1 + L, D) tokens, their (B, 1 + L) bool mask and the patch selection. Depends on
         the image alone, so retrieval computes it once per image and expands it over the texts.
+        masked_patches: optional (B, Hp, Wp) bool; those patches are replaced by `mask_token`
+            before position embeddings are added (masked patch prediction).
+        image_index: optional (B,) long; row i is then built from image image_index[i] of
+            `pixel_values` and `pixel_mask` (which may hold fewer images than B rows).
+        max_patches: the most valid patches of the rows' images when the caller knows it
+            (`most_valid_patches` of the collate's image sizes); None counts them on the device,
+            one host sync (`select_patches`).
         """
         if not 0 < image_token_type_idx < self.config.num_modality_types:
             raise ValueError(
                 f"image_token_type_idx={image_token_type_idx} needs model.num_modality_types > "
                 f"{image_token_type_idx} (it is {self.config.num_modality_types})"
             )
-        image, image_mask, selection = self.embed_image(
-            pixel_values,
-            pixel_mask,
-            max_image_len=max_image_len,
-            generator=generator,
-            masked_patches=masked_patches,
-            mask_token=mask_token,
-            image_index=image_index,
-            max_patches=max_patches,
+        if masked_patches is not None and mask_token is None:
+            raise ValueError("masked_patches needs a mask_token")
+        if max_patches is not None and not 0 < max_image_len < max_patches:
+            # Every valid patch kept (`select_patches` draws nothing) and their count known.
+            tokens, mask, index, valid, grid_hw = self.embed_image_in_raster_order(
+                pixel_values,
+                pixel_mask,
+                image_index,
+                masked_patches,
+                mask_token,
+                max_patches,
+                image_token_type_idx,
+            )
+            grid = (
+                pixel_values.shape[-2] // self.config.patch_size,
+                pixel_values.shape[-1] // self.config.patch_size,
+            )
+            return tokens, mask, PatchSelection(index=index, valid=valid, grid_hw=grid_hw, grid=grid)
+        # A draw from the generator, or a count read from the device: eager, between two steps.
+        patches, patch_valid = self.project_patches(
+            pixel_values, pixel_mask, image_index, masked_patches, mask_token
         )
-        return image + self.token_type_embeddings.weight[image_token_type_idx], image_mask, selection
+        selection = select_patches(patch_valid, max_image_len, generator, most=max_patches)
+        tokens, mask = self.place_patches(
+            patches, selection.index, selection.valid, selection.grid_hw, selection.grid, image_token_type_idx
+        )
+        return tokens, mask, selection
 
     def encode(
         self,
@@ -269,7 +324,7 @@ class ViltBackbone(nn.Module):
         """Joint sequence after the final norm: (B, T + 1 + L, D), its mask, T, the patch selection.
 
         rows, unpadded: see `encode` (features and mask then hold the first `rows` positions).
-        image_index, max_patches: see `embed_image` (pair i sees image image_index[i]).
+        image_index, max_patches: see `image_tokens` (pair i sees image image_index[i]).
         """
         # Text first: in training both embeddings draw dropout masks from the global RNG, so the order
         # decides which mask each gets; this is the official code's order, and seeded runs rely on it.
@@ -319,7 +374,7 @@ class ViltBackbone(nn.Module):
             max_image_len: patches kept per image (-1: all valid patches).
             image_token_type_idx: modality-type row for the image (2 for NLVR2's second image).
             generator: makes patch sampling reproducible.
-            masked_patches, mask_token: see `embed_image`.
+            masked_patches, mask_token: see `image_tokens`.
             rows: compute only the first `rows` positions in the last block (`encode`): 1 when
                 only `pooled` is read, T when the text is; what was not computed is None.
             image_index: optional (B,) long; pair i sees image image_index[i] of `pixel_values`

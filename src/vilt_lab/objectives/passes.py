@@ -130,7 +130,7 @@ class Passes:
 
         image_index: optional (B,) long; pair i then sees the image of pair image_index[i] (each
             image is projected to patches once, however many pairs show it).
-        masked_patches, mask_token: see `ViltBackbone.embed_image`.
+        masked_patches, mask_token: see `ViltBackbone.image_tokens`.
         serves: the pass keys whose readers will read this output; its last block computes the
             widest rows they need (every position when none is given or one is not in `rows`).
         max_patches: see `ViltBackbone.forward`; without `image_index`, every image is in the

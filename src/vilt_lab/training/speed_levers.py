@@ -1,6 +1,6 @@
-"""Speed levers applied to a built backbone in place: `trainer.compile` (per-block
-`torch.compile`) and `trainer.fp8` (torchao float8 linears). Parameter names stay, so
-checkpoints are unaffected."""
+"""Speed levers applied to a built backbone in place: `trainer.compile` (`torch.compile` of
+each block and of the visual embedding) and `trainer.fp8` (torchao float8 linears). Parameter
+names stay, so checkpoints are unaffected."""
 
 from __future__ import annotations
 
@@ -38,9 +38,14 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 FP8_BATCH_MULTIPLE = 16
 
 
-def compile_blocks(backbone: ViltBackbone, dynamic: bool, **options: Any) -> None:
-    """`torch.compile` each transformer block in place (parameter names stay).
+def compile_backbone(backbone: ViltBackbone, dynamic: bool, **options: Any) -> None:
+    """`torch.compile` the backbone in place: each transformer block, and the visual embedding's
+    steps that read no generator (`ViltBackbone.COMPILED_IMAGE_STEPS`: the patch projection, and
+    the chosen patches' gather, positions, [CLS] and modality type; with every patch kept and
+    their count known, the whole embedding in one graph). Parameter names stay.
 
+    A training step's random patch choice runs eager between two graphs: dynamo traces a
+    `torch.Generator` poorly, and a CUDA graph would replay its draws.
     dynamic=True (`trainer.compile_dynamic`, the default) compiles shape-generic kernels once: the
     text length and the number of image tokens change from batch to batch. False compiles one
     static graph per shape (faster kernels, and the precondition of CUDA graphs): with
@@ -52,6 +57,10 @@ def compile_blocks(backbone: ViltBackbone, dynamic: bool, **options: Any) -> Non
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, BLOCK_RECOMPILE_LIMIT)
     for block in backbone.blocks:
         block.compile(dynamic=dynamic, **options)
+    for step in backbone.COMPILED_IMAGE_STEPS:
+        # An instance attribute over the class's method, as `nn.Module.compile` does for calls:
+        # no module is wrapped, so parameter names stay.
+        setattr(backbone, step, torch.compile(getattr(backbone, step), dynamic=dynamic, **options))
 
 
 def recompile_limit_hits() -> int:
