@@ -7,8 +7,8 @@ when fine-tuning) + MinMaxResize + the item's text (a random caption, or the ite
 question or statement) -> batch (with ``data.image_buckets``, items of one image canvas:
 :mod:`vilt_lab.data.canvas`): MixGen's pairs (pre-training with ``augment.mixgen``), tokenize
 (max 40), pad images (to the batch's canvas, ``data.canvas_step``), ``pixel_mask``, the items'
-``source``, then the task's collate steps
-(whole-word masking in pre-training, answers and labels downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
+``source``, then the task's collate steps (whole-word masking in pre-training, answers and labels
+downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
 (``vilt_lab.tasks``).
 
 Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
