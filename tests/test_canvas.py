@@ -1,5 +1,5 @@
-"""Image canvases (data.image_buckets): batches of one image shape, exact against the padded path,
-every item of an exact pass once, a deterministic training stream."""
+"""Image canvases (data.image_buckets, data.canvas_step): batches of one image shape or one canvas,
+exact against the padded path, every item of an exact pass once, a deterministic training stream."""
 
 from __future__ import annotations
 
@@ -11,18 +11,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers.configs import compose_config
+from helpers.configs import compose_config, fast_config
 from helpers.models import tiny_backbone
 from helpers.worlds import SHAPES_VAL
 from vilt_lab.build.data import loader_config
-from vilt_lab.data.canvas import Batcher, batcher, image_shapes
+from vilt_lab.config.validation import ConfigError, validate_train_config
+from vilt_lab.data.canvas import Batcher, batcher, canvas_shape, image_canvases, image_shapes
 from vilt_lab.data.collate import UNPADDED, ItemCollator
 from vilt_lab.data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.objectives.nlvr2 import NLVR2Objective
 from vilt_lab.objectives.passes import Passes
 
-SHAPES = dict(image_shorter=96, image_longer=160, patch_size=16, shuffle_buffer=64, shuffle_initial=16)
+PATCH = 16
+SHAPES = dict(image_shorter=96, image_longer=160, patch_size=PATCH, shuffle_buffer=64, shuffle_initial=16)
 # Multiples of the tiny preset's 16-pixel patches, in both orientations; two items of each.
 IMAGE_SIZES = [(32, 48), (48, 32), (32, 32), (48, 32), (32, 48), (32, 32)]
 TEXTS = ["a red circle", "a blue square", "a green circle", "a red square", "a blue circle", "a green square"]
@@ -79,6 +81,20 @@ def _run(backbone, head, batches: list[dict]) -> tuple[dict[str, torch.Tensor], 
     return losses, {name: p.grad.clone() for name, p in params.items() if p.grad is not None}
 
 
+def _assert_same_run(
+    reference: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    other: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+) -> None:
+    """Per-sample losses and every parameter's gradient of two `_run`s of the same items agree."""
+    (reference_losses, reference_grads), (losses, grads) = reference, other
+    assert sorted(losses) == sorted(reference_losses)
+    for key, value in reference_losses.items():
+        torch.testing.assert_close(losses[key], value, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == reference_grads.keys()
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_buckets_equal_the_padded_batch_in_values_and_gradients(shapes_tokenizer) -> None:
     items = _items(shapes_tokenizer)
     collate = ItemCollator(shapes_tokenizer)
@@ -100,14 +116,49 @@ def test_buckets_equal_the_padded_batch_in_values_and_gradients(shapes_tokenizer
     assert all(mask is None for mask in masks[1:4])  # the buckets ran without a mask
     assert all(mask is not None and mask.all() for mask in masks[4:])
 
-    assert sorted(bucket_losses) == sorted(padded_losses) == sorted(item["key"] for item in items)
-    for key, value in padded_losses.items():
-        torch.testing.assert_close(bucket_losses[key], value, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(masked_losses[key], bucket_losses[key], rtol=1e-5, atol=1e-6)
-    assert padded_grads.keys() == bucket_grads.keys() == masked_grads.keys()
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(bucket_grads[name], grad, rtol=1e-5, atol=1e-6, msg=name)
-        torch.testing.assert_close(masked_grads[name], bucket_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    assert sorted(padded_losses) == sorted(item["key"] for item in items)
+    _assert_same_run((padded_losses, padded_grads), (bucket_losses, bucket_grads))
+    _assert_same_run((bucket_losses, bucket_grads), (masked_losses, masked_grads))
+
+
+@pytest.mark.parametrize("canvas_step", [2, 4])
+def test_canvases_equal_the_padded_batch_in_values_and_gradients(canvas_step: int, shapes_tokenizer) -> None:
+    """Batches padded to canvases, bucketed or not, against the items' one padded batch at step 1:
+    at step 4 every shape here has the one 64 x 64 canvas, so buckets mix shapes and pad them."""
+    items = _items(shapes_tokenizer)
+    multiple = canvas_step * PATCH
+    collate = ItemCollator(shapes_tokenizer, canvas_multiple=multiple)
+    backbone = tiny_backbone().eval()
+    head = torch.nn.Linear(backbone.config.hidden_size, 3)
+    buckets = Batcher(2, lambda item: image_canvases(item, multiple))
+    on_canvases = [collate(batch) for item in items if (batch := buckets.add(item)) is not None]
+    padded_on_canvas = collate(items)
+    assert padded_on_canvas["image"].shape[-2:] == canvas_shape((48, 48), multiple) != (48, 48)
+    for batch in on_canvases:
+        canvas = batch["image"].shape[-2:]
+        assert all(canvas == canvas_shape(size, multiple) for size in batch["image_sizes"])
+        assert batch[UNPADDED] == all(size == canvas for size in batch["image_sizes"])
+        assert batch[UNPADDED] == bool(batch["pixel_mask"].all())
+    assert any(not batch[UNPADDED] for batch in on_canvases)  # some images are padded inside their canvas
+
+    reference = _run(backbone, head, [ItemCollator(shapes_tokenizer)(items)])
+    _assert_same_run(reference, _run(backbone, head, on_canvases))
+    _assert_same_run(reference, _run(backbone, head, [padded_on_canvas]))
+
+
+def test_canvas_step_one_is_the_batchs_largest_image(shapes_tokenizer) -> None:
+    """Step 1 (a canvas unit of one patch) rounds nothing: the same buckets, the same tensors."""
+    items = _items(shapes_tokenizer)
+    assert [image_canvases(item, PATCH) for item in items] == [image_shapes(item) for item in items]
+    plain, on_canvas = ItemCollator(shapes_tokenizer), ItemCollator(shapes_tokenizer, canvas_multiple=PATCH)
+    for group in (items, items[2::3], items[:2]):
+        expected, batch = plain(group), on_canvas(group)
+        assert batch.keys() == expected.keys() and batch[UNPADDED] == expected[UNPADDED]
+        for name, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(batch[name], value), name
+            else:
+                assert batch[name] == value, name
 
 
 def test_nlvr2_pairs_of_one_shape_run_unmasked_with_the_padded_batch_logits(shapes_tokenizer) -> None:
@@ -145,6 +196,10 @@ def test_the_unpadded_flag_needs_one_image_shape_and_one_text_length(shapes_toke
     assert collate([pair, pair])[UNPADDED]  # NLVR2's pairs: every image of the batch counts
     wide = {"images": [square[0]["image"], items[0]["image"]], "text": square[0]["text"]}
     assert not collate([wide, wide])[UNPADDED]
+    # On canvases: a 32 x 32 image fills a canvas of 2 patches a side, not one of 4.
+    assert ItemCollator(shapes_tokenizer, canvas_multiple=2 * PATCH)(square)[UNPADDED]
+    assert not ItemCollator(shapes_tokenizer, canvas_multiple=4 * PATCH)(square)[UNPADDED]
+    assert not ItemCollator(shapes_tokenizer, canvas_multiple=4 * PATCH)([pair, pair])[UNPADDED]
 
 
 def test_batcher_fills_per_key_and_leaves_the_rest_oldest_first() -> None:
@@ -156,42 +211,92 @@ def test_batcher_fills_per_key_and_leaves_the_rest_oldest_first() -> None:
     plain = batcher(2, image_buckets=False)  # without canvases: batches in stream order
     items = [{"image": torch.zeros(3, h, 16)} for h in (16, 32, 48)]
     assert [plain.add(item) for item in items] == [None, items[:2], None]
+    # Canvases of 2 patches of 16: heights 16 and 32 share the 32 x 32 canvas, 48 has its own.
+    canvases = batcher(2, image_buckets=True, canvas_multiple=32)
+    assert [canvases.add(item) for item in items] == [None, items[:2], None]
+    assert list(canvases.leftovers()) == [items[2:]]
+    assert batcher(2, image_buckets=True).add(items[0]) is None  # step 1: 16 and 32 apart
 
 
-def test_an_exact_pass_with_buckets_evaluates_every_item_once(shapes_world: Path, shapes_tokenizer) -> None:
+def _assert_on_canvases(batches: list[dict], canvas_step: int) -> None:
+    """Every batch of a bucketed stream has its bucket's canvas (step 1: its one image shape)."""
+    for batch in batches:
+        canvas = batch["image"].shape[-2:]
+        assert all(canvas == canvas_shape(size, canvas_step * PATCH) for size in batch["image_sizes"])
+        if canvas_step == 1:
+            assert batch["pixel_mask"].all()
+
+
+def _assert_largest_image(batches: list[dict]) -> None:
+    """Every batch of an unbucketed stream at step 1 is padded to its largest image, no further."""
+    for batch in batches:
+        sizes = batch["image_sizes"]
+        assert tuple(batch["image"].shape[-2:]) == (max(h for h, _ in sizes), max(w for _, w in sizes))
+
+
+@pytest.mark.parametrize("canvas_step", [1, 2])
+def test_an_exact_pass_with_buckets_evaluates_every_item_once(
+    canvas_step: int, shapes_world: Path, shapes_tokenizer
+) -> None:
     val = shapes_world / "pretrain" / "val"
     plain = list(build_eval_loader(val, shapes_tokenizer, _config(num_workers=2)))
-    bucketed = list(build_eval_loader(val, shapes_tokenizer, _config(num_workers=2, image_buckets=True)))
+    config = _config(num_workers=2, image_buckets=True, canvas_step=canvas_step)
+    bucketed = list(build_eval_loader(val, shapes_tokenizer, config))
     keys = Counter(key for batch in bucketed for key in batch["keys"])
     assert sum(keys.values()) == SHAPES_VAL and set(keys.values()) == {1}
     assert keys == Counter(key for batch in plain for key in batch["keys"])
-    assert all(batch["pixel_mask"].all() and len(batch["keys"]) <= 8 for batch in bucketed)
+    assert all(len(batch["keys"]) <= 8 for batch in bucketed)
+    _assert_on_canvases(bucketed, canvas_step)
+    _assert_largest_image(plain)
     assert any(not batch["pixel_mask"].all() for batch in plain)  # the world's shapes do vary
+    if canvas_step > 1:  # nearby shapes share a canvas, so some images are padded inside it
+        assert any(not batch["pixel_mask"].all() for batch in bucketed)
 
 
-def test_the_bucketed_train_stream_is_deterministic_for_a_seed(shapes_world: Path, shapes_tokenizer) -> None:
+def test_unbucketed_batches_are_padded_to_their_canvas(shapes_world: Path, shapes_tokenizer) -> None:
+    val = shapes_world / "pretrain" / "val"
+    plain = list(build_eval_loader(val, shapes_tokenizer, _config()))
+    on_canvases = list(build_eval_loader(val, shapes_tokenizer, _config(canvas_step=4)))
+    assert [b["keys"] for b in on_canvases] == [b["keys"] for b in plain]  # the same batches
+    for batch, reference in zip(on_canvases, plain, strict=True):
+        height, width = reference["image"].shape[-2:]
+        canvas = canvas_shape((height, width), 4 * PATCH)
+        assert batch["image"].shape[-2:] == canvas
+        assert torch.equal(batch["image"][..., :height, :width], reference["image"])
+        assert torch.equal(batch["pixel_mask"][..., :height, :width], reference["pixel_mask"])
+        assert not batch["pixel_mask"][..., height:, :].any() and not batch["pixel_mask"][..., width:].any()
+        assert not batch["image"][..., height:, :].any() and not batch["image"][..., width:].any()
+
+
+@pytest.mark.parametrize("canvas_step", [1, 2])
+def test_the_bucketed_train_stream_is_deterministic_for_a_seed(
+    canvas_step: int, shapes_world: Path, shapes_tokenizer
+) -> None:
     source = Source(shapes_world / "pretrain" / "train")
 
     def first(seed: int = 0) -> list[dict]:
-        loader = build_train_loader(source, shapes_tokenizer, _config(seed=seed, image_buckets=True))
-        return list(islice(loader, 6))
+        config = _config(seed=seed, image_buckets=True, canvas_step=canvas_step)
+        return list(islice(build_train_loader(source, shapes_tokenizer, config), 6))
 
     reference, again = first(), first()
     shapes = {tuple(batch["image"].shape[-2:]) for batch in reference}
     assert len(shapes) > 1  # buckets of several shapes, each batch of one
+    _assert_on_canvases(reference, canvas_step)
     for a, b in zip(reference, again, strict=True):
-        assert a["keys"] == b["keys"] and len(a["keys"]) == 8 and a["pixel_mask"].all()
+        assert a["keys"] == b["keys"] and len(a["keys"]) == 8
         assert torch.equal(a["mlm_input_ids"], b["mlm_input_ids"]) and torch.equal(a["image"], b["image"])
+        assert torch.equal(a["pixel_mask"], b["pixel_mask"])
     assert [b["keys"] for b in first(seed=1)] != [b["keys"] for b in reference]
 
 
+@pytest.mark.parametrize("canvas_step", [1, 2])
 def test_a_resume_reads_the_same_bucketed_batches_past_its_position(
-    shapes_world: Path, shapes_tokenizer
+    canvas_step: int, shapes_world: Path, shapes_tokenizer
 ) -> None:
     """What a resume after a stop does (`Trainer._open_stream`): the stream started at the saved
     step, read up to the micro-batches already read; with two workers taking turns."""
     source = Source(shapes_world / "pretrain" / "train")
-    config = _config(num_workers=2, image_buckets=True)
+    config = _config(num_workers=2, image_buckets=True, canvas_step=canvas_step)
 
     def stream():
         return iter(build_train_loader(source, shapes_tokenizer, config, start_step=7))
@@ -203,7 +308,24 @@ def test_a_resume_reads_the_same_bucketed_batches_past_its_position(
     assert [batch["keys"] for batch in islice(resumed, 2)] == uninterrupted[3:]
 
 
-@pytest.mark.parametrize("image_buckets", [False, True])
-def test_the_loader_reads_data_image_buckets(image_buckets: bool, tmp_path: Path) -> None:
-    cfg = compose_config([f"data.image_buckets={str(image_buckets).lower()}", f"paths.runs_dir={tmp_path}"])
-    assert loader_config(cfg, 16, 0, 1, False).image_buckets is image_buckets
+@pytest.mark.parametrize(("image_buckets", "canvas_step"), [(False, 1), (True, 4)])
+def test_the_loader_reads_data_image_buckets(image_buckets: bool, canvas_step: int, tmp_path: Path) -> None:
+    cfg = compose_config(
+        [
+            f"data.image_buckets={str(image_buckets).lower()}",
+            f"data.canvas_step={canvas_step}",
+            f"paths.runs_dir={tmp_path}",
+        ]
+    )
+    config = loader_config(cfg, 16, 0, 1, False)
+    assert config.image_buckets is image_buckets
+    assert config.canvas_step == canvas_step and config.canvas_multiple == 16 * canvas_step
+
+
+@pytest.mark.parametrize("canvas_step", ["0", "-2"])
+def test_a_canvas_step_below_one_is_refused_before_any_work(
+    canvas_step: str, shapes_world: Path, tmp_path: Path
+) -> None:
+    cfg = fast_config(shapes_world, tmp_path, f"data.canvas_step={canvas_step}")
+    with pytest.raises(ConfigError, match=rf"data\.canvas_step={canvas_step}: expected an integer >= 1"):
+        validate_train_config(cfg, world_size=1)

@@ -31,6 +31,21 @@ def test_padding_and_shape_counts_by_hand() -> None:
     assert sequence_shapes_of([MIXED, MIXED[:2]], 16) == 2  # ... but two batch sizes
 
 
+def test_canvas_padding_and_shapes_by_hand() -> None:
+    # Canvases of 2 patches of 16: the first batch on 64 x 64 (16 patches each: 10 + 10 + 12
+    # padded), the square one on its own 32 x 32 (nothing padded); image positions as before.
+    batches = [MIXED, [(32, 32)] * 3]
+    assert padding_per_useful(batches, 16, canvas=True, canvas_multiple=32) == pytest.approx(32 / 28)
+    assert padding_per_useful(batches, 16, canvas=False, canvas_multiple=32) == pytest.approx(2 / 28)
+    # 32 x 48 and 32 x 64 share the 32 x 64 canvas, but not their image positions (6 and 8).
+    apart = [[(32, 48)] * 3, [(32, 64)] * 3]
+    assert image_shapes_of(apart) == 2 and image_shapes_of(apart, canvas_multiple=32) == 1
+    assert step_shapes(apart, 16, canvas_multiple=32) == [(apart[0], 1), (apart[1], 1)]
+    # Buckets of 4-patch canvases: all three shapes on 64 x 64, batched in stream order.
+    assert batch_sizes(MIXED * 4, 3, image_buckets=True, canvas_multiple=64) == [MIXED] * 4
+    assert batch_sizes(MIXED * 4, 3, image_buckets=True, canvas_multiple=32) == [[size] * 3 for size in MIXED]
+
+
 def test_batches_are_the_streams_full_batches() -> None:
     stream = MIXED * 4  # 12 items: 4 of each shape
     assert batch_sizes(stream, 3, image_buckets=False) == [MIXED] * 4
@@ -50,4 +65,9 @@ def test_canvas_benchmark_tiny_runs_both_image_sets(capsys: pytest.CaptureFixtur
         assert r["bucketed_sequence_padding"] == 0 == r["bucketed_canvas_padding"]
         assert r["canvas_padding"] >= r["sequence_padding"] > 0
         assert min(r["ms_per_item"], r["bucketed_ms_per_item"], r["bucketed_masked_ms_per_item"]) > 0
+        assert [canvas["step"] for canvas in r["canvases"]] == [2, 4]
+        for canvas in r["canvases"]:
+            assert canvas["canvas_padding"] >= canvas["sequence_padding"] >= 0
+            assert canvas["image_shapes"] >= 1 and canvas["ms_per_item"] > 0
     assert sum(line.startswith("  step ") for line in lines) == 2
+    assert sum(line.startswith("  canvases of ") for line in lines) == 4

@@ -1,4 +1,5 @@
-"""Image canvases (``data.image_buckets``) on the CPU: padded image tokens, batch shapes, step time.
+"""Image canvases (``data.image_buckets``, ``data.canvas_step``) on the CPU: padded image tokens,
+batch shapes, step time.
 
 Two image-size distributions, each at its own MinMaxResize setting:
 
@@ -7,14 +8,17 @@ Two image-size distributions, each at its own MinMaxResize setting:
   480x640, the rest with a 640 (now and then 500) longer side and any shorter side from 320 up
   (a stand-in written from COCO's well-known sizes, not its measured histogram).
 
-A stream of items of those sizes is batched twice, as a training `BatchStream` batches it (full
-batches): in stream order, each batch padded to its largest image (the default), and one image
-shape per batch (`vilt_lab.data.canvas`, what ``data.image_buckets=true`` does). For each way:
+A stream of items of those sizes is batched as a training `BatchStream` batches it (full
+batches), in three ways: in stream order, each batch padded to its largest image (the default);
+one image shape per batch (`vilt_lab.data.canvas`, what ``data.image_buckets=true`` does); and one
+canvas per batch for each of ``--canvas-steps`` (``data.image_buckets=true data.canvas_step=S``:
+each image's sides in patches rounded up to a multiple of S, items of one canvas batched
+together, every batch padded to its canvas). For each way:
 
 * padding per useful image patch, twice: of the transformer's image positions (each image is
   filled up to the batch's most patches, `select_patches`; where the compute goes) and of the
-  pixels (each image padded to the batch's largest height and width: what the patch projection
-  and the normalisation go over). Text is left out: its padding is ``data.text_padding``'s;
+  pixels (each image padded to the batch's canvas: what the patch projection and the
+  normalisation go over). Text is left out: its padding is ``data.text_padding``'s;
 * batch shapes, twice: distinct padded (H, W), the graphs a static compile of the whole model
   would build, and distinct (batch size, image positions), the graphs of the compiled blocks
   (``trainer.compile`` with ``trainer.compile_dynamic=false``), each per text length (5 with
@@ -34,13 +38,13 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from vilt_lab.bench.hardware import describe_hardware, hardware_line
-from vilt_lab.data.canvas import batcher
-from vilt_lab.data.collate import UNPADDED, one_shape, pad_images
+from vilt_lab.data.canvas import Size, batcher, canvas_shape
+from vilt_lab.data.collate import UNPADDED, fill_the_canvas, pad_images
 from vilt_lab.data.sources.shapes import sample_scene
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize
 from vilt_lab.model import ViltBackbone, ViltConfig, get_config
@@ -48,7 +52,7 @@ from vilt_lab.objectives.passes import Passes
 
 TEXT_LEN = 40
 PADDED, BUCKETED, BUCKETED_MASKED = "padded", "bucketed", "bucketed with the mask"
-Size = tuple[int, int]  # an image's (height, width) after MinMaxResize
+CANVAS_STEPS = (2, 4)
 
 
 def coco_like_size(rng: random.Random) -> tuple[int, int]:
@@ -93,25 +97,31 @@ IMAGE_SETS = (
 )
 
 
-def batch_sizes(sizes: list[Size], batch_size: int, image_buckets: bool) -> list[list[Size]]:
+def batch_sizes(
+    sizes: list[Size], batch_size: int, image_buckets: bool, canvas_multiple: int = 1
+) -> list[list[Size]]:
     """The image sizes of each full batch a training `BatchStream` makes of items of ``sizes``:
-    its `Batcher`, fed items whose images are shape-only (meta) tensors."""
-    batches = batcher(batch_size, image_buckets)
+    its `Batcher` (buckets of canvases with sides in units of ``canvas_multiple`` pixels), fed
+    items whose images are shape-only (meta) tensors."""
+    batches = batcher(batch_size, image_buckets, canvas_multiple)
     full = (batches.add({"image": torch.empty(3, h, w, device="meta")}) for h, w in sizes)
     return [[tuple(item["image"].shape[-2:]) for item in batch] for batch in full if batch is not None]
 
 
-def step_shapes(batches: list[list[Size]], patch: int) -> list[tuple[list[Size], int]]:
+def batch_canvas(sizes: list[Size], canvas_multiple: int = 1) -> Size:
+    """The (H, W) a batch of images of ``sizes`` is padded to (`pad_images`)."""
+    return canvas_shape((max(h for h, _ in sizes), max(w for _, w in sizes)), canvas_multiple)
+
+
+def step_shapes(
+    batches: list[list[Size]], patch: int, canvas_multiple: int = 1
+) -> list[tuple[list[Size], int]]:
     """One batch per distinct step shape among ``batches`` (padded height and width, image
     positions: what a step's cost depends on besides the batch size) and how many batches it
     stands for: timing those and weighting by the counts gives the run's mean step cost."""
     groups: dict[tuple[int, int, int], list[list[Size]]] = {}
     for sizes in batches:
-        key = (
-            max(h for h, _ in sizes),
-            max(w for _, w in sizes),
-            max(patches(size, patch) for size in sizes),
-        )
+        key = (*batch_canvas(sizes, canvas_multiple), max(patches(size, patch) for size in sizes))
         groups.setdefault(key, []).append(sizes)
     return [(group[0], len(group)) for group in groups.values()]
 
@@ -121,22 +131,24 @@ def patches(size: Size, patch: int) -> int:
     return size[0] // patch * (size[1] // patch)
 
 
-def padding_per_useful(batches: list[list[Size]], patch: int, *, canvas: bool) -> float:
+def padding_per_useful(
+    batches: list[list[Size]], patch: int, *, canvas: bool, canvas_multiple: int = 1
+) -> float:
     """Padding per image patch over ``batches``: of the sequence (each image filled up to the
     batch's most patches, the transformer's image positions) or, ``canvas``, of the pixels (each
-    image padded to the batch's largest height and width, what the patch projection computes)."""
+    image padded to the batch's canvas, what the patch projection computes)."""
     useful = padded = 0
     for sizes in batches:
         own = [patches(size, patch) for size in sizes]
-        widest = patches((max(h for h, _ in sizes), max(w for _, w in sizes)), patch) if canvas else max(own)
+        widest = patches(batch_canvas(sizes, canvas_multiple), patch) if canvas else max(own)
         useful += sum(own)
         padded += widest * len(sizes) - sum(own)
     return padded / useful
 
 
-def image_shapes_of(batches: list[list[Size]]) -> int:
+def image_shapes_of(batches: list[list[Size]], canvas_multiple: int = 1) -> int:
     """Distinct padded (H, W) among the batches: the graphs of a whole-model static compile."""
-    return len({(max(h for h, _ in sizes), max(w for _, w in sizes)) for sizes in batches})
+    return len({batch_canvas(sizes, canvas_multiple) for sizes in batches})
 
 
 def sequence_shapes_of(batches: list[list[Size]], patch: int) -> int:
@@ -145,10 +157,13 @@ def sequence_shapes_of(batches: list[list[Size]], patch: int) -> int:
     return len({(len(sizes), max(patches(size, patch) for size in sizes)) for sizes in batches})
 
 
-def model_batch(sizes: list[Size], generator: torch.Generator, vocab_size: int) -> dict:
-    """A loader-like batch of random images of ``sizes`` and 40-piece texts (none padded)."""
+def model_batch(
+    sizes: list[Size], generator: torch.Generator, vocab_size: int, canvas_multiple: int = 1
+) -> dict:
+    """A loader-like batch of random images of ``sizes`` on their canvas and 40-piece texts (none
+    padded)."""
     images = [torch.randint(0, 256, (3, h, w), generator=generator, dtype=torch.uint8) for h, w in sizes]
-    image, pixel_mask = pad_images(images)
+    image, pixel_mask = pad_images(images, canvas_multiple)
     input_ids = torch.randint(5, vocab_size, (len(sizes), TEXT_LEN), generator=generator)
     return {
         "input_ids": input_ids,
@@ -156,7 +171,7 @@ def model_batch(sizes: list[Size], generator: torch.Generator, vocab_size: int) 
         "image": image,
         "pixel_mask": pixel_mask,
         "image_sizes": list(sizes),
-        UNPADDED: one_shape(images),
+        UNPADDED: fill_the_canvas(images, image.shape[-2:]),
     }
 
 
@@ -170,9 +185,29 @@ def step_seconds(backbone: ViltBackbone, batch: dict) -> float:
 
 
 @dataclass
+class CanvasStepResult:
+    """One canvas step's figures: buckets of canvases (``data.canvas_step=step``)."""
+
+    step: int
+    sequence_padding: float
+    canvas_padding: float
+    image_shapes: int
+    sequence_shapes: int
+    ms_per_item: float
+
+    def line(self, padded_ms_per_item: float) -> str:
+        return (
+            f"  canvases of {self.step} patches, bucketed: padded image positions per useful one "
+            f"{self.sequence_padding:.3f}, padded pixels' patches per useful one {self.canvas_padding:.3f}, "
+            f"batch image shapes {self.image_shapes}, (batch size, image positions) {self.sequence_shapes}, "
+            f"step {self.ms_per_item:.2f} ms/item ({padded_ms_per_item / self.ms_per_item:.2f}x)"
+        )
+
+
+@dataclass
 class CanvasResult:
     """One image set's figures: padded batches (first of each pair) against one image shape per
-    batch (``bucketed_``)."""
+    batch (``bucketed_``), and buckets of canvases per step (``canvases``)."""
 
     name: str
     setting: str
@@ -189,6 +224,7 @@ class CanvasResult:
     ms_per_item: float
     bucketed_ms_per_item: float
     bucketed_masked_ms_per_item: float
+    canvases: list[CanvasStepResult] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         return [
@@ -202,21 +238,48 @@ class CanvasResult:
             f"  step {self.ms_per_item:.2f} -> {self.bucketed_ms_per_item:.2f} ms/item "
             f"({self.ms_per_item / self.bucketed_ms_per_item:.2f}x; the buckets with the mask kept "
             f"{self.bucketed_masked_ms_per_item:.2f})",
+            *(canvas.line(self.ms_per_item) for canvas in self.canvases),
         ]
 
 
-def benchmark_set(image_set: ImageSet, items: int, batch_size: int, rounds: int, seed: int) -> CanvasResult:
+def counts(batches: list[list[Size]], canvas_multiple: int, patch: int) -> dict[str, float]:
+    """A way's padding and shape figures (see the module docstring)."""
+    return {
+        "sequence_padding": padding_per_useful(batches, patch, canvas=False),
+        "canvas_padding": padding_per_useful(batches, patch, canvas=True, canvas_multiple=canvas_multiple),
+        "image_shapes": image_shapes_of(batches, canvas_multiple),
+        "sequence_shapes": sequence_shapes_of(batches, patch),
+    }
+
+
+def benchmark_set(
+    image_set: ImageSet,
+    items: int,
+    batch_size: int,
+    rounds: int,
+    seed: int,
+    canvas_steps: tuple[int, ...] = CANVAS_STEPS,
+) -> CanvasResult:
     """The figures of one image set (see the module docstring)."""
     sizes = image_set.sizes(items, seed)
     patch = image_set.resize.patch
-    padded, bucketed = batch_sizes(sizes, batch_size, False), batch_sizes(sizes, batch_size, True)
+    # way -> its batches and its canvas unit in pixels (1: the batch's largest image).
+    batchings = {
+        PADDED: (batch_sizes(sizes, batch_size, False), 1),
+        BUCKETED: (batch_sizes(sizes, batch_size, True), 1),
+    }
+    for step in canvas_steps:
+        batchings[step] = (batch_sizes(sizes, batch_size, True, step * patch), step * patch)
     torch.manual_seed(seed)
     backbone = ViltBackbone(image_set.model).train()
     generator = torch.Generator().manual_seed(seed)
     vocab = image_set.model.vocab_size
-    ways = {}
-    for way, batches in ((PADDED, padded), (BUCKETED, bucketed)):
-        ways[way] = [(model_batch(b, generator, vocab), n) for b, n in step_shapes(batches, patch)]
+    ways = {
+        way: [
+            (model_batch(b, generator, vocab, multiple), n) for b, n in step_shapes(batches, patch, multiple)
+        ]
+        for way, (batches, multiple) in batchings.items()
+    }
     # The buckets again with the mask kept: what dropping it is worth, apart from the padding.
     ways[BUCKETED_MASKED] = [({**batch, UNPADDED: False}, n) for batch, n in ways[BUCKETED]]
     # Each batch's best of the rounds: on a shared machine the least disturbed run is the one
@@ -232,23 +295,22 @@ def benchmark_set(image_set: ImageSet, items: int, batch_size: int, rounds: int,
         / (batch_size * sum(n for _b, n in timed))
         for way, timed in ways.items()
     }
+    padded, bucketed = counts(*batchings[PADDED], patch=patch), counts(*batchings[BUCKETED], patch=patch)
     r = image_set.resize
     return CanvasResult(
         name=image_set.name,
         setting=f"MinMaxResize {r.shorter}/{r.longer}/{r.patch}",
         items=items,
         batch_size=batch_size,
-        sequence_padding=padding_per_useful(padded, patch, canvas=False),
-        bucketed_sequence_padding=padding_per_useful(bucketed, patch, canvas=False),
-        canvas_padding=padding_per_useful(padded, patch, canvas=True),
-        bucketed_canvas_padding=padding_per_useful(bucketed, patch, canvas=True),
-        image_shapes=image_shapes_of(padded),
-        bucketed_image_shapes=image_shapes_of(bucketed),
-        sequence_shapes=sequence_shapes_of(padded, patch),
-        bucketed_sequence_shapes=sequence_shapes_of(bucketed, patch),
+        **padded,
+        **{f"bucketed_{name}": value for name, value in bucketed.items()},
         ms_per_item=per_item[PADDED],
         bucketed_ms_per_item=per_item[BUCKETED],
         bucketed_masked_ms_per_item=per_item[BUCKETED_MASKED],
+        canvases=[
+            CanvasStepResult(step, **counts(*batchings[step], patch=patch), ms_per_item=per_item[step])
+            for step in canvas_steps
+        ],
     )
 
 
@@ -258,6 +320,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--items", type=int, default=4096, help="items per image set (token and shape counts)"
     )
     parser.add_argument("--batch-size", type=int, default=32, help="items per batch")
+    parser.add_argument(
+        "--canvas-steps",
+        type=int,
+        nargs="*",
+        default=list(CANVAS_STEPS),
+        help="data.canvas_step values to batch by canvas (patches; none: padded and bucketed only)",
+    )
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (each batch's best counts)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
@@ -267,10 +336,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> list[CanvasResult]:
     """Run the benchmark from parsed options; one line per image set."""
     items, batch_size, rounds = (64, 4, 1) if args.tiny else (args.items, args.batch_size, args.rounds)
+    steps = tuple(args.canvas_steps)
+    if any(step < 1 for step in steps):
+        raise SystemExit(f"--canvas-steps {' '.join(map(str, steps))}: every step must be an integer >= 1")
     print(hardware_line(describe_hardware(torch.device("cpu"))), flush=True)
     results = []
     for image_set in IMAGE_SETS:
-        result = benchmark_set(image_set, items, batch_size, rounds, args.seed)
+        result = benchmark_set(image_set, items, batch_size, rounds, args.seed, steps)
         print("\n".join(result.lines()), flush=True)
         results.append(result)
     if args.json:

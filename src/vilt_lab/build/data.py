@@ -70,6 +70,7 @@ def loader_config(
         max_text_len=cfg.data.max_text_len,
         text_padding=cfg.data.text_padding,
         image_buckets=cfg.data.image_buckets,
+        canvas_step=cfg.data.canvas_step,
         decode=cfg.data.decode,
         shuffle_buffer=cfg.data.shuffle_buffer,
         shuffle_initial=min(1000, cfg.data.shuffle_buffer),

@@ -262,6 +262,11 @@ class DataSchema:
         "batch items of one image shape together: no image padding, a few batch shapes",
         False,
     )
+    canvas_step: PositiveInt = key(
+        "pad each batch's images to a canvas whose sides in patches are multiples of this "
+        "(1: the batch's largest image); with image_buckets the canvas is the bucket",
+        1,
+    )
     caption_sampling: Literal[tuple(CAPTION_SAMPLING)] = key(
         "per_image: an image, then one caption; per_caption: every caption an item", PER_IMAGE
     )

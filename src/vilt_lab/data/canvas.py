@@ -8,6 +8,12 @@ shapes (the paper's 384 / 639 at patch 32: a 384 side and a longer one of 384, 4
 landscape or portrait, and a few more for panoramas); grouping items by shape gives batches with
 nothing to pad, each of one of those few shapes (``data.image_buckets``).
 
+A few fixed canvases bound the shapes further (``data.canvas_step``): each image's canvas is its
+height and width in patches rounded up to a multiple of the step, a batch is padded to its
+largest canvas, and with buckets the canvas is the bucket, so items of nearby shapes share one and
+every batch of a bucket has the canvas's shape, at the price of the padding inside it. A step of
+1 rounds nothing (MinMaxResize already makes every side a multiple of the patch).
+
 `Batcher` is what `BatchStream` fills items into, bucketed or not: one buffer per key, a batch
 when a buffer fills, the rest on request at the end of a finite pass. Buffers fill in stream
 order and come out in the order they were opened, so the batches are a function of the item
@@ -17,16 +23,34 @@ it again up to a position reads the same batches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 Item = dict[str, Any]
+Size = tuple[int, int]  # an image's (height, width) in pixels
 
 
-def image_shapes(item: Item) -> tuple[tuple[int, int], ...]:
-    """The (h, w) of each of the item's images (one, or NLVR2's pair): its bucket."""
+def canvas_side(pixels: int, multiple: int) -> int:
+    """``pixels`` rounded up to a multiple of ``multiple`` (a canvas side's unit, in pixels)."""
+    return -(-pixels // multiple) * multiple
+
+
+def canvas_shape(shape: Size, multiple: int) -> Size:
+    """The canvas of an image of ``shape``: each side rounded up to ``multiple`` pixels."""
+    return canvas_side(shape[0], multiple), canvas_side(shape[1], multiple)
+
+
+def image_shapes(item: Item) -> tuple[Size, ...]:
+    """The (h, w) of each of the item's images (one, or NLVR2's pair)."""
     images = item["images"] if "images" in item else [item["image"]]
     return tuple((int(image.shape[-2]), int(image.shape[-1])) for image in images)
+
+
+def image_canvases(item: Item, multiple: int) -> tuple[Size, ...]:
+    """The canvas of each of the item's images, sides in units of ``multiple`` pixels: its bucket
+    (with a unit of one patch, its image shapes)."""
+    return tuple(canvas_shape(shape, multiple) for shape in image_shapes(item))
 
 
 def one_bucket(item: Item) -> Hashable:
@@ -63,6 +87,9 @@ class Batcher:
         yield from buffers.values()
 
 
-def batcher(batch_size: int, image_buckets: bool) -> Batcher:
-    """The batcher of ``data.image_buckets``: one buffer per image shape, or one for all."""
-    return Batcher(batch_size, image_shapes if image_buckets else one_bucket)
+def batcher(batch_size: int, image_buckets: bool, canvas_multiple: int = 1) -> Batcher:
+    """The batcher of ``data.image_buckets``: one buffer per canvas (sides rounded up to
+    ``canvas_multiple`` pixels; 1: per image shape), or one for all."""
+    if not image_buckets:
+        return Batcher(batch_size)
+    return Batcher(batch_size, functools.partial(image_canvases, multiple=canvas_multiple))

@@ -12,15 +12,18 @@ from typing import Any
 import torch
 from transformers import BatchEncoding, PreTrainedTokenizerBase
 
+from vilt_lab.data.canvas import canvas_side
 
-def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack uint8 (3, h_i, w_i) images into (B, 3, H, W) with the batch's largest H and W.
+
+def pad_images(images: Sequence[torch.Tensor], canvas_multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 (3, h_i, w_i) images into (B, 3, H, W): the batch's largest H and W, each rounded
+    up to a multiple of ``canvas_multiple`` pixels (``data.canvas_step`` patches; 1: none).
 
     Each image sits at the top-left and the rest is 0, as in the official collate; the returned
     ``pixel_mask`` (B, H, W, bool) is True on real pixels, so padding never relies on pixel values.
     """
-    height = max(image.shape[1] for image in images)
-    width = max(image.shape[2] for image in images)
+    height = canvas_side(max(image.shape[1] for image in images), canvas_multiple)
+    width = canvas_side(max(image.shape[2] for image in images), canvas_multiple)
     # Uninitialised, then each slot written once (image, then zeros right of and below it): a
     # zero-filled batch would write the whole batch twice, and images mostly fill their slot.
     batch = torch.empty(len(images), 3, height, width, dtype=torch.uint8)
@@ -34,9 +37,9 @@ def pad_images(images: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tens
     return batch, pixel_mask
 
 
-def one_shape(images: Sequence[torch.Tensor]) -> bool:
-    """Whether the images share one (h, w): `pad_images` then pads none of them."""
-    return len({tuple(image.shape[-2:]) for image in images}) == 1
+def fill_the_canvas(images: Sequence[torch.Tensor], canvas: torch.Size) -> bool:
+    """Whether every image has the (H, W) of ``canvas``, the padded batch's: none is padded."""
+    return all(image.shape[-2:] == canvas for image in images)
 
 
 # The batch's host-side flag: no image is padded and every text fills the batch's length, so no
@@ -67,12 +70,13 @@ class ItemCollator:
 
     Returns ``input_ids``, ``attention_mask`` ((B, T) long), ``image`` (B, 3, H, W) uint8 and
     ``pixel_mask`` (B, H, W) bool, or for items of k images (NLVR2's pairs) ``image``
-    (B, k, 3, H, W) and ``pixel_mask`` (B, k, H, W), all padded to the batch's largest image as
-    HF's `ViltForImagesAndTextClassification` takes them; ``keys`` (the samples' shard keys) when
+    (B, k, 3, H, W) and ``pixel_mask`` (B, k, H, W), all padded to the batch's largest image (its
+    sides rounded up to ``canvas_multiple`` pixels: `pad_images`) as HF's
+    `ViltForImagesAndTextClassification` takes them; ``keys`` (the samples' shard keys) when
     the samples carry a ``key``; ``source`` (the index of each sample's dataset in the training
     mix, which ITM's same-source negatives read) when they carry a ``source``; for one image per
     item ``image_sizes``, each image's (h, w) before padding; `UNPADDED` (a bool: nothing padded,
-    e.g. items of one image shape from `vilt_lab.data.canvas` with texts of one length); then
+    e.g. items that fill their canvas from `vilt_lab.data.canvas` with texts of one length); then
     whatever each of ``steps`` adds (MLM masking in pre-training, the answers of VQA, ...).
     ``mix`` (MixGen in a pre-training stream) first replaces samples by mixed pairs, so every
     field and step sees the mixed ones.
@@ -96,6 +100,7 @@ class ItemCollator:
         text_padding: str = "longest",
         steps: Sequence[CollateStep] = (),
         mix: SampleMix | None = None,
+        canvas_multiple: int = 1,
     ) -> None:
         if text_padding not in TEXT_PADDING:
             raise ValueError(f"data.text_padding={text_padding!r}: expected one of {TEXT_PADDING}")
@@ -115,6 +120,7 @@ class ItemCollator:
         self._pad_to_multiple_of = TEXT_BUCKET if bucket else None
         self.steps = tuple(steps)
         self.mix = mix
+        self.canvas_multiple = canvas_multiple
 
     def __call__(
         self, samples: Sequence[dict[str, Any]], generator: torch.Generator | None = None
@@ -135,13 +141,13 @@ class ItemCollator:
         if "images" in samples[0]:
             per_item = len(samples[0]["images"])
             images = [image for sample in samples for image in sample["images"]]
-            image, pixel_mask = pad_images(images)
+            image, pixel_mask = pad_images(images, self.canvas_multiple)
             image, pixel_mask = image.unflatten(0, (-1, per_item)), pixel_mask.unflatten(0, (-1, per_item))
         else:
             images = [sample["image"] for sample in samples]
-            image, pixel_mask = pad_images(images)
+            image, pixel_mask = pad_images(images, self.canvas_multiple)
             batch["image_sizes"] = [tuple(sample["image"].shape[1:]) for sample in samples]
-        batch[UNPADDED] = one_shape(images) and bool(encoding["attention_mask"].all())
+        batch[UNPADDED] = fill_the_canvas(images, image.shape[-2:]) and bool(encoding["attention_mask"].all())
         if "source" in samples[0]:
             batch["source"] = [int(sample["source"]) for sample in samples]
         batch.update(

@@ -4,10 +4,11 @@ Per worker:  shards -> raw samples (bytes) -> items (every question of a VQA ima
 statement of an NLVR2 pair; for captions one item per sample, or one per caption with
 ``data.caption_sampling=per_caption``) -> mix of the sources -> shuffle -> decode (+ RandAugment
 when fine-tuning) + MinMaxResize + the item's text (a random caption, or the item's caption,
-question or statement) -> batch (with ``data.image_buckets``, items of one image shape:
+question or statement) -> batch (with ``data.image_buckets``, items of one image canvas:
 :mod:`vilt_lab.data.canvas`): MixGen's pairs (pre-training with ``augment.mixgen``), tokenize
-(max 40), pad images, ``pixel_mask``, the items' ``source``, then the task's collate steps
-(whole-word masking in pre-training, answers and labels downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
+(max 40), pad images (to the batch's canvas, ``data.canvas_step``), ``pixel_mask``, the items'
+``source``, then the task's collate steps (whole-word masking in pre-training, answers and labels
+downstream). What an item is comes from an :class:`ItemSpec`, chosen by the task
 (``vilt_lab.tasks``).
 
 Items are expanded from raw samples *before* the shuffle buffer: the buffer then holds encoded
@@ -135,6 +136,13 @@ class LoaderConfig:
     pin_memory: bool = False
     decode: str = "cpu"  # data.decode (vilt_lab.data.device_decode)
     image_buckets: bool = False  # data.image_buckets (vilt_lab.data.canvas)
+    canvas_step: int = 1  # data.canvas_step (vilt_lab.data.canvas)
+
+    @property
+    def canvas_multiple(self) -> int:
+        """A canvas side's unit in pixels: ``canvas_step`` patches. MinMaxResize makes every side
+        a multiple of the patch, so a step of 1 pads nothing beyond the batch's largest image."""
+        return self.canvas_step * self.patch_size
 
 
 def stream_seed(seed: int, start_step: int, epoch: int, rank: int, worker: int) -> int:
@@ -510,7 +518,7 @@ class BatchStream(IterableDataset):
             # Shuffle raw samples, before decoding: the buffer holds small encoded bytes, not
             # decoded images (open_clip's order).
             raw = wds.shuffle(cfg.shuffle_buffer, cfg.shuffle_initial, rng=rng)(raw)
-        batches = batcher(cfg.batch_size, cfg.image_buckets)
+        batches = batcher(cfg.batch_size, cfg.image_buckets, cfg.canvas_multiple)
         for sample in raw:
             try:
                 item = self.decoder(sample, rng)
@@ -628,7 +636,7 @@ def _stream(
     return BatchStream(
         shards,
         decoder,
-        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, steps, mixgen),
+        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, steps, mixgen, cfg.canvas_multiple),
         cfg,
         shuffle=train,
         partial=not train,
