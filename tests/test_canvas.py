@@ -17,7 +17,7 @@ from helpers.worlds import SHAPES_VAL
 from vilt_lab.build.data import loader_config
 from vilt_lab.config.validation import ConfigError, validate_train_config
 from vilt_lab.data.canvas import Batcher, batcher, canvas_shape, image_canvases, image_shapes
-from vilt_lab.data.collate import UNPADDED, ItemCollator
+from vilt_lab.data.collate import UNPADDED, WHOLE_CANVAS, ItemCollator
 from vilt_lab.data.pipeline import LoaderConfig, Source, build_eval_loader, build_train_loader
 from vilt_lab.model import ViltBackbone, get_config
 from vilt_lab.objectives.nlvr2 import NLVR2Objective
@@ -127,7 +127,7 @@ def test_canvases_equal_the_padded_batch_in_values_and_gradients(canvas_step: in
     at step 4 every shape here has the one 64 x 64 canvas, so buckets mix shapes and pad them."""
     items = _items(shapes_tokenizer)
     multiple = canvas_step * PATCH
-    collate = ItemCollator(shapes_tokenizer, canvas_multiple=multiple)
+    collate = ItemCollator(shapes_tokenizer, canvas_multiple=multiple, whole_canvas=True)
     backbone = tiny_backbone().eval()
     head = torch.nn.Linear(backbone.config.hidden_size, 3)
     buckets = Batcher(2, lambda item: image_canvases(item, multiple))
@@ -139,6 +139,9 @@ def test_canvases_equal_the_padded_batch_in_values_and_gradients(canvas_step: in
         assert all(canvas == canvas_shape(size, multiple) for size in batch["image_sizes"])
         assert batch[UNPADDED] == all(size == canvas for size in batch["image_sizes"])
         assert batch[UNPADDED] == bool(batch["pixel_mask"].all())
+        # The pass spans the canvas's whole grid, whatever the batch's largest image: one
+        # sequence length per canvas.
+        assert batch[WHOLE_CANVAS] and Passes().max_patches(backbone, batch) == canvas.numel() // PATCH**2
     assert any(not batch[UNPADDED] for batch in on_canvases)  # some images are padded inside their canvas
 
     reference = _run(backbone, head, [ItemCollator(shapes_tokenizer)(items)])
@@ -224,7 +227,9 @@ def _assert_on_canvases(batches: list[dict], canvas_step: int) -> None:
         canvas = batch["image"].shape[-2:]
         assert all(canvas == canvas_shape(size, canvas_step * PATCH) for size in batch["image_sizes"])
         if canvas_step == 1:
-            assert batch["pixel_mask"].all()
+            assert batch["pixel_mask"].all() and WHOLE_CANVAS not in batch
+        else:
+            assert batch[WHOLE_CANVAS]
 
 
 def _assert_largest_image(batches: list[dict]) -> None:

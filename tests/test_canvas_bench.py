@@ -33,14 +33,17 @@ def test_padding_and_shape_counts_by_hand() -> None:
 
 def test_canvas_padding_and_shapes_by_hand() -> None:
     # Canvases of 2 patches of 16: the first batch on 64 x 64 (16 patches each: 10 + 10 + 12
-    # padded), the square one on its own 32 x 32 (nothing padded); image positions as before.
+    # padded), the square one on its own 32 x 32 (nothing padded); a pass spans the canvas's
+    # whole grid, so the sequence pads as much as the pixels.
     batches = [MIXED, [(32, 32)] * 3]
     assert padding_per_useful(batches, 16, canvas=True, canvas_multiple=32) == pytest.approx(32 / 28)
-    assert padding_per_useful(batches, 16, canvas=False, canvas_multiple=32) == pytest.approx(2 / 28)
-    # 32 x 48 and 32 x 64 share the 32 x 64 canvas, but not their image positions (6 and 8).
+    assert padding_per_useful(batches, 16, canvas=False, canvas_multiple=32) == pytest.approx(32 / 28)
+    # 32 x 48 and 32 x 64 share the 32 x 64 canvas, and with it their image positions (8): one
+    # step shape, where the batch's largest image would make two (6 and 8 positions).
     apart = [[(32, 48)] * 3, [(32, 64)] * 3]
     assert image_shapes_of(apart) == 2 and image_shapes_of(apart, canvas_multiple=32) == 1
-    assert step_shapes(apart, 16, canvas_multiple=32) == [(apart[0], 1), (apart[1], 1)]
+    assert sequence_shapes_of(apart, 16) == 2 and sequence_shapes_of(apart, 16, canvas_multiple=32) == 1
+    assert step_shapes(apart, 16, canvas_multiple=32) == [(apart[0], 2)]
     # Buckets of 4-patch canvases: all three shapes on 64 x 64, batched in stream order.
     assert batch_sizes(MIXED * 4, 3, image_buckets=True, canvas_multiple=64) == [MIXED] * 4
     assert batch_sizes(MIXED * 4, 3, image_buckets=True, canvas_multiple=32) == [[size] * 3 for size in MIXED]

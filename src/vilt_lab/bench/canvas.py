@@ -44,7 +44,7 @@ import torch
 
 from vilt_lab.bench.hardware import describe_hardware, hardware_line
 from vilt_lab.data.canvas import Size, batcher, canvas_shape
-from vilt_lab.data.collate import UNPADDED, fill_the_canvas, pad_images
+from vilt_lab.data.collate import UNPADDED, WHOLE_CANVAS, fill_the_canvas, pad_images
 from vilt_lab.data.sources.shapes import sample_scene
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize
 from vilt_lab.model import ViltBackbone, ViltConfig, get_config
@@ -121,9 +121,23 @@ def step_shapes(
     stands for: timing those and weighting by the counts gives the run's mean step cost."""
     groups: dict[tuple[int, int, int], list[list[Size]]] = {}
     for sizes in batches:
-        key = (*batch_canvas(sizes, canvas_multiple), max(patches(size, patch) for size in sizes))
+        key = (*batch_canvas(sizes, canvas_multiple), image_positions(sizes, patch, canvas_multiple))
         groups.setdefault(key, []).append(sizes)
     return [(group[0], len(group)) for group in groups.values()]
+
+
+def whole_canvas(patch: int, canvas_multiple: int) -> bool:
+    """Whether a batch spans its canvas's whole grid (``data.canvas_step`` > 1: the collate's
+    `WHOLE_CANVAS`)."""
+    return canvas_multiple > patch
+
+
+def image_positions(sizes: list[Size], patch: int, canvas_multiple: int = 1) -> int:
+    """A batch's image positions in a pass that keeps every patch (`Passes.max_patches`): its
+    canvas's grid on fixed canvases, else its largest image's patches."""
+    if whole_canvas(patch, canvas_multiple):
+        return patches(batch_canvas(sizes, canvas_multiple), patch)
+    return max(patches(size, patch) for size in sizes)
 
 
 def patches(size: Size, patch: int) -> int:
@@ -135,12 +149,13 @@ def padding_per_useful(
     batches: list[list[Size]], patch: int, *, canvas: bool, canvas_multiple: int = 1
 ) -> float:
     """Padding per image patch over ``batches``: of the sequence (each image filled up to the
-    batch's most patches, the transformer's image positions) or, ``canvas``, of the pixels (each
-    image padded to the batch's canvas, what the patch projection computes)."""
+    batch's image positions, the transformer's: `image_positions`) or, ``canvas``, of the pixels
+    (each image padded to the batch's canvas, what the patch projection computes)."""
     useful = padded = 0
     for sizes in batches:
         own = [patches(size, patch) for size in sizes]
-        widest = patches(batch_canvas(sizes, canvas_multiple), patch) if canvas else max(own)
+        canvas_patches = patches(batch_canvas(sizes, canvas_multiple), patch)
+        widest = canvas_patches if canvas else image_positions(sizes, patch, canvas_multiple)
         useful += sum(own)
         padded += widest * len(sizes) - sum(own)
     return padded / useful
@@ -151,21 +166,21 @@ def image_shapes_of(batches: list[list[Size]], canvas_multiple: int = 1) -> int:
     return len({batch_canvas(sizes, canvas_multiple) for sizes in batches})
 
 
-def sequence_shapes_of(batches: list[list[Size]], patch: int) -> int:
+def sequence_shapes_of(batches: list[list[Size]], patch: int, canvas_multiple: int = 1) -> int:
     """Distinct (batch size, image positions) among the batches: the graphs of the compiled
     blocks (``trainer.compile``) per text length."""
-    return len({(len(sizes), max(patches(size, patch) for size in sizes)) for sizes in batches})
+    return len({(len(sizes), image_positions(sizes, patch, canvas_multiple)) for sizes in batches})
 
 
 def model_batch(
-    sizes: list[Size], generator: torch.Generator, vocab_size: int, canvas_multiple: int = 1
+    sizes: list[Size], generator: torch.Generator, config: ViltConfig, canvas_multiple: int = 1
 ) -> dict:
     """A loader-like batch of random images of ``sizes`` on their canvas and 40-piece texts (none
     padded)."""
     images = [torch.randint(0, 256, (3, h, w), generator=generator, dtype=torch.uint8) for h, w in sizes]
     image, pixel_mask = pad_images(images, canvas_multiple)
-    input_ids = torch.randint(5, vocab_size, (len(sizes), TEXT_LEN), generator=generator)
-    return {
+    input_ids = torch.randint(5, config.vocab_size, (len(sizes), TEXT_LEN), generator=generator)
+    batch = {
         "input_ids": input_ids,
         "attention_mask": torch.ones_like(input_ids),
         "image": image,
@@ -173,6 +188,9 @@ def model_batch(
         "image_sizes": list(sizes),
         UNPADDED: fill_the_canvas(images, image.shape[-2:]),
     }
+    if whole_canvas(config.patch_size, canvas_multiple):
+        batch[WHOLE_CANVAS] = True
+    return batch
 
 
 def step_seconds(backbone: ViltBackbone, batch: dict) -> float:
@@ -245,10 +263,10 @@ class CanvasResult:
 def counts(batches: list[list[Size]], canvas_multiple: int, patch: int) -> dict[str, float]:
     """A way's padding and shape figures (see the module docstring)."""
     return {
-        "sequence_padding": padding_per_useful(batches, patch, canvas=False),
+        "sequence_padding": padding_per_useful(batches, patch, canvas=False, canvas_multiple=canvas_multiple),
         "canvas_padding": padding_per_useful(batches, patch, canvas=True, canvas_multiple=canvas_multiple),
         "image_shapes": image_shapes_of(batches, canvas_multiple),
-        "sequence_shapes": sequence_shapes_of(batches, patch),
+        "sequence_shapes": sequence_shapes_of(batches, patch, canvas_multiple),
     }
 
 
@@ -273,10 +291,10 @@ def benchmark_set(
     torch.manual_seed(seed)
     backbone = ViltBackbone(image_set.model).train()
     generator = torch.Generator().manual_seed(seed)
-    vocab = image_set.model.vocab_size
     ways = {
         way: [
-            (model_batch(b, generator, vocab, multiple), n) for b, n in step_shapes(batches, patch, multiple)
+            (model_batch(b, generator, image_set.model, multiple), n)
+            for b, n in step_shapes(batches, patch, multiple)
         ]
         for way, (batches, multiple) in batchings.items()
     }

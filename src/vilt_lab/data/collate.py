@@ -48,6 +48,12 @@ def fill_the_canvas(images: Sequence[torch.Tensor], canvas: torch.Size) -> bool:
 # where the shapes are known, so the step never reads a mask on the device to find out. A pass
 # that swaps in other texts (retrieval's negatives) must not carry it over.
 UNPADDED = "unpadded"
+# The batch's host-side flag for fixed canvases (``data.canvas_step`` > 1): its padded (H, W) is a
+# canvas, and a pass that keeps every patch spans the canvas's whole grid of image positions (the
+# padding ones masked; `vilt_lab.objectives.passes.Passes.max_patches`), so every batch of one
+# canvas has one sequence length, not one per largest image: one graph per canvas for a static
+# compile.
+WHOLE_CANVAS = "whole_canvas"
 
 TEXT_PADDING = ("longest", "max_length", "bucket")
 # data.text_padding=bucket pads to the next multiple of this: at most max_text_len / 8 text
@@ -76,7 +82,8 @@ class ItemCollator:
     the samples carry a ``key``; ``source`` (the index of each sample's dataset in the training
     mix, which ITM's same-source negatives read) when they carry a ``source``; for one image per
     item ``image_sizes``, each image's (h, w) before padding; `UNPADDED` (a bool: nothing padded,
-    e.g. items that fill their canvas from `vilt_lab.data.canvas` with texts of one length); then
+    e.g. items that fill their canvas from `vilt_lab.data.canvas` with texts of one length);
+    `WHOLE_CANVAS` (True) when ``whole_canvas`` (``data.canvas_step`` > 1); then
     whatever each of ``steps`` adds (MLM masking in pre-training, the answers of VQA, ...).
     ``mix`` (MixGen in a pre-training stream) first replaces samples by mixed pairs, so every
     field and step sees the mixed ones.
@@ -101,6 +108,7 @@ class ItemCollator:
         steps: Sequence[CollateStep] = (),
         mix: SampleMix | None = None,
         canvas_multiple: int = 1,
+        whole_canvas: bool = False,
     ) -> None:
         if text_padding not in TEXT_PADDING:
             raise ValueError(f"data.text_padding={text_padding!r}: expected one of {TEXT_PADDING}")
@@ -121,6 +129,7 @@ class ItemCollator:
         self.steps = tuple(steps)
         self.mix = mix
         self.canvas_multiple = canvas_multiple
+        self.whole_canvas = whole_canvas
 
     def __call__(
         self, samples: Sequence[dict[str, Any]], generator: torch.Generator | None = None
@@ -148,6 +157,8 @@ class ItemCollator:
             image, pixel_mask = pad_images(images, self.canvas_multiple)
             batch["image_sizes"] = [tuple(sample["image"].shape[1:]) for sample in samples]
         batch[UNPADDED] = fill_the_canvas(images, image.shape[-2:]) and bool(encoding["attention_mask"].all())
+        if self.whole_canvas:
+            batch[WHOLE_CANVAS] = True
         if "source" in samples[0]:
             batch["source"] = [int(sample["source"]) for sample in samples]
         batch.update(

@@ -636,7 +636,15 @@ def _stream(
     return BatchStream(
         shards,
         decoder,
-        ItemCollator(tokenizer, cfg.max_text_len, cfg.text_padding, steps, mixgen, cfg.canvas_multiple),
+        ItemCollator(
+            tokenizer,
+            cfg.max_text_len,
+            cfg.text_padding,
+            steps,
+            mixgen,
+            cfg.canvas_multiple,
+            whole_canvas=cfg.canvas_step > 1,
+        ),
         cfg,
         shuffle=train,
         partial=not train,

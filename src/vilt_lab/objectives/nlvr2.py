@@ -52,6 +52,7 @@ class NLVR2Objective(Objective):
                 image_token_type_idx=i + 1,
                 generator=passes.generator,
                 rows=1,  # the two passes are NLVR2's own and only their pooled [CLS] is read
+                max_patches=passes.max_patches(backbone, batch),
                 unpadded=unpadded(batch),
             ).pooled
             for i in range(NUM_IMAGES)

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import torch
 
-from vilt_lab.data.collate import UNPADDED
+from vilt_lab.data.collate import UNPADDED, WHOLE_CANVAS
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model import BackboneOutput, ViltBackbone
 from vilt_lab.model.embeddings import most_valid_patches
@@ -104,15 +104,21 @@ class Passes:
     def max_patches(
         self, backbone: ViltBackbone, batch: dict[str, torch.Tensor], images: Sequence[int] | None = None
     ) -> int | None:
-        """The most valid patches among the batch's images (those numbered `images`; None: all),
-        from the collate's ``image_sizes``; None for a batch without them (then the backbone
-        counts on the device)."""
+        """How many image positions a pass that keeps every patch spans, known on the host: on a
+        fixed canvas (the collate's `WHOLE_CANVAS`) its whole grid, so every batch of the canvas
+        has one sequence length; else the most valid patches among the batch's images (those
+        numbered `images`; None: all), from the collate's ``image_sizes``. None for a batch with
+        neither (then the backbone counts on the device)."""
+        height, width = batch["image"].shape[-2:]
+        patch = backbone.config.patch_size
+        if batch.get(WHOLE_CANVAS):
+            return (height // patch) * (width // patch)
         sizes = batch.get("image_sizes")
         if sizes is None:
             return None
         if images is not None:
             sizes = [sizes[i] for i in images]
-        return most_valid_patches(sizes, tuple(batch["image"].shape[-2:]), backbone.config.patch_size)
+        return most_valid_patches(sizes, (height, width), patch)
 
     def run(
         self,
