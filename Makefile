@@ -59,7 +59,7 @@ bench-loader: install ## time our sample pipeline against HF's ViltImageProcesso
 	$(PYTHON) -m vilt_lab.bench loader $(ARGS)
 
 .PHONY: bench-canvas
-bench-canvas: install ## image canvases (data.image_buckets) on the CPU: padded tokens, batch shapes, step time [ARGS='--json']
+bench-canvas: install ## image canvases (data.image_buckets, data.canvas_step) on the CPU: padded tokens, batch shapes, step time [ARGS='--json']
 	$(PYTHON) -m vilt_lab.bench canvas $(ARGS)
 
 # NO_INSTALL=1: no pip (a GPU node or cluster without a network): the package from this
