@@ -143,7 +143,14 @@ def _score_one_image(
     """Scores of one uint8 (3, h, w) image against every text batch, concatenated in batch order."""
     pixel_mask = torch.ones(1, *image.shape[-2:], dtype=torch.bool, device=image.device)
     # All patches (max_image_len=-1), as the official evaluation, but in raster order: deterministic.
-    tokens, token_mask, _ = backbone.image_tokens(normalize_images(image[None], pixel_mask), pixel_mask)
+    # The whole image is valid, so its patch count is known here: no count read from the device,
+    # and under `trainer.compile` the embedding is one graph.
+    patch = backbone.config.patch_size
+    tokens, token_mask, _ = backbone.image_tokens(
+        normalize_images(image[None], pixel_mask),
+        pixel_mask,
+        max_patches=(image.shape[-2] // patch) * (image.shape[-1] // patch),
+    )
     scores = []
     for ids, text_mask, unpadded in batches:
         B = ids.shape[0]
