@@ -6,15 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from vilt_lab.bench.__main__ import main
 from vilt_lab.bench.canvas import (
     batch_sizes,
     image_shapes_of,
+    model_batch,
     padding_per_useful,
     sequence_shapes_of,
+    step_seconds,
     step_shapes,
 )
+from vilt_lab.data.collate import WHOLE_CANVAS
+from vilt_lab.model import ViltBackbone, get_config
 
 # Patch 16: (32, 48) and (48, 32) have 6 patches each, (32, 32) 4; their canvas is (48, 48), 9 each.
 MIXED = [(32, 48), (48, 32), (32, 32)]
@@ -74,3 +79,33 @@ def test_canvas_benchmark_tiny_runs_both_image_sets(capsys: pytest.CaptureFixtur
             assert canvas["image_shapes"] >= 1 and canvas["ms_per_item"] > 0
     assert sum(line.startswith("  step ") for line in lines) == 2
     assert sum(line.startswith("  canvases of ") for line in lines) == 4
+
+
+def _timed_step_batch() -> tuple[ViltBackbone, dict]:
+    """A tiny backbone and one batch of two shapes on a 2-patch canvas, as the bench times them."""
+    torch.manual_seed(0)
+    config = get_config("tiny")
+    batch = model_batch(
+        MIXED, torch.Generator().manual_seed(0), config, canvas_multiple=2 * config.patch_size
+    )
+    return ViltBackbone(config).train(), batch
+
+
+def test_a_timed_step_runs_under_autocast_and_leaves_no_gradient() -> None:
+    backbone, batch = _timed_step_batch()
+    assert batch[WHOLE_CANVAS]  # a 2-patch canvas: the pass spans its whole grid
+    seen: list[torch.dtype] = []
+    handle = backbone.blocks[0].attn.qkv.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    assert step_seconds(backbone, batch, torch.bfloat16) > 0 and step_seconds(backbone, batch) > 0
+    handle.remove()
+    assert seen == [torch.bfloat16, torch.float32]  # autocast only where asked
+    assert all(p.grad is None for p in backbone.parameters())
+
+
+@pytest.mark.gpu
+def test_canvas_benchmark_tiny_times_on_the_gpu_in_bf16(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["canvas", "--tiny", "--device", "cuda", "--dtype", "bfloat16", "--json"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "bfloat16" in lines[0]
+    results = json.loads(lines[-1])
+    assert all(r["ms_per_item"] > 0 and r["bucketed_ms_per_item"] > 0 for r in results)

@@ -1,5 +1,6 @@
-"""Image canvases (``data.image_buckets``, ``data.canvas_step``) on the CPU: padded image tokens,
-batch shapes, step time.
+"""Image canvases (``data.image_buckets``, ``data.canvas_step``): padded image tokens, batch
+shapes, step time (on the CPU, or with ``--device cuda --dtype bfloat16`` on a GPU, where a batch
+without padding can run flash attention).
 
 Two image-size distributions, each at its own MinMaxResize setting:
 
@@ -16,7 +17,8 @@ each image's sides in patches rounded up to a multiple of S, items of one canvas
 together, every batch padded to its canvas). For each way:
 
 * padding per useful image patch, twice: of the transformer's image positions (each image is
-  filled up to the batch's most patches, `select_patches`; where the compute goes) and of the
+  filled up to the batch's most patches, `select_patches`, or on canvases to the canvas's whole
+  grid, `Passes.max_patches`; where the compute goes) and of the
   pixels (each image padded to the batch's canvas: what the patch projection and the
   normalisation go over). Text is left out: its padding is ``data.text_padding``'s;
 * batch shapes, twice: distinct padded (H, W), the graphs a static compile of the whole model
@@ -43,16 +45,20 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from vilt_lab.bench.hardware import describe_hardware, hardware_line
+from vilt_lab.bench.latency import DTYPES, default_device
+from vilt_lab.bench.model_timing import synchronize
 from vilt_lab.data.canvas import Size, batcher, canvas_shape
 from vilt_lab.data.collate import UNPADDED, WHOLE_CANVAS, fill_the_canvas, pad_images
 from vilt_lab.data.sources.shapes import sample_scene
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize
+from vilt_lab.evaluation.loop import to_device
 from vilt_lab.model import ViltBackbone, ViltConfig, get_config
 from vilt_lab.objectives.passes import Passes
 
 TEXT_LEN = 40
 PADDED, BUCKETED, BUCKETED_MASKED = "padded", "bucketed", "bucketed with the mask"
 CANVAS_STEPS = (2, 4)
+CPU = torch.device("cpu")
 
 
 def coco_like_size(rng: random.Random) -> tuple[int, int]:
@@ -193,12 +199,17 @@ def model_batch(
     return batch
 
 
-def step_seconds(backbone: ViltBackbone, batch: dict) -> float:
-    """One forward and backward through `Passes.run`, timed."""
+def step_seconds(backbone: ViltBackbone, batch: dict, dtype: torch.dtype = torch.float32) -> float:
+    """One forward and backward through `Passes.run` on the backbone's device (under autocast
+    to ``dtype`` when it is not float32: flash attention on CUDA needs 16-bit inputs), timed."""
+    device = next(backbone.parameters()).device
+    synchronize(device)
     start = time.perf_counter()
-    output = Passes().run(backbone, batch, batch["input_ids"])
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        output = Passes().run(backbone, batch, batch["input_ids"])
     output.pooled.float().square().sum().backward()
     backbone.zero_grad(set_to_none=True)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -277,8 +288,10 @@ def benchmark_set(
     rounds: int,
     seed: int,
     canvas_steps: tuple[int, ...] = CANVAS_STEPS,
+    device: torch.device = CPU,
+    dtype: torch.dtype = torch.float32,
 ) -> CanvasResult:
-    """The figures of one image set (see the module docstring)."""
+    """The figures of one image set (see the module docstring), timed on ``device`` at ``dtype``."""
     sizes = image_set.sizes(items, seed)
     patch = image_set.resize.patch
     # way -> its batches and its canvas unit in pixels (1: the batch's largest image).
@@ -289,11 +302,11 @@ def benchmark_set(
     for step in canvas_steps:
         batchings[step] = (batch_sizes(sizes, batch_size, True, step * patch), step * patch)
     torch.manual_seed(seed)
-    backbone = ViltBackbone(image_set.model).train()
+    backbone = ViltBackbone(image_set.model).train().to(device)
     generator = torch.Generator().manual_seed(seed)
     ways = {
         way: [
-            (model_batch(b, generator, image_set.model, multiple), n)
+            (to_device(model_batch(b, generator, image_set.model, multiple), device), n)
             for b, n in step_shapes(batches, patch, multiple)
         ]
         for way, (batches, multiple) in batchings.items()
@@ -306,7 +319,7 @@ def benchmark_set(
     for _ in range(rounds):
         for way, timed in ways.items():
             for i, (batch, _count) in enumerate(timed):
-                best[way][i] = min(best[way][i], step_seconds(backbone, batch))
+                best[way][i] = min(best[way][i], step_seconds(backbone, batch, dtype))
     per_item = {
         way: 1000
         * sum(t * n for t, (_b, n) in zip(best[way], timed, strict=True))
@@ -346,6 +359,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="data.canvas_step values to batch by canvas (patches; none: padded and bucketed only)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="timing rounds (each batch's best counts)")
+    parser.add_argument(
+        "--device",
+        type=torch.device,
+        default=None,
+        help="where to time (default: cuda if available, else cpu)",
+    )
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=sorted(DTYPES),
+        help="autocast dtype of the timed steps (bfloat16 lets CUDA pick flash attention where nothing is masked)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the results as one JSON line last")
     parser.add_argument("--tiny", action="store_true", help="64 items, batches of 4, one round (for tests)")
@@ -357,10 +382,13 @@ def run(args: argparse.Namespace) -> list[CanvasResult]:
     steps = tuple(args.canvas_steps)
     if any(step < 1 for step in steps):
         raise SystemExit(f"--canvas-steps {' '.join(map(str, steps))}: every step must be an integer >= 1")
-    print(hardware_line(describe_hardware(torch.device("cpu"))), flush=True)
+    device = args.device or default_device()
+    print(f"{hardware_line(describe_hardware(device))}, {args.dtype}", flush=True)
     results = []
     for image_set in IMAGE_SETS:
-        result = benchmark_set(image_set, items, batch_size, rounds, args.seed, steps)
+        result = benchmark_set(
+            image_set, items, batch_size, rounds, args.seed, steps, device, DTYPES[args.dtype]
+        )
         print("\n".join(result.lines()), flush=True)
         results.append(result)
     if args.json:
