@@ -15,26 +15,11 @@ from torch._dynamo.utils import counters
 from torch.profiler import ProfilerActivity, profile
 
 from helpers.batches import make_batch
+from helpers.compiling import CountingBackend
 from helpers.models import tiny_backbone
 from vilt_lab.data.normalize import normalize_images
 from vilt_lab.model.embeddings import most_valid_patches
 from vilt_lab.training.speed_levers import compile_backbone
-
-
-class CountingBackend:
-    """Runs each graph dynamo hands it as traced, counting graphs and calls."""
-
-    def __init__(self) -> None:
-        self.graphs = self.calls = 0
-
-    def __call__(self, graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
-        self.graphs += 1
-
-        def run(*args: torch.Tensor):
-            self.calls += 1
-            return graph.forward(*args)
-
-        return run
 
 
 @pytest.fixture

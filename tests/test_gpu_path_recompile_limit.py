@@ -14,27 +14,12 @@ import torch.nn.functional as F
 from torch._dynamo.utils import counters
 
 from helpers.batches import make_batch
+from helpers.compiling import CountingBackend
 from helpers.models import tiny_backbone
 from vilt_lab.tasks.module import build_task_module
 from vilt_lab.training.speed_levers import RecompileLimitWatch, compile_backbone, recompile_limit_hits
 
 TEXT_LENGTHS = (16, 24, 32)
-
-
-class CountingBackend:
-    """Runs each graph dynamo hands it as it is, counting the calls that went through one."""
-
-    def __init__(self) -> None:
-        self.graphs = self.calls = 0
-
-    def __call__(self, graph: torch.fx.GraphModule, example_inputs: list[torch.Tensor]):
-        self.graphs += 1
-
-        def run(*args: torch.Tensor):
-            self.calls += 1
-            return graph.forward(*args)
-
-        return run
 
 
 def padded_batch(length: int, seed: int) -> dict[str, torch.Tensor]:

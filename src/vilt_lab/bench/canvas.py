@@ -47,7 +47,7 @@ import torch
 from vilt_lab.bench.hardware import describe_hardware, hardware_line
 from vilt_lab.bench.latency import DTYPES, default_device
 from vilt_lab.bench.model_timing import synchronize
-from vilt_lab.data.canvas import Size, batcher, canvas_shape
+from vilt_lab.data.canvas import Size, batcher, canvas_shape, whole_canvas
 from vilt_lab.data.collate import UNPADDED, WHOLE_CANVAS, fill_the_canvas, pad_images
 from vilt_lab.data.sources.shapes import sample_scene
 from vilt_lab.data.transforms import PAPER_LONGER, PAPER_SHORTER, MinMaxResize
@@ -132,16 +132,10 @@ def step_shapes(
     return [(group[0], len(group)) for group in groups.values()]
 
 
-def whole_canvas(patch: int, canvas_multiple: int) -> bool:
-    """Whether a batch spans its canvas's whole grid (``data.canvas_step`` > 1: the collate's
-    `WHOLE_CANVAS`)."""
-    return canvas_multiple > patch
-
-
 def image_positions(sizes: list[Size], patch: int, canvas_multiple: int = 1) -> int:
     """A batch's image positions in a pass that keeps every patch (`Passes.max_patches`): its
     canvas's grid on fixed canvases, else its largest image's patches."""
-    if whole_canvas(patch, canvas_multiple):
+    if whole_canvas(canvas_multiple, patch):
         return patches(batch_canvas(sizes, canvas_multiple), patch)
     return max(patches(size, patch) for size in sizes)
 
@@ -194,7 +188,7 @@ def model_batch(
         "image_sizes": list(sizes),
         UNPADDED: fill_the_canvas(images, image.shape[-2:]),
     }
-    if whole_canvas(config.patch_size, canvas_multiple):
+    if whole_canvas(canvas_multiple, config.patch_size):
         batch[WHOLE_CANVAS] = True
     return batch
 

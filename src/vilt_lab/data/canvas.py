@@ -41,6 +41,12 @@ def canvas_shape(shape: Size, multiple: int) -> Size:
     return canvas_side(shape[0], multiple), canvas_side(shape[1], multiple)
 
 
+def whole_canvas(canvas_multiple: int, patch_size: int) -> bool:
+    """Whether batches on canvases of ``canvas_multiple`` pixels span their canvas's whole grid of
+    image positions (``data.canvas_step`` > 1: the collate's `WHOLE_CANVAS` flag)."""
+    return canvas_multiple > patch_size
+
+
 def image_shapes(item: Item) -> tuple[Size, ...]:
     """The (h, w) of each of the item's images (one, or NLVR2's pair)."""
     images = item["images"] if "images" in item else [item["image"]]

@@ -64,7 +64,7 @@ from transformers import PreTrainedTokenizerBase
 from webdataset.tariterators import tarfile_samples
 
 from vilt_lab.data.augment import RandAugment
-from vilt_lab.data.canvas import batcher
+from vilt_lab.data.canvas import batcher, whole_canvas
 from vilt_lab.data.collate import CollateStep, ItemCollator
 from vilt_lab.data.device_decode import DEFERRED, collect_jpegs, decode_or_defer, decodes_on_device
 from vilt_lab.data.masking import MaskingStep
@@ -643,7 +643,7 @@ def _stream(
             steps,
             mixgen,
             cfg.canvas_multiple,
-            whole_canvas=cfg.canvas_step > 1,
+            whole_canvas=whole_canvas(cfg.canvas_multiple, cfg.patch_size),
         ),
         cfg,
         shuffle=train,
